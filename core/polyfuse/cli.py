@@ -1,0 +1,173 @@
+"""The ``polyfuse`` command line.
+
+Only light modules are imported here; commands that train import the trainer
+when they run, so ``polyfuse --help`` and ``polyfuse plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from polyfuse import __version__
+from polyfuse.components import Kind
+from polyfuse.errors import PolyfuseError
+from polyfuse.registry import Registry, parse_kind
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
+    if args.json:
+        _print_json([plugin.as_dict() for plugin in registry.plugins])
+        return 0
+    for plugin in registry.plugins:
+        print(f"{plugin.distribution} {plugin.version}  [{plugin.name} = {plugin.target}]  {plugin.status}")
+        for component in plugin.components:
+            print(f"    {component.kind.singular:<13} {component.name}")
+        for error in plugin.errors:
+            print(f"    error: {error}")
+    broken = [p for p in registry.plugins if p.status == "broken"]
+    if broken:
+        print(f"\n{len(broken)} broken plugin(s); their other components and every other plugin still work.")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
+    kind = parse_kind(args.kind) if args.kind else None
+    installed = registry.list(kind, args.pattern)
+    missing = registry.not_installed(kind, args.pattern) if args.all else []
+    if args.json:
+        rows = [
+            {"kind": c.kind.value, "name": c.name, "installed": True, "distribution": c.distribution,
+             "description": c.description}
+            for c in installed
+        ] + [
+            {"kind": e.kind.value, "name": e.name, "installed": False, "distribution": e.distribution,
+             "description": e.description, "install": e.install_command}
+            for e in missing
+        ]
+        _print_json(rows)
+        return 0
+    if not installed and not missing:
+        what = kind.value if kind else "components"
+        print(f"no {what} match {args.pattern!r}" + ("" if args.all else " (add --all to include installable ones)"))
+        return 0
+    for group in [kind] if kind else list(Kind):
+        rows_installed = [c for c in installed if c.kind is group]
+        rows_missing = [e for e in missing if e.kind is group]
+        if not rows_installed and not rows_missing:
+            continue
+        if kind is None:
+            print(f"{group.value}:")
+        indent = "  " if kind is None else ""
+        width = max(len(r.name) for r in [*rows_installed, *rows_missing])
+        for c in rows_installed:
+            print(f"{indent}{c.name:<{width}}  {c.description}  [{c.distribution}]")
+        for e in rows_missing:
+            print(f"{indent}{e.name:<{width}}  {e.description}  (not installed: {e.install_command})")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.config import load_pipeline
+
+    config = load_pipeline(args.config, registry)
+    print(f"{args.config}: valid")
+    if args.verbose:
+        print(json.dumps(config.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.config import pipeline_json_schema
+
+    text = json.dumps(pipeline_json_schema(registry), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.run import run_command
+
+    return run_command(args, registry)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="polyfuse",
+        description="Multimodal RL from human and AI feedback, composed from registry names.",
+    )
+    parser.add_argument("--version", action="version", version=f"polyfuse {__version__}")
+    parser.add_argument(
+        "-p", dest="plugin_switches", action="append", default=[], metavar="no:NAME",
+        help="disable a plugin by entry-point or distribution name (repeatable), e.g. -p no:polyfuse-timm",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    plugins = commands.add_parser("plugins", help="installed plugins, their components and errors")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=cmd_plugins)
+
+    listing = commands.add_parser("list", help="component names, optionally by kind and wildcard")
+    listing.add_argument("kind", nargs="?", help=f"one of: {', '.join(k.value for k in Kind)}")
+    listing.add_argument("pattern", nargs="?", default="*", help="fnmatch wildcard, e.g. '*tensor*'")
+    listing.add_argument("--all", action="store_true", help="include catalogued components not installed")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=cmd_list)
+
+    validate = commands.add_parser("validate", help="check a pipeline config against installed plugins")
+    validate.add_argument("config", help="path to a YAML pipeline config")
+    validate.add_argument("-v", "--verbose", action="store_true", help="print the config with defaults filled")
+    validate.set_defaults(handler=cmd_validate)
+
+    schema = commands.add_parser("schema", help="JSON schema of pipeline configs (for editor completion)")
+    schema.add_argument("-o", "--output", help="write to this file instead of stdout")
+    schema.set_defaults(handler=cmd_schema)
+
+    run = commands.add_parser("run", help="train a pipeline (the embedded default when no config is given)")
+    run.add_argument("config", nargs="?", help="path to a YAML pipeline config")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    run.add_argument("--output-dir", help="override trainer.output_dir")
+    run.add_argument("--steps", type=int, help="override trainer.total_steps")
+    run.add_argument("--seed", type=int, help="override trainer.seed")
+    run.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
+    run.set_defaults(handler=cmd_run)
+    return parser
+
+
+def _disabled_plugins(switches: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    disabled = []
+    for switch in switches:
+        if not switch.startswith("no:") or len(switch) == 3:
+            parser.error(f"-p takes no:NAME to disable a plugin, got {switch!r}")
+        disabled.append(switch[3:])
+    return disabled
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        registry = Registry.load(disabled=_disabled_plugins(args.plugin_switches, parser))
+        return args.handler(args, registry)
+    except PolyfuseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Pipeline configs: the YAML a user writes, validated against the installed components.
+
+Validation reports every problem at once, each with its full path
+(``fuser.params.hidden_dim: Input should be greater than 0``), so a user
+fixes a config in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from polyfuse.components import Kind
+from polyfuse.errors import ConfigError, PolyfuseError, UnknownComponentError
+from polyfuse.registry import Registry, default_registry
+
+KIND_MARKER = "x-polyfuse-kind"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentRef(StrictModel):
+    """A component chosen by registry name; ``fuser: gated`` is shorthand for ``{name: gated}``."""
+
+    name: str = Field(description="Registry name (see `polyfuse list`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="The component's own config")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+def component_field(kind: Kind, default: str | None = None, description: str = "") -> Any:
+    """A ComponentRef field tagged with its kind, so the JSON schema can list the installed choices."""
+    extra = {KIND_MARKER: kind.value}
+    if default is None:
+        return Field(description=description, json_schema_extra=extra)
+    return Field(default_factory=lambda: ComponentRef(name=default), description=description, json_schema_extra=extra)
+
+
+class ModalityConfig(StrictModel):
+    """One modality: which observation key to read and which encoder turns it into features."""
+
+    key: str | None = Field(None, description="Observation key to read; defaults to the modality's name")
+    encoder: ComponentRef = component_field(Kind.ENCODER, description="Encoder for this modality")
+
+
+class EnvConfig(StrictModel):
+    """A gymnasium environment with a Dict observation space, vectorised."""
+
+    id: str = Field(description="gymnasium environment id, e.g. polyfuse/DigitsVQA-v0")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make")
+    num_envs: int = Field(4, gt=0, description="Environments stepped in parallel")
+    vectorization: Literal["sync", "async"] = Field(
+        "sync", description="gymnasium's SyncVectorEnv (one process) or AsyncVectorEnv (one process per env)"
+    )
+
+
+class WarmStartConfig(StrictModel):
+    """Supervised pre-training on labelled data before RL (behaviour cloning)."""
+
+    episodes: int = Field(gt=0, description="Labelled episodes to collect from the environment's expert")
+    epochs: int = Field(5, gt=0, description="Passes over the labelled data")
+    batch_size: int = Field(64, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class TrainerConfig(StrictModel):
+    """How long to train, how often to evaluate and checkpoint, and where results go."""
+
+    total_steps: int = Field(20_000, gt=0, description="Environment steps (summed over vector envs)")
+    seed: int = Field(0, description="Seeds torch, numpy and the environments; same seed, same result")
+    eval_every: int = Field(5_000, gt=0, description="Steps between evaluations on held-out seeds")
+    eval_episodes: int = Field(200, gt=0, description="Episodes per evaluation")
+    checkpoint_every: int = Field(5_000, gt=0, description="Steps between checkpoints")
+    output_dir: Path = Field(Path("runs/latest"), description="Where metrics, plots and checkpoints go")
+    num_threads: int = Field(1, gt=0, description="torch threads per process (1 is fastest on small CPUs)")
+    warm_start: WarmStartConfig | None = Field(None, description="Optional behaviour cloning before RL")
+
+
+class PipelineConfig(StrictModel):
+    """A whole pipeline: environment, per-modality encoders, fuser, reward source, RL optimizer."""
+
+    env: EnvConfig
+    modalities: dict[str, ModalityConfig] = Field(min_length=1, description="Modality name -> encoder")
+    fuser: ComponentRef = component_field(Kind.FUSER, description="How modality features are combined")
+    reward: ComponentRef = component_field(Kind.REWARD, default="env", description="Where rewards come from")
+    optimizer: ComponentRef = component_field(Kind.OPTIMIZER, description="The RL algorithm")
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("modalities")
+    @classmethod
+    def _modality_names_are_plain(cls, value: dict[str, ModalityConfig]) -> dict[str, ModalityConfig]:
+        for name in value:
+            if not name or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"modality name {name!r} must be letters, digits, '-' or '_'")
+        return value
+
+    def component_refs(self) -> list[tuple[str, Kind, ComponentRef]]:
+        """Every component reference with its config path and kind."""
+        refs = [(f"modalities.{m}.encoder", Kind.ENCODER, cfg.encoder) for m, cfg in self.modalities.items()]
+        refs += [
+            ("fuser", Kind.FUSER, self.fuser),
+            ("reward", Kind.REWARD, self.reward),
+            ("optimizer", Kind.OPTIMIZER, self.optimizer),
+        ]
+        return refs
+
+
+def format_location(location: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def _pydantic_problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    for item in error.errors(include_url=False):
+        path = format_location(item["loc"])
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        message = item["msg"]
+        if item["type"] not in {"missing", "extra_forbidden"} and "input" in item:
+            message += f" (got {item['input']!r})"
+        problems.append((path, message))
+    return problems
+
+
+def validate_pipeline(data: Any, registry: Registry | None = None, source: str = "config") -> PipelineConfig:
+    """Validate a parsed config against the schema and the installed components.
+
+    Every component's ``params`` are replaced by their validated, defaults-filled
+    form, so what a run records is exactly what it used.
+    """
+    registry = registry or default_registry()
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", f"expected a mapping at the top level, got {type(data).__name__}")])
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _pydantic_problems(exc)) from None
+    problems: list[tuple[str, str]] = []
+    for path, kind, ref in config.component_refs():
+        try:
+            component = registry.get(kind, ref.name)
+        except UnknownComponentError as exc:
+            problems.append((f"{path}.name", str(exc)))
+            continue
+        try:
+            ref.params = component.config.model_validate(ref.params).model_dump(mode="json")
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, prefix=f"{path}.params"))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, turning I/O and syntax errors into user-facing errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolyfuseError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise PolyfuseError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        position = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), [("", f"invalid YAML{position}: {problem}")]) from None
+
+
+def load_pipeline(path: str | Path, registry: Registry | None = None) -> PipelineConfig:
+    """Read and validate a pipeline config file."""
+    path = Path(path)
+    return validate_pipeline(read_yaml(path), registry, source=str(path))
+
+
+def pipeline_json_schema(registry: Registry | None = None) -> dict[str, Any]:
+    """JSON schema of a pipeline config, with each component field listing the installed choices.
+
+    Editors (VS Code's YAML extension and the like) use it for completion and
+    inline errors: ``# yaml-language-server: $schema=polyfuse.schema.json``.
+    """
+    from pydantic.json_schema import models_json_schema
+
+    registry = registry or default_registry()
+    components = registry.list()
+    refs, top = models_json_schema(
+        [(PipelineConfig, "validation")] + [(c.config, "validation") for c in components],
+        ref_template="#/$defs/{model}",
+    )
+    config_refs = {(c.kind, c.name): refs[(c.config, "validation")] for c in components}
+    defs = top["$defs"]
+
+    def choices(kind: Kind) -> dict[str, Any]:
+        options: list[dict[str, Any]] = []
+        for component in registry.list(kind):
+            options.append(
+                {
+                    "type": "object",
+                    "title": f"{component.name} ({component.distribution})",
+                    "description": component.description,
+                    "properties": {
+                        "name": {"const": component.name},
+                        "params": config_refs[(kind, component.name)],
+                    },
+                    "required": ["name"],
+                    "additionalProperties": False,
+                }
+            )
+            options.append({"const": component.name, "description": component.description})
+        return {"anyOf": options} if options else {"not": {}, "description": f"no {kind.value} installed"}
+
+    def replace_marked(node: Any) -> Any:
+        if isinstance(node, dict):
+            if KIND_MARKER in node:
+                kind = Kind(node[KIND_MARKER])
+                replaced = {k: v for k, v in node.items() if k in {"description", "title", "default"}}
+                return {**replaced, **choices(kind)}
+            return {k: replace_marked(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [replace_marked(v) for v in node]
+        return node
+
+    schema = {**replace_marked(defs[PipelineConfig.__name__]), "$defs": replace_marked(defs)}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "polyfuse pipeline config"
+    return schema

@@ -1,0 +1,134 @@
+"""The hooks a polyfuse plugin implements.
+
+A plugin is a module (or object) named by an entry point in the ``polyfuse``
+group. It implements any of the hooks below with ``@polyfuse.hookimpl``; each
+hook receives a ``register`` callback and calls it once per component. The
+core's own components are registered through exactly these hooks.
+
+Registration must stay cheap: import torch, timm or other heavy libraries
+inside the factory, never at module level, so that ``polyfuse --help`` and
+``polyfuse plugins`` stay fast.
+
+``register(name, factory, *, config, description="")`` takes:
+
+- ``name``: the registry name users write in a pipeline config
+  (lowercase letters, digits, ``-``, ``_`` and ``.``);
+- ``factory``: a callable ``factory(config, **context)`` that builds the
+  component; the context each kind receives is documented on its hook;
+- ``config``: a :class:`polyfuse.ComponentConfig` subclass (a pydantic model
+  with ``extra="forbid"``) validating the component's ``params``;
+- ``description``: one line shown by ``polyfuse list``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "polyfuse"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_encoders(register):  # type: ignore[no-untyped-def]
+    """Register encoders, which turn one modality of raw observations into features.
+
+    Factory context: ``factory(config, space=...)`` where ``space`` is the
+    gymnasium space of the observation key the encoder reads (``None`` when
+    unknown). The factory returns a :class:`polyfuse.encoding.Encoder`: a
+    ``torch.nn.Module`` with an ``output_dim`` attribute whose ``forward``
+    takes a batch of raw observations and returns ``(B, output_dim)``.
+
+    Example::
+
+        class BagOfWordsConfig(polyfuse.ComponentConfig):
+            vocab_size: int = 1000
+
+        def build_bag_of_words(config, space=None):
+            from my_plugin.bow import BagOfWordsEncoder  # heavy import here
+            return BagOfWordsEncoder(config.vocab_size)
+
+        @polyfuse.hookimpl
+        def register_encoders(register):
+            register("bag-of-words", build_bag_of_words, config=BagOfWordsConfig,
+                     description="Hashed bag-of-words text encoder")
+    """
+
+
+@hookspec
+def register_fusers(register):  # type: ignore[no-untyped-def]
+    """Register fusers, which combine per-modality features into one vector.
+
+    Factory context: ``factory(config, input_dims=...)`` where ``input_dims``
+    maps each modality name to its feature dimension (inferred from the
+    encoders at build time). The factory returns a
+    :class:`polyfuse.fusion.Fuser`, whose ``forward(features, present=None)``
+    takes ``{modality: (B, D)}`` plus an optional per-sample presence mask and
+    returns ``(B, fuser.output_dim)``.
+
+    Example::
+
+        class MaxPoolConfig(polyfuse.ComponentConfig):
+            hidden_dim: int = Field(128, gt=0)
+
+        def build_max_pool(config, input_dims):
+            from my_fusers.max_pool import MaxPoolFuser
+            return MaxPoolFuser(input_dims, hidden_dim=config.hidden_dim)
+
+        @polyfuse.hookimpl
+        def register_fusers(register):
+            register("max-pool", build_max_pool, config=MaxPoolConfig,
+                     description="Element-wise max over projected modalities")
+    """
+
+
+@hookspec
+def register_reward_sources(register):  # type: ignore[no-untyped-def]
+    """Register reward sources, which score transitions for the RL optimizer.
+
+    Factory context: ``factory(config, observation_space=..., action_space=...)``
+    with the environment's spaces. The factory returns a
+    :class:`polyfuse.rewards.RewardSource`, which turns a batch of transitions
+    (observations, actions, the environment's rewards, infos) into rewards:
+    passing the environment's reward through, a reward model learned from
+    preferences, or feedback from people or AI judges.
+
+    Example::
+
+        class ClippedConfig(polyfuse.ComponentConfig):
+            limit: float = Field(1.0, gt=0)
+
+        def build_clipped(config, observation_space=None, action_space=None):
+            from my_rewards.clipped import ClippedEnvReward
+            return ClippedEnvReward(config.limit)
+
+        @polyfuse.hookimpl
+        def register_reward_sources(register):
+            register("clipped-env", build_clipped, config=ClippedConfig,
+                     description="Environment reward clipped to [-limit, limit]")
+    """
+
+
+@hookspec
+def register_optimizers(register):  # type: ignore[no-untyped-def]
+    """Register RL optimizers (DQN, PPO, …), which train a policy on fused features.
+
+    Factory context: ``factory(config)``; the trainer then hands the optimizer
+    the built pipeline (environments, encoders, fuser, reward source). The
+    factory returns a :class:`polyfuse.training.RLOptimizer`.
+
+    Example::
+
+        class ReinforceConfig(polyfuse.ComponentConfig):
+            learning_rate: float = Field(1e-3, gt=0)
+
+        def build_reinforce(config):
+            from my_rl.reinforce import Reinforce
+            return Reinforce(config)
+
+        @polyfuse.hookimpl
+        def register_optimizers(register):
+            register("reinforce", build_reinforce, config=ReinforceConfig,
+                     description="Vanilla policy gradient")
+    """

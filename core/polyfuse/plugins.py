@@ -1,0 +1,171 @@
+"""Plugin discovery: the one module that talks to pluggy and entry points.
+
+Every plugin, the core's built-ins included, is an entry point in the
+``polyfuse`` group. Each is loaded and asked to register on its own, so a
+plugin that fails to import, registers a duplicate name or an invalid
+component is reported as broken while every other plugin keeps working.
+
+Environment switches (read when plugins load):
+
+- ``POLYFUSE_PLUGINS=name,name``: load only these third-party plugins
+  (entry-point or distribution names); set it empty to load none. The core's
+  built-ins always load.
+- ``POLYFUSE_DISABLE_PLUGINS=name,name``: never load these, like the CLI's
+  ``-p no:NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from polyfuse import hookspecs
+from polyfuse.components import Component, InvalidComponentError, Kind, make_component
+
+CORE_DISTRIBUTION = "polyfuse"
+ENTRY_POINT_GROUP = "polyfuse"
+ALLOWLIST_ENV = "POLYFUSE_PLUGINS"
+BLOCKLIST_ENV = "POLYFUSE_DISABLE_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    """One entry point: where it comes from, what it registered and what went wrong."""
+
+    name: str
+    distribution: str
+    version: str
+    target: str
+    status: str = "loaded"  # loaded | broken | disabled
+    components: list[Component] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "entry_point": self.target,
+            "status": self.status,
+            "components": [{"kind": c.kind.value, "name": c.name} for c in self.components],
+            "errors": self.errors,
+        }
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """A plugin to load: normally an entry point, in tests an object handed over directly."""
+
+    name: str
+    distribution: str
+    version: str
+    target: str
+    load: Callable[[], object]
+
+
+def entry_point_sources() -> list[PluginSource]:
+    """The installed entry points of the ``polyfuse`` group, core first, then by distribution."""
+    sources = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        sources.append(
+            PluginSource(
+                name=ep.name,
+                distribution=dist.metadata["Name"] if dist else "unknown",
+                version=dist.version if dist else "unknown",
+                target=ep.value,
+                load=ep.load,
+            )
+        )
+    return sorted(sources, key=lambda s: (s.distribution != CORE_DISTRIBUTION, s.distribution, s.name))
+
+
+def _names_from_env(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _is_enabled(source: PluginSource, disabled: set[str]) -> bool:
+    names = {source.name, source.distribution}
+    if names & (disabled | (_names_from_env(BLOCKLIST_ENV) or set())):
+        return False
+    allowed = _names_from_env(ALLOWLIST_ENV)
+    return source.distribution == CORE_DISTRIBUTION or allowed is None or bool(names & allowed)
+
+
+def load_plugins(
+    sources: Iterable[PluginSource] | None = None, disabled: Iterable[str] = ()
+) -> tuple[list[PluginInfo], dict[Kind, dict[str, Component]]]:
+    """Load plugins and collect their components, isolating each plugin's failures."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    blocked = set(disabled)
+    infos: list[PluginInfo] = []
+    components: dict[Kind, dict[str, Component]] = {kind: {} for kind in Kind}
+    for source in entry_point_sources() if sources is None else sources:
+        info = PluginInfo(source.name, source.distribution, source.version, source.target)
+        infos.append(info)
+        if not _is_enabled(source, blocked):
+            info.status = "disabled"
+            continue
+        try:
+            plugin = source.load()
+            manager.register(plugin, name=source.name)
+        except Exception as exc:  # a broken plugin must not take the others down
+            info.status = "broken"
+            info.errors.append(f"failed to load: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            manager.check_pending()  # a misspelt hook name would otherwise be ignored silently
+        except pluggy.PluginValidationError as exc:
+            manager.unregister(plugin)
+            info.status = "broken"
+            info.errors.append(f"failed to load: {type(exc).__name__}: {exc}")
+            continue
+        _collect_components(manager, info, components)
+        if info.errors:
+            info.status = "broken"
+    return infos, components
+
+
+def _collect_components(
+    manager: pluggy.PluginManager, info: PluginInfo, components: dict[Kind, dict[str, Component]]
+) -> None:
+    others = [p for name, p in manager.list_name_plugin() if name != info.name]
+    for kind in Kind:
+        caller = manager.subset_hook_caller(kind.hook_name, remove_plugins=others)
+        registered: list[Component] = []
+
+        def register(name: Any, factory: Any = None, *, config: Any = None, description: Any = "") -> None:
+            try:
+                component = make_component(
+                    kind, name, factory, config=config, description=description,
+                    plugin=info.name, distribution=info.distribution,
+                )
+            except InvalidComponentError as exc:
+                info.errors.append(str(exc))
+                return
+            existing = components[kind].get(name) or next((c for c in registered if c.name == name), None)
+            if existing is not None:
+                info.errors.append(
+                    f"{kind.singular} {name!r} is already registered by plugin {existing.plugin!r} "
+                    f"({existing.distribution}); this registration is ignored"
+                )
+                return
+            registered.append(component)
+
+        try:
+            caller(register=register)
+        except Exception as exc:
+            info.errors.append(f"{kind.hook_name} raised {type(exc).__name__}: {exc}")
+            continue
+        for component in registered:
+            components[kind][component.name] = component
+            info.components.append(component)

@@ -1,0 +1,251 @@
+"""Tests of the built-in fusers, built through their ``register_fusers`` registration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+import torch
+
+from polyfuse import Kind
+from polyfuse.builtins.fusers import register_fusers
+from polyfuse.components import Component, make_component
+
+torch.set_num_threads(1)
+
+BATCH = 6
+ALL_DIMS = {"image": 7, "text": 5, "audio": 3}
+LAYOUTS = {n: dict(list(ALL_DIMS.items())[:n]) for n in (1, 2, 3)}
+EXPECTED_NAMES = {"concat", "sum", "mean", "gated", "attention", "late", "tensor", "low-rank"}
+
+# (registry name, params, expected output_dim or None for "sum of the input dims"); small widths keep it fast.
+VARIANTS = [
+    ("concat", {}, None),
+    ("concat", {"output_dim": 16}, 16),
+    ("sum", {"hidden_dim": 16}, 16),
+    ("mean", {"hidden_dim": 16}, 16),
+    ("gated", {"hidden_dim": 16}, 16),
+    ("attention", {"hidden_dim": 16, "attention_dim": 8}, 16),
+    ("late", {"output_dim": 16, "hidden_dim": 8}, 16),
+    ("late", {"output_dim": 16, "hidden_dim": 8, "combine": "vote"}, 16),
+    ("tensor", {"output_dim": 16, "factor_dim": 4}, 16),
+    ("low-rank", {"output_dim": 16, "rank": 3}, 16),
+]
+VARIANT_IDS = [
+    "-".join([name, *(f"{k}={v}" for k, v in params.items())]) for name, params, _ in VARIANTS
+]
+
+
+def collect_fusers() -> dict[str, Component]:
+    """Run the hook with a collecting ``register``, validating each call like the registry does."""
+    components: dict[str, Component] = {}
+
+    def register(name: Any, factory: Any, *, config: Any, description: Any = "") -> None:
+        assert name not in components, f"{name!r} registered twice"
+        components[name] = make_component(
+            Kind.FUSER,
+            name,
+            factory,
+            config=config,
+            description=description,
+            plugin="builtins",
+            distribution="polyfuse",
+        )
+
+    register_fusers(register)
+    return components
+
+
+FUSERS = collect_fusers()
+
+
+def build(name: str, params: dict[str, Any], input_dims: dict[str, int], seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return FUSERS[name].build(params, input_dims=input_dims)
+
+
+def random_features(input_dims: dict[str, int], seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {m: torch.randn(BATCH, d, generator=generator) for m, d in input_dims.items()}
+
+
+def gappy_mask(input_dims: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Modality i is missing for sample i only; the last sample has no modality at all."""
+    mask = {}
+    for i, modality in enumerate(input_dims):
+        present = torch.ones(BATCH, dtype=torch.bool)
+        present[i] = False
+        present[-1] = False
+        mask[modality] = present
+    return mask
+
+
+def test_all_builtin_fusers_are_registered_with_descriptions() -> None:
+    assert set(FUSERS) == EXPECTED_NAMES
+    for component in FUSERS.values():
+        assert component.description
+        assert issubclass(component.config, pydantic.BaseModel)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
+def test_default_config_builds(name: str) -> None:
+    fuser = build(name, {}, LAYOUTS[3])
+    out = fuser(random_features(LAYOUTS[3]))
+    assert out.shape == (BATCH, fuser.output_dim)
+
+
+@pytest.mark.parametrize("n_modalities", [1, 2, 3])
+@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
+def test_output_shape(name: str, params: dict[str, Any], expected_dim: int | None, n_modalities: int) -> None:
+    dims = LAYOUTS[n_modalities]
+    expected = sum(dims.values()) if expected_dim is None else expected_dim
+    fuser = build(name, params, dims)
+    assert fuser.output_dim == expected
+    out = fuser(random_features(dims))
+    assert out.shape == (BATCH, expected)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("n_modalities", [1, 2, 3])
+@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
+def test_every_parameter_gets_gradient(
+    name: str, params: dict[str, Any], expected_dim: int | None, n_modalities: int
+) -> None:
+    """Case A (all modalities present) must reach every parameter except concat's placeholders,
+    which by design only stand in for missing features; case B (``gappy_mask``: every modality
+    missing for some samples, present for others) must reach every parameter, placeholders included."""
+    dims = LAYOUTS[n_modalities]
+    fuser = build(name, params, dims)
+    features = random_features(dims)
+    target = torch.randn(BATCH, fuser.output_dim, generator=torch.Generator().manual_seed(2))
+
+    def grads(present: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor | None]:
+        fuser.zero_grad(set_to_none=True)
+        (fuser(features, present) * target).sum().backward()
+        return {n: p.grad for n, p in fuser.named_parameters()}
+
+    assert list(fuser.named_parameters()), "a fuser with nothing to learn"
+    placeholders = {n for n, _ in fuser.named_parameters() if n.startswith("placeholders.")}
+    assert bool(placeholders) == (name == "concat")
+
+    for param_name, grad in grads(None).items():  # case A
+        if param_name in placeholders:
+            assert grad is None or not grad.any(), f"{param_name} changed although nothing is missing"
+        else:
+            assert grad is not None and grad.abs().sum() > 0, f"{param_name} gets no gradient"
+    for param_name, grad in grads(gappy_mask(dims)).items():  # case B
+        assert grad is not None and grad.abs().sum() > 0, f"{param_name} gets no gradient with gaps"
+        assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("garbage", ["noise", "nan"])
+@pytest.mark.parametrize("n_modalities", [1, 2, 3])
+@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
+def test_masked_features_do_not_leak(
+    name: str, params: dict[str, Any], expected_dim: int | None, n_modalities: int, garbage: str
+) -> None:
+    """A sample's output must not depend on the features of a modality masked out for it."""
+    dims = LAYOUTS[n_modalities]
+    fuser = build(name, params, dims)
+    features = {m: x.requires_grad_() for m, x in random_features(dims).items()}
+    present = gappy_mask(dims)
+    reference = fuser(features, present)
+
+    changed = {}
+    for modality, x in features.items():
+        missing = ~present[modality][:, None]
+        fill = torch.full_like(x, float("nan")) if garbage == "nan" else 100 * torch.randn_like(x)
+        changed[modality] = torch.where(missing, fill, x.detach()).requires_grad_()
+    out = fuser(changed, present)
+
+    torch.testing.assert_close(out, reference)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    for modality, x in changed.items():
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        assert not x.grad[~present[modality]].any(), f"gradient reaches masked {modality!r} features"
+    for param_name, param in fuser.named_parameters():
+        assert param.grad is None or torch.isfinite(param.grad).all(), f"garbage reaches {param_name}.grad"
+
+
+@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
+def test_absent_modality_equals_all_false_mask(
+    name: str, params: dict[str, Any], expected_dim: int | None
+) -> None:
+    dims = LAYOUTS[3]
+    fuser = build(name, params, dims)
+    features = random_features(dims)
+    masked = fuser(features, {"audio": torch.zeros(BATCH, dtype=torch.bool)})
+    absent = fuser({m: x for m, x in features.items() if m != "audio"})
+    torch.testing.assert_close(absent, masked)
+    assert absent.shape == (BATCH, fuser.output_dim)
+    # And a present modality does matter, so the check above is not vacuous.
+    assert not torch.allclose(fuser(features), absent)
+
+
+@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
+def test_bad_inputs_raise_helpful_errors(name: str, params: dict[str, Any], expected_dim: int | None) -> None:
+    dims = LAYOUTS[2]
+    fuser = build(name, params, dims)
+    features = random_features(dims)
+    with pytest.raises(ValueError, match=r"'image'.*expected features of shape \(6, 7\), got \(6, 4\)"):
+        fuser({**features, "image": torch.randn(BATCH, 4)})
+    with pytest.raises(ValueError, match=r"expected features of shape"):
+        fuser({**features, "text": torch.randn(BATCH, 5, 1)})
+    with pytest.raises(ValueError, match=r"unknown modalities \['depth'\].*built for \['image', 'text'\]"):
+        fuser({**features, "depth": torch.randn(BATCH, 3)})
+    with pytest.raises(ValueError, match=r"presence mask of 'text' must have shape \(6,\)"):
+        fuser(features, {"text": torch.ones(BATCH, 1, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="no modality given"):
+        fuser({})
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
+def test_configs_reject_bad_values_and_unknown_fields(name: str) -> None:
+    config = FUSERS[name].config
+    int_fields = [f for f in config.model_fields if f != "combine"]
+    assert int_fields
+    for field in int_fields:
+        assert config.model_fields[field].description, f"{name}.{field} has no description"
+        for bad in (0, -3):
+            with pytest.raises(pydantic.ValidationError, match=field):
+                config.model_validate({field: bad})
+    with pytest.raises(pydantic.ValidationError, match="hiden_dim"):
+        config.model_validate({"hiden_dim": 8})
+
+
+def test_late_config_rejects_unknown_combine() -> None:
+    with pytest.raises(pydantic.ValidationError, match="combine"):
+        FUSERS["late"].config.model_validate({"combine": "max"})
+
+
+def test_tensor_fusion_guards_product_size() -> None:
+    with pytest.raises(ValueError, match=r"41\^3 = 68921.*max_product_dim=65536.*factor_dim.*'low-rank'"):
+        build("tensor", {"factor_dim": 40}, LAYOUTS[3])
+    with pytest.raises(ValueError, match="max_product_dim=100"):
+        build("tensor", {"factor_dim": 4, "max_product_dim": 100}, LAYOUTS[3])  # 5^3 = 125
+    assert build("tensor", {"factor_dim": 4, "max_product_dim": 125}, LAYOUTS[3]).output.in_features == 125
+
+
+def test_mean_is_sum_over_present_count() -> None:
+    dims = LAYOUTS[3]
+    features, present = random_features(dims), gappy_mask(dims)
+    total = build("sum", {"hidden_dim": 16}, dims, seed=3)(features, present)
+    mean = build("mean", {"hidden_dim": 16}, dims, seed=3)(features, present)
+    count = torch.stack(list(present.values()), dim=1).sum(dim=1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(mean * count, total)
+    assert not total[-1].any()  # no modality at all: zeros, not NaN
+
+
+def test_importing_fuser_registration_does_not_import_torch() -> None:
+    core = Path(__file__).resolve().parents[1] / "core"
+    pythonpath = os.pathsep.join(filter(None, [str(core), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    code = "import polyfuse.builtins.fusers, sys; assert 'torch' not in sys.modules, 'torch was imported'"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
