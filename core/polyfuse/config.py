@@ -84,6 +84,14 @@ class TrainerConfig(StrictModel):
     warm_start: WarmStartConfig | None = Field(None, description="Optional behaviour cloning before RL")
 
 
+class FeatureCacheConfig(StrictModel):
+    """Features of frozen encoders are computed once: kept in memory and, optionally, on disk."""
+
+    enabled: bool = Field(True, description="Cache the features of frozen encoders")
+    memory_items: int = Field(100_000, ge=0, description="Features kept in the in-memory LRU")
+    directory: Path | None = Field(None, description="Persistent cache directory shared across runs")
+
+
 class PipelineConfig(StrictModel):
     """A whole pipeline: environment, per-modality encoders, fuser, reward source, RL optimizer."""
 
@@ -93,6 +101,7 @@ class PipelineConfig(StrictModel):
     reward: ComponentRef = component_field(Kind.REWARD, default="env", description="Where rewards come from")
     optimizer: ComponentRef = component_field(Kind.OPTIMIZER, description="The RL algorithm")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    feature_cache: FeatureCacheConfig = Field(default_factory=FeatureCacheConfig)
 
     @field_validator("modalities")
     @classmethod
