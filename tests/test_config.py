@@ -1,0 +1,133 @@
+"""Pipeline configs: every problem reported at once with its full path, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import Field
+
+import polyfuse
+from polyfuse.config import load_pipeline, pipeline_json_schema, validate_pipeline
+from polyfuse.errors import ConfigError, PolyfuseError
+
+
+class StepsConfig(polyfuse.ComponentConfig):
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class OptimizerPlugin:
+    """Stands in for an RL optimizer plugin: config validation only needs its config model."""
+
+    @polyfuse.hookimpl
+    def register_optimizers(self, register):
+        register("test-rl", lambda config: None, config=StepsConfig, description="for config tests")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    from polyfuse.plugins import entry_point_sources
+    from polyfuse.registry import Registry
+    from polyfuse.testing import plugin_source
+
+    return Registry.load([*entry_point_sources(), plugin_source(OptimizerPlugin())])
+
+
+def good_config() -> dict:
+    return {
+        "env": {"id": "polyfuse/DigitsVQA-v0", "num_envs": 2},
+        "modalities": {"image": {"encoder": {"name": "small-cnn"}}, "question": {"encoder": "vector"}},
+        "fuser": {"name": "gated", "params": {"hidden_dim": 32}},
+        "optimizer": "test-rl",
+    }
+
+
+def test_good_config_validates_and_fills_defaults(registry) -> None:
+    config = validate_pipeline(good_config(), registry)
+    assert config.fuser.params == {"hidden_dim": 32}
+    assert config.optimizer.params == {"learning_rate": 1e-3}, "defaults are filled in"
+    assert config.reward.name == "env", "the environment's reward is the default reward source"
+    assert config.modalities["question"].encoder.name == "vector", "a bare name is shorthand for {name: ...}"
+
+
+def test_every_error_is_reported_with_its_path(registry) -> None:
+    data = good_config()
+    data["fuser"]["params"]["hidden_dim"] = 0
+    data["fuser"]["params"]["hiden"] = 3
+    data["optimizer"] = {"name": "test-rl", "params": {"learning_rate": -1}}
+    data["modalities"]["image"]["encoder"]["name"] = "smal-cnn"
+    with pytest.raises(ConfigError) as info:
+        validate_pipeline(data, registry, source="bad.yaml")
+    problems = dict(info.value.problems)
+    assert problems["fuser.params.hidden_dim"] == "Input should be greater than 0 (got 0)"
+    assert problems["fuser.params.hiden"] == "Extra inputs are not permitted"
+    assert problems["optimizer.params.learning_rate"].startswith("Input should be greater than 0")
+    assert "did you mean 'small-cnn'" in problems["modalities.image.encoder.name"]
+    assert str(info.value).startswith("bad.yaml: 4 problems")
+
+
+def test_structural_errors_have_paths(registry) -> None:
+    data = good_config()
+    data["env"]["num_envs"] = "many"
+    data["trainer"] = {"total_step": 10}
+    del data["fuser"]
+    with pytest.raises(ConfigError) as info:
+        validate_pipeline(data, registry)
+    paths = [path for path, _ in info.value.problems]
+    assert paths == ["env.num_envs", "fuser", "trainer.total_step"]
+
+
+def test_unknown_component_of_a_missing_distribution_says_what_to_install() -> None:
+    from polyfuse.registry import Registry
+
+    without_ppo = Registry.load(disabled=["polyfuse-ppo"])
+    data = good_config()
+    data["optimizer"] = "ppo"
+    with pytest.raises(ConfigError, match="optimizer.name: no optimizer named 'ppo' is installed; it is provided "
+                                          "by polyfuse-ppo: pip install polyfuse-ppo"):
+        validate_pipeline(data, without_ppo)
+
+
+def test_yaml_syntax_errors_name_the_line(tmp_path: Path, registry) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("env:\n  id: [unclosed\nfuser: gated\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML \(line 3, column 6\)"):
+        load_pipeline(path, registry)
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path, registry) -> None:
+    with pytest.raises(PolyfuseError, match="config file not found"):
+        load_pipeline(tmp_path / "nope.yaml", registry)
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level, got list"):
+        load_pipeline(tmp_path / "list.yaml", registry)
+
+
+def test_schema_lists_installed_components_with_their_params(registry) -> None:
+    schema = pipeline_json_schema(registry)
+    json.dumps(schema)  # serialisable
+    fuser_options = schema["properties"]["fuser"]["anyOf"]
+    names = {o["properties"]["name"]["const"] for o in fuser_options if o.get("type") == "object"}
+    assert {"gated", "tensor", "low-rank"} <= names
+    gated = next(o for o in fuser_options if o.get("properties", {}).get("name", {}).get("const") == "gated")
+    params = schema["$defs"][gated["properties"]["params"]["$ref"].split("/")[-1]]
+    assert params["properties"]["hidden_dim"]["exclusiveMinimum"] == 0
+    optimizer_names = {o.get("const") for o in schema["properties"]["optimizer"]["anyOf"]}
+    assert "test-rl" in optimizer_names, "plugins' components appear in the schema"
+
+
+def test_schema_validates_a_good_config_and_rejects_a_bad_one(registry) -> None:
+    import jsonschema
+
+    schema = pipeline_json_schema(registry)
+    jsonschema.validate(good_config(), schema)
+    bad = good_config()
+    bad["fuser"]["params"]["hidden_dim"] = -1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    bad = yaml.safe_load(yaml.safe_dump(good_config()))
+    bad["fuser"] = "no-such-fuser"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
