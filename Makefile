@@ -1,26 +1,38 @@
-# Set-up and the two everyday jobs. `make run` and `make test` set up .venv on first use.
+# Set-up and the two everyday jobs; `make run` and `make test` set up the venvs on first use.
 PYTHON ?= python3
 VENV ?= .venv
-PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
-PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
-PIP_INSTALL = $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+ISOLATED_VENV ?= .venv-isolated
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(sort $(wildcard plugins/*/pyproject.toml)))
+PLUGIN_NAMES := $(notdir $(PLUGIN_DIRS))
+PIP = -m pip --disable-pip-version-check
+PIP_INSTALL = $(PIP) install --quiet -c constraints.txt
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
 
 .PHONY: setup run test test-isolated clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt $(PLUGINS)
+# Everything: the core, every plugin, test tools.
+$(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e '.[test,babyai]' $(addprefix -e ,$(PLUGIN_DIRS))
+	$(VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai]' $(addprefix -e ,$(PLUGIN_DIRS))
+	touch $@
+
+# The core and the plugins' third-party dependencies, but no plugin: see scripts/test-isolated.sh.
+$(ISOLATED_VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
+	$(PYTHON) -m venv $(ISOLATED_VENV)
+	$(ISOLATED_VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai]' $(PLUGIN_DIRS)
+	$(ISOLATED_VENV)/bin/python $(PIP) uninstall --quiet --yes $(PLUGIN_NAMES)
 	touch $@
 
 run: setup
 	$(VENV)/bin/polyfuse run $(ARGS)
 
-test: setup
+test: setup $(ISOLATED_VENV)/.installed
 	$(VENV)/bin/python -m pytest tests $(addsuffix /tests,$(PLUGIN_DIRS)) $(ARGS)
+	scripts/test-isolated.sh $(ISOLATED_VENV) $(PLUGIN_DIRS)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(ISOLATED_VENV) build runs

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs each plugin's own tests with only the core and that plugin installed.
+# The venv holds the core and every plugin's third-party dependencies; each plugin
+# is installed into a private folder that alone is put on PYTHONPATH.
+set -euo pipefail
+venv=${1:?usage: test-isolated.sh VENV PLUGIN_DIR...}
+shift
+for plugin in "$@"; do
+  name=$(basename "$plugin")
+  target="build/isolated/$name"
+  rm -rf "$target"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+    --target "$target" "$plugin"
+  echo "== $name installed alone with the core =="
+  PYTHONPATH="$PWD/$target" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$plugin/tests"
+done
