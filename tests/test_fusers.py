@@ -15,6 +15,7 @@ import torch
 from polyfuse import Kind
 from polyfuse.builtins.fusers import register_fusers
 from polyfuse.components import Component, make_component
+from polyfuse.fusion import Fuser
 
 torch.set_num_threads(1)
 
@@ -240,6 +241,30 @@ def test_mean_is_sum_over_present_count() -> None:
     count = torch.stack(list(present.values()), dim=1).sum(dim=1, keepdim=True).clamp(min=1)
     torch.testing.assert_close(mean * count, total)
     assert not total[-1].any()  # no modality at all: zeros, not NaN
+
+
+def test_masked_inputs_fill_gaps_in_declared_order() -> None:
+    fuser = Fuser(LAYOUTS[3], output_dim=1)
+    keep = torch.arange(BATCH) % 2 == 0
+    features = {"text": torch.randn(BATCH, 5), "image": torch.full((BATCH, 7), float("nan"))}
+    batch, _, _, mask, inputs = fuser.masked_inputs(features, {"image": keep})
+    assert batch == BATCH and list(inputs) == list(mask) == ["image", "text", "audio"]
+    assert not inputs["image"][~keep].any() and inputs["image"][keep].isnan().all()
+    torch.testing.assert_close(inputs["text"], features["text"])
+    assert not inputs["audio"].any() and not mask["audio"].any()
+    fills = [torch.full((dim,), float(dim)) for dim in LAYOUTS[3].values()]
+    *_, filled = fuser.masked_inputs(features, {"image": keep}, fill=fills)
+    assert (filled["image"][~keep] == 7).all() and (filled["audio"] == 3).all()
+
+
+@pytest.mark.parametrize("name", ["sum", "tensor"])
+def test_absent_modality_leaves_its_projection_untouched(name: str) -> None:
+    """Grads stay None (not zero), so optimisers skip the weights instead of decaying them."""
+    fuser = build(name, {}, LAYOUTS[3])
+    features = random_features(LAYOUTS[3])
+    fuser({m: x for m, x in features.items() if m != "audio"}).sum().backward()
+    assert all(p.grad is None for p in fuser.projections[2].parameters())
+    assert all(p.grad is not None for p in fuser.projections[0].parameters())
 
 
 def test_importing_fuser_registration_does_not_import_torch() -> None:

@@ -40,15 +40,8 @@ class AttentionFuser(Fuser):
     def forward(
         self, features: Mapping[str, torch.Tensor], present: PresenceMask | None = None
     ) -> torch.Tensor:
-        batch, device, dtype, mask = self.batch_layout(features, present)
-        tokens = []
-        for modality, dim, projection in zip(self.modalities, self.input_dims.values(), self.projections):
-            x = features.get(modality)
-            if x is None:
-                x = torch.zeros(batch, dim, device=device, dtype=dtype)
-            else:
-                x = torch.where(mask[modality][:, None], x, 0.0)
-            tokens.append(projection(x))
+        _, _, dtype, mask, inputs = self.masked_inputs(features, present)
+        tokens = [projection(inputs[m]) for m, projection in zip(self.modalities, self.projections)]
         values = torch.stack(tokens, dim=1) + self.modality_embeddings  # (B, N, H)
         keep = torch.stack([mask[m] for m in self.modalities], dim=1)  # (B, N)
         if self.scorer is None:

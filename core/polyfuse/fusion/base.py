@@ -10,7 +10,7 @@ term of a tensor product…), so that no caller has to zero-fill by hand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -77,6 +77,32 @@ class Fuser(nn.Module):
                     )
                 resolved[modality] = mask.to(device=device, dtype=torch.bool)
         return batch, device, dtype, resolved
+
+    def masked_inputs(
+        self,
+        features: Mapping[str, torch.Tensor],
+        present: PresenceMask | None,
+        fill: Iterable[torch.Tensor] | None = None,
+    ) -> tuple[int, torch.device, torch.dtype, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``batch_layout``'s tuple, then every declared modality's ``(B, D_m)`` input with gaps filled.
+
+        Gaps are zeros, or the ``(D_m,)`` vectors of ``fill`` (one per declared
+        modality, in order). Masked rows are selected away rather than
+        multiplied by zero, so garbage (even NaN) in them reaches neither the
+        output nor the gradients.
+        """
+        batch, device, dtype, mask = self.batch_layout(features, present)
+        fills = [None] * len(self.modalities) if fill is None else list(fill)
+        inputs: dict[str, torch.Tensor] = {}
+        for (modality, dim), gap in zip(self.input_dims.items(), fills, strict=True):
+            x = features.get(modality)
+            if x is not None:
+                inputs[modality] = torch.where(mask[modality][:, None], x, 0.0 if gap is None else gap)
+            elif gap is None:
+                inputs[modality] = torch.zeros(batch, dim, device=device, dtype=dtype)
+            else:
+                inputs[modality] = gap.expand(batch, -1)
+        return batch, device, dtype, mask, inputs
 
     def extra_repr(self) -> str:
         return f"input_dims={self.input_dims}, output_dim={self.output_dim}"

@@ -34,11 +34,6 @@ class ConcatFuser(Fuser):
     def forward(
         self, features: Mapping[str, torch.Tensor], present: PresenceMask | None = None
     ) -> torch.Tensor:
-        batch, _, _, mask = self.batch_layout(features, present)
-        parts = []
-        for modality, placeholder in zip(self.modalities, self.placeholders):
-            fill = placeholder.expand(batch, -1)
-            x = features.get(modality)
-            parts.append(fill if x is None else torch.where(mask[modality][:, None], x, fill))
-        fused = torch.cat(parts, dim=1)
+        *_, inputs = self.masked_inputs(features, present, fill=self.placeholders)
+        fused = torch.cat(list(inputs.values()), dim=1)
         return fused if self.projection is None else self.projection(fused)

@@ -32,15 +32,8 @@ class GatedFuser(Fuser):
     def forward(
         self, features: Mapping[str, torch.Tensor], present: PresenceMask | None = None
     ) -> torch.Tensor:
-        batch, device, dtype, mask = self.batch_layout(features, present)
-        inputs = []
-        for modality, dim in self.input_dims.items():
-            x = features.get(modality)
-            inputs.append(
-                torch.zeros(batch, dim, device=device, dtype=dtype)
-                if x is None
-                else torch.where(mask[modality][:, None], x, 0.0)
-            )
+        batch, _, _, mask, by_modality = self.masked_inputs(features, present)
+        inputs = list(by_modality.values())
         candidates = torch.stack([torch.tanh(p(x)) for p, x in zip(self.projections, inputs)], dim=1)
         logits = self.gate(torch.cat(inputs, dim=1)).view(batch, len(self.modalities), self.output_dim)
         keep = torch.stack([mask[m] for m in self.modalities], dim=1)[:, :, None]  # (B, N, 1)

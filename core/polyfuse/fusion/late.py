@@ -46,15 +46,8 @@ class LateFuser(Fuser):
     def forward(
         self, features: Mapping[str, torch.Tensor], present: PresenceMask | None = None
     ) -> torch.Tensor:
-        batch, device, dtype, mask = self.batch_layout(features, present)
-        outputs = []
-        for modality, dim, head in zip(self.modalities, self.input_dims.values(), self.heads):
-            x = features.get(modality)
-            if x is None:
-                x = torch.zeros(batch, dim, device=device, dtype=dtype)
-            else:
-                x = torch.where(mask[modality][:, None], x, 0.0)
-            outputs.append(head(x))
+        batch, _, dtype, mask, inputs = self.masked_inputs(features, present)
+        outputs = [head(inputs[m]) for m, head in zip(self.modalities, self.heads)]
         keep = torch.stack([mask[m] for m in self.modalities], dim=1)  # (B, N)
         if self.combine_logits is None:
             weights = keep.to(dtype)

@@ -39,16 +39,11 @@ class LowRankFuser(Fuser):
     def forward(
         self, features: Mapping[str, torch.Tensor], present: PresenceMask | None = None
     ) -> torch.Tensor:
-        batch, device, dtype, mask = self.batch_layout(features, present)
+        batch, device, dtype, _, inputs = self.masked_inputs(features, present)
         one = torch.ones(batch, 1, device=device, dtype=dtype)
         fused = None
-        for modality, dim, factor in zip(self.modalities, self.input_dims.values(), self.factors):
-            x = features.get(modality)
-            if x is None:
-                x = torch.zeros(batch, dim, device=device, dtype=dtype)
-            else:
-                x = torch.where(mask[modality][:, None], x, 0.0)
-            projected = torch.einsum("bd,rdo->bro", torch.cat([x, one], dim=1), factor)
+        for modality, factor in zip(self.modalities, self.factors):
+            projected = torch.einsum("bd,rdo->bro", torch.cat([inputs[modality], one], dim=1), factor)
             fused = projected if fused is None else fused * projected
         return torch.einsum("r,bro->bo", self.rank_weights, fused) + self.bias
 

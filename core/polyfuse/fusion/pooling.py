@@ -32,17 +32,15 @@ class PoolingFuser(Fuser):
     def forward(
         self, features: Mapping[str, torch.Tensor], present: PresenceMask | None = None
     ) -> torch.Tensor:
-        batch, device, dtype, mask = self.batch_layout(features, present)
+        batch, device, dtype, mask, inputs = self.masked_inputs(features, present)
         total = torch.zeros(batch, self.output_dim, device=device, dtype=dtype)
         count = torch.zeros(batch, 1, device=device, dtype=dtype)
         for modality, projection in zip(self.modalities, self.projections):
-            x = features.get(modality)
-            if x is None:
+            # Skipping the projection of an absent modality leaves its grads None, so optimisers skip it.
+            if modality not in features:
                 continue
             keep = mask[modality][:, None]
-            # Select before projecting: garbage (even NaN) in a masked row must not reach output or grads.
-            h = projection(torch.where(keep, x, 0.0))
-            total = total + torch.where(keep, h, 0.0)
+            total = total + torch.where(keep, projection(inputs[modality]), 0.0)
             count = count + keep.to(dtype)
         return total if self.mode == "sum" else total / count.clamp(min=1.0)
 

@@ -47,16 +47,15 @@ class TensorFuser(Fuser):
     def forward(
         self, features: Mapping[str, torch.Tensor], present: PresenceMask | None = None
     ) -> torch.Tensor:
-        batch, device, dtype, mask = self.batch_layout(features, present)
+        batch, device, dtype, mask, inputs = self.masked_inputs(features, present)
         one = torch.ones(batch, 1, device=device, dtype=dtype)
         fused = one
         for modality, projection in zip(self.modalities, self.projections):
-            x = features.get(modality)
-            if x is None:
-                z = torch.zeros(batch, self.factor_dim, device=device, dtype=dtype)
+            # Skipping the projection of an absent modality leaves its grads None, so optimisers skip it.
+            if modality in features:
+                z = torch.where(mask[modality][:, None], projection(inputs[modality]), 0.0)
             else:
-                keep = mask[modality][:, None]
-                z = torch.where(keep, projection(torch.where(keep, x, 0.0)), 0.0)
+                z = torch.zeros(batch, self.factor_dim, device=device, dtype=dtype)
             fused = (fused[:, :, None] * torch.cat([z, one], dim=1)[:, None, :]).flatten(1)
         return self.output(fused)
 
