@@ -1,0 +1,253 @@
+"""The optimizer end to end: learning, determinism, checkpoints, acting and the RLOptimizer contract."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from polyfuse.errors import PolyfuseError
+from polyfuse.training import Pipeline, RLOptimizer, TrackedVectorEnv
+from polyfuse.training.checkpoint import load_checkpoint, save_checkpoint
+from polyfuse_dqn.dqn import DQN
+from polyfuse_dqn.plugin import DQNConfig
+
+FAST = dict(learning_starts=64, batch_size=32, learning_rate=1e-3, target_update_interval=50, gamma=0.9,
+            hidden_sizes=[32], exploration_fraction=0.5)
+
+
+def greedy_success(dqn: DQN, helpers, env: str, episodes: int = 256, **kwargs) -> float:
+    """Greedy success rate on episodes the training never saw (another seed)."""
+    envs = helpers.make_vector_env(env, 16, seed=12_345, **kwargs).envs
+    observations, _ = envs.reset()
+    outcomes: list[bool] = []
+    while len(outcomes) < episodes:
+        observations, rewards, terminated, truncated, _ = envs.step(dqn.act(observations, deterministic=True))
+        outcomes += [bool(terminated[i] and rewards[i] > 0) for i in np.flatnonzero(terminated | truncated)]
+    envs.close()
+    return float(np.mean(outcomes[:episodes]))
+
+
+def test_learns_the_text_bandit(make_pipeline, helpers) -> None:
+    """The rewarded action is named only by the text; the vector is noise."""
+    iterations = 300
+    dqn = DQN(DQNConfig(**FAST, exploration_steps=4 * iterations))
+    dqn.setup(make_pipeline("bandit", num_envs=4, seed=0))
+    assert greedy_success(dqn, helpers, "bandit") < 0.5  # untrained: about chance (1/4)
+    for _ in range(iterations):
+        metrics = dqn.iterate()
+    assert greedy_success(dqn, helpers, "bandit") > 0.9
+    assert 0.5 < metrics["q_mean"] < 1.5  # a one-step return of 1 for the right action
+    assert metrics["epsilon"] == pytest.approx(0.05)
+
+
+def test_learns_a_multi_step_task_with_n_step_returns(make_pipeline, helpers) -> None:
+    """Three correct presses in a row; reward only at the end, so values must bootstrap."""
+    iterations = 700
+    dqn = DQN(DQNConfig(**{**FAST, "learning_starts": 128}, n_step=3, exploration_steps=4 * iterations))
+    dqn.setup(make_pipeline("corridor", num_envs=4, seed=0))
+    for _ in range(iterations):
+        dqn.iterate()
+    assert greedy_success(dqn, helpers, "corridor") > 0.9
+    start = {"vector": np.array([[1, 0, 0, 0]], dtype=np.float32), "text": ("press the red button",)}
+    q_values = dqn.action_logits(start).detach()[0]
+    assert q_values.argmax() == 0
+    assert abs(float(q_values[0]) - 0.9**2) < 0.2  # reward 1 two steps after the first correct press
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_stored_transitions_end_in_their_own_episode(make_pipeline, n_step) -> None:
+    """Next observations come from the same episode: the final observation, never the next episode's first."""
+    dqn = DQN(DQNConfig(**{**FAST, "learning_starts": 10_000}, n_step=n_step))
+    dqn.setup(make_pipeline("corridor", num_envs=4, seed=1, length=2, max_steps=3))
+    for _ in range(60):
+        dqn.iterate()
+    stored = dqn.replay.gather(np.arange(len(dqn.replay)))
+    assert stored.terminated.any() and not stored.terminated.all()
+    assert stored.observations["text"] == stored.next_observations["text"]  # the button is drawn per episode
+    # a terminated transition ends at the goal (position 2), where no episode starts
+    assert (stored.next_observations["vector"][stored.terminated, 2] == 1).all()
+    if n_step > 1:  # time limits cut n-step sums short without stopping the bootstrap
+        assert (~stored.terminated & (stored.horizons < n_step)).any()
+
+
+def run(make_pipeline, seed: int, iterations: int = 30, **overrides) -> tuple[list[dict], list[torch.Tensor]]:
+    dqn = DQN(DQNConfig(**{**FAST, "learning_starts": 16, **overrides}))
+    dqn.setup(make_pipeline("corridor", num_envs=3, seed=seed))
+    metrics = [dqn.iterate() for _ in range(iterations)]
+    return metrics, [p.detach().clone() for p in dqn.q_network.parameters()]
+
+
+def test_same_seed_same_run(make_pipeline) -> None:
+    metrics_a, params_a = run(make_pipeline, seed=4, n_step=2)
+    metrics_b, params_b = run(make_pipeline, seed=4, n_step=2)
+    assert metrics_a == metrics_b
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+    metrics_c, params_c = run(make_pipeline, seed=5, n_step=2)
+    assert not all(torch.equal(a, b) for a, b in zip(params_a, params_c))
+
+
+def test_the_seed_does_not_depend_on_global_torch_randomness(make_pipeline) -> None:
+    torch.manual_seed(1)
+    _, params_a = run(make_pipeline, seed=4, iterations=1)
+    torch.manual_seed(2)
+    _, params_b = run(make_pipeline, seed=4, iterations=1)
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"buffer_size": 50, "double_dqn": False, "tau": 0.1,
+                                           "target_update_interval": 1, "gradient_steps": 2}])
+def test_resuming_from_a_checkpoint_continues_exactly(make_pipeline, helpers, tmp_path, overrides) -> None:
+    """Save, continue; restore into a fresh optimizer, continue: the same parameters, metrics and buffer.
+
+    Environments are not part of an optimizer's state, so the resumed run
+    gets an exact copy of them (``frozen_copy``).
+    """
+    config = DQNConfig(**{**FAST, "learning_starts": 16, **overrides})
+    original = DQN(config)
+    pipeline = make_pipeline("corridor", num_envs=3, seed=7)
+    original.setup(pipeline)
+    for _ in range(40):  # past learning_starts; the 50-transition buffer has wrapped
+        original.iterate()
+    save_checkpoint(tmp_path, {"optimizer": original.state_dict()})
+    environments = pipeline.envs.envs.frozen_copy()
+    continued = [original.iterate() for _ in range(5)]
+
+    resumed = DQN(config)
+    resumed.setup(helpers.pipeline_for(environments, seed=7))
+    resumed.load_state_dict(load_checkpoint(tmp_path / "checkpoint")["optimizer"])
+    assert [resumed.iterate() for _ in range(5)] == continued
+    for a, b in zip(original.q_network.parameters(), resumed.q_network.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(original.target_network.parameters(), resumed.target_network.parameters()):
+        assert torch.equal(a, b)
+    assert (resumed.num_timesteps, resumed.num_updates) == (original.num_timesteps, original.num_updates)
+    assert len(resumed.replay) == len(original.replay)
+    rows = np.arange(len(original.replay))
+    replayed = resumed.replay.gather(rows).observations["text"]
+    assert replayed == original.replay.gather(rows).observations["text"]
+
+
+def test_without_the_state_the_resumed_run_differs(make_pipeline, helpers) -> None:
+    """The control for the test above: a fresh optimizer on the same environments does not match."""
+    config = DQNConfig(**{**FAST, "learning_starts": 16})
+    original = DQN(config)
+    pipeline = make_pipeline("corridor", num_envs=3, seed=7)
+    original.setup(pipeline)
+    for _ in range(40):
+        original.iterate()
+    environments = pipeline.envs.envs.frozen_copy()
+    continued = [original.iterate() for _ in range(5)]
+    fresh = DQN(config)
+    fresh.setup(helpers.pipeline_for(environments, seed=7))
+    assert [fresh.iterate() for _ in range(5)] != continued
+
+
+def test_pending_n_step_transitions_survive_a_resume(make_pipeline, helpers, tmp_path) -> None:
+    config = DQNConfig(**FAST, n_step=3)
+    original = DQN(config)
+    original.setup(make_pipeline("corridor", num_envs=2, seed=3, length=6, max_steps=20))
+    for _ in range(4):
+        original.iterate()
+    pending = original.nstep.pending_count
+    assert pending > 0
+    save_checkpoint(tmp_path, {"optimizer": original.state_dict()})
+    resumed = DQN(config)
+    resumed.setup(make_pipeline("corridor", num_envs=2, seed=99, length=6, max_steps=20))
+    resumed.load_state_dict(load_checkpoint(tmp_path / "checkpoint")["optimizer"])
+    assert len(resumed.replay) == len(original.replay) + pending
+    closed = resumed.replay.gather(np.arange(len(original.replay), len(resumed.replay)))
+    assert not closed.terminated.any() and (closed.horizons < 3).all()  # cut like a time limit
+    assert resumed.nstep.pending_count == 0
+
+
+def test_the_contract(make_pipeline) -> None:
+    dqn = DQN(DQNConfig(**FAST))
+    assert isinstance(dqn, RLOptimizer)
+    dqn.setup(make_pipeline("bandit", num_envs=4))
+    metrics = dqn.iterate()
+    assert set(metrics) == {"epsilon", "buffer_size"}  # no loss before learning_starts
+    observations = {"vector": np.zeros((5, 3), np.float32), "text": ("please go up",) * 5}
+    actions = dqn.act(observations)
+    assert actions.shape == (5,) and actions.dtype == np.int64 and len(set(actions.tolist())) == 1
+    stochastic = dqn.act(observations, deterministic=False)
+    assert stochastic.shape == (5,) and ((0 <= stochastic) & (stochastic < 4)).all()
+    logits = dqn.action_logits(observations)
+    assert logits.shape == (5, 4)
+    logits.sum().backward()
+    parameters = dqn.trainable_parameters()
+    assert parameters and all(p.grad is not None for p in parameters)
+    encoder_ids = {id(p) for p in dqn.q_network.body.parameters()}
+    assert encoder_ids <= {id(p) for p in parameters}  # warm start reaches the encoders and fuser
+    assert all(not p.requires_grad for p in dqn.target_network.parameters())
+    for _ in range(20):
+        metrics = dqn.iterate()
+    assert {"loss", "q_mean"} <= set(metrics) and metrics["buffer_size"] == 84
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_text_given_as_a_numpy_array_works_too(make_pipeline) -> None:
+    """Warm-start batches hold text as object arrays, not tuples."""
+    dqn = DQN(DQNConfig(**FAST))
+    dqn.setup(make_pipeline("bandit", num_envs=2))
+    as_tuple = {"vector": np.zeros((2, 3), np.float32), "text": ("please go up", "please go left")}
+    as_array = {**as_tuple, "text": np.array(as_tuple["text"], dtype=object)}
+    assert torch.equal(dqn.action_logits(as_tuple), dqn.action_logits(as_array))
+
+
+def test_warm_started_network_becomes_the_target(make_pipeline) -> None:
+    dqn = DQN(DQNConfig(**{**FAST, "learning_starts": 10_000}))
+    dqn.setup(make_pipeline("bandit", num_envs=2))
+    with torch.no_grad():  # what behaviour cloning does between setup and the first iterate
+        for p in dqn.trainable_parameters():
+            p.add_(1.0)
+    dqn.iterate()
+    for a, b in zip(dqn.q_network.parameters(), dqn.target_network.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_actions_respect_the_action_space_start(make_pipeline) -> None:
+    dqn = DQN(DQNConfig(**FAST))
+    pipeline = make_pipeline("bandit", num_envs=4, action_start=5)
+    dqn.setup(pipeline)
+    for _ in range(30):
+        dqn.iterate()
+    rows = np.arange(len(dqn.replay))
+    assert set(dqn.replay.gather(rows).actions.tolist()) <= {0, 1, 2, 3}  # stored as indices
+    observations, _ = pipeline.envs.reset()
+    assert set(dqn.act(observations).tolist()) <= {5, 6, 7, 8}
+    assert set(dqn.act(observations, deterministic=False).tolist()) <= {5, 6, 7, 8}
+
+
+class ContinuousActions(gym.Env):
+    observation_space = gym.spaces.Dict({"vector": gym.spaces.Box(-1, 1, (2,), np.float32)})
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        return {"vector": np.zeros(2, np.float32)}, {}
+
+    def step(self, action):
+        return {"vector": np.zeros(2, np.float32)}, 0.0, True, False, {}
+
+
+def test_continuous_actions_are_refused_with_a_hint() -> None:
+    from polyfuse.rewards import EnvReward
+
+    envs = gym.vector.SyncVectorEnv([ContinuousActions], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    pipeline = Pipeline(TrackedVectorEnv(envs, EnvReward()), make_network=lambda: None, seed=0)
+    with pytest.raises(PolyfuseError, match="Discrete action space"):
+        DQN(DQNConfig()).setup(pipeline)
+
+
+def test_methods_before_setup_say_so() -> None:
+    with pytest.raises(RuntimeError, match="setup"):
+        DQN(DQNConfig()).iterate()
+
+
+def test_a_state_of_another_format_is_refused(make_pipeline) -> None:
+    dqn = DQN(DQNConfig(**FAST))
+    dqn.setup(make_pipeline("bandit", num_envs=2))
+    state = dqn.state_dict()
+    with pytest.raises(PolyfuseError, match="format"):
+        dqn.load_state_dict({**state, "format": 99})
