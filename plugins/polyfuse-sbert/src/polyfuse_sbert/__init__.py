@@ -1,0 +1,1 @@
+"""sentence-transformers text encoders for polyfuse."""
