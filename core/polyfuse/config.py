@@ -148,12 +148,14 @@ def validate_pipeline(data: Any, registry: Registry | None = None, source: str =
     registry = registry or default_registry()
     if not isinstance(data, dict):
         raise ConfigError(source, [("", f"expected a mapping at the top level, got {type(data).__name__}")])
-    try:
-        config = PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, _pydantic_problems(exc)) from None
     problems: list[tuple[str, str]] = []
-    for path, kind, ref in config.component_refs():
+    try:
+        config: PipelineConfig | None = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc))
+        config = None
+    refs = config.component_refs() if config is not None else _parseable_component_refs(data)
+    for path, kind, ref in refs:
         try:
             component = registry.get(kind, ref.name)
         except UnknownComponentError as exc:
@@ -163,9 +165,26 @@ def validate_pipeline(data: Any, registry: Registry | None = None, source: str =
             ref.params = component.config.model_validate(ref.params).model_dump(mode="json")
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc, prefix=f"{path}.params"))
-    if problems:
-        raise ConfigError(source, problems)
+    if problems or config is None:
+        raise ConfigError(source, sorted(problems))
     return config
+
+
+def _parseable_component_refs(data: dict[str, Any]) -> list[tuple[str, Kind, ComponentRef]]:
+    """The component references that parse on their own, so a structural error elsewhere hides none of them."""
+    modalities = data.get("modalities")
+    candidates = [(f"modalities.{name}.encoder", Kind.ENCODER, modality.get("encoder"))
+                  for name, modality in (modalities.items() if isinstance(modalities, dict) else [])
+                  if isinstance(modality, dict)]
+    candidates += [("fuser", Kind.FUSER, data.get("fuser")), ("reward", Kind.REWARD, data.get("reward", "env")),
+                   ("optimizer", Kind.OPTIMIZER, data.get("optimizer"))]
+    refs = []
+    for path, kind, value in candidates:
+        try:
+            refs.append((path, kind, ComponentRef.model_validate(value)))
+        except ValidationError:
+            continue  # already reported by the structural validation
+    return refs
 
 
 def read_yaml(path: Path) -> Any:
