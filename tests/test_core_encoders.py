@@ -1,4 +1,4 @@
-"""The core's small encoders, built by name from gymnasium spaces."""
+"""The core's small encoders (vector, onehot, embedding, small-cnn), built by name from gymnasium spaces."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from polyfuse.builtins.encoders import SmallCNNConfig, VectorConfig
 from polyfuse.errors import PolyfuseError
 from polyfuse.registry import default_registry
 
@@ -22,60 +23,128 @@ def build(name: str, space, **params):
     return encoder
 
 
-def test_vector_rescales_by_bounds_and_outputs_declared_dim() -> None:
-    space = spaces.Box(low=np.array([0.0, -10.0]), high=np.array([255.0, 10.0]), dtype=np.float32)
+def test_core_registers_its_encoders_like_any_plugin():
+    components = {c.name: c for c in default_registry().list("encoders")}
+    for name in ("vector", "onehot", "embedding", "small-cnn"):
+        assert components[name].distribution == "polyfuse"
+        assert components[name].plugin == "builtin-encoders"
+
+
+def test_registration_imports_no_torch():
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, polyfuse.builtins.encoders; print('torch' in sys.modules)"],
+        capture_output=True, text=True, check=True,
+    )
+    assert probe.stdout.strip() == "False"
+
+
+def test_vector_maps_box_bounds_to_minus_one_one():
+    space = spaces.Box(np.array([0, -10], np.float32), np.array([255, 10], np.float32))
     encoder = build("vector", space, hidden_sizes=[8], output_dim=5)
-    scaled = (torch.tensor([[255.0, -10.0]]) - encoder.center) / encoder.half_range
-    assert torch.allclose(scaled, torch.tensor([[1.0, -1.0]]))
+    corners = torch.tensor([[255.0, -10.0], [0.0, 10.0]])
+    assert torch.allclose(corners * encoder.scale + encoder.shift, torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
     out = encoder(np.zeros((4, 2), np.float32))
     assert out.shape == (4, encoder.output_dim) == (4, 5)
     out.sum().backward()
     assert all(p.grad is not None for p in encoder.parameters())
 
 
-def test_vector_errors_name_modality_and_sample() -> None:
+def test_vector_leaves_unbounded_dims_and_flattens():
+    space = spaces.Box(np.array([[-np.inf, 0]], np.float32), np.array([[np.inf, 2]], np.float32))
+    encoder = build("vector", space, hidden_sizes=[], output_dim=3)
+    assert encoder.scale.tolist() == [1.0, 1.0] and encoder.shift.tolist() == [0.0, -1.0]
+    assert encoder(np.zeros((2, 1, 2), np.float32)).shape == (2, 3)
+    assert build("vector", spaces.MultiBinary(4))(np.ones((3, 4), np.int8)).shape == (3, 64)
+
+
+def test_vector_errors_name_modality_and_sample():
     encoder = build("vector", spaces.Box(-1, 1, (3,)))
     bad = np.zeros((3, 3), np.float32)
     bad[2, 1] = np.nan
-    with pytest.raises(ValueError, match="modality 'obs': sample 2 contains NaN"):
+    with pytest.raises(ValueError, match=r"modality 'obs': sample 2 contains NaN"):
         encoder(bad)
-    with pytest.raises(ValueError, match="modality 'obs': expected samples of shape"):
+    with pytest.raises(ValueError, match=r"modality 'obs': expected a batch of shape \(B, 3\), got \(2, 4\)"):
         encoder(np.zeros((2, 4)))
-    with pytest.raises(ValueError, match="modality 'obs': expected a numeric array batch"):
+    with pytest.raises(ValueError, match=r"modality 'obs': expected numbers"):
         encoder(["a", "b"])
 
 
-def test_onehot_and_embedding_of_discrete_values() -> None:
-    space = spaces.Discrete(4, start=1)
-    onehot = build("onehot", space)
+def test_onehot_of_discrete_and_multidiscrete_values():
+    onehot = build("onehot", spaces.Discrete(4, start=1))
     assert onehot(np.array([1, 4])).tolist() == [[1, 0, 0, 0], [0, 0, 0, 1]]
-    with pytest.raises(ValueError, match="sample 1 has value 5.0"):
+    assert onehot.output_dim == 4 and not onehot.cacheable, "cheaper to compute than to look up"
+    with pytest.raises(ValueError, match=r"modality 'obs': sample 1 holds 5, outside the space"):
         onehot(np.array([2, 5]))
-    embedding = build("embedding", space, output_dim=3)
+    multi = build("onehot", spaces.MultiDiscrete([2, 3]))
+    assert multi(np.array([[1, 2]])).tolist() == [[0, 1, 0, 0, 1]]
+
+
+def test_embedding_learns_one_vector_per_value():
+    embedding = build("embedding", spaces.Discrete(4), embedding_dim=3)
     out = embedding(np.array([1, 1, 3]))
     assert out.shape == (3, 3) and torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])
+    out.sum().backward()
+    assert embedding.tables[0].weight.grad[[1, 3]].abs().sum() > 0
+    assert embedding.tables[0].weight.grad[[0, 2]].abs().sum() == 0
+    with pytest.raises(ValueError, match="whole numbers"):
+        embedding(np.array([0.5]))
 
 
-def test_small_cnn_on_digits_and_minigrid_grids() -> None:
+def test_small_cnn_on_digit_scans():
     digits = build("small-cnn", spaces.Box(0, 255, (8, 8, 1), np.uint8), channels=[4], output_dim=16)
-    assert digits.scale == 255.0
-    assert digits(np.random.randint(0, 256, (5, 8, 8, 1), dtype=np.uint8)).shape == (5, 16)
-    assert digits(np.zeros((2, 8, 8), np.uint8)).shape == (2, 16), "grayscale without a channel axis"
-    grid = build("small-cnn", spaces.Box(0, 10, (7, 7, 3), np.uint8))
-    out = grid(np.random.randint(0, 11, (3, 7, 7, 3)))
+    scans = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    assert digits(scans).shape == (5, 16)
+    assert torch.allclose(digits(scans[..., 0]), digits(scans)), "grayscale without a channel axis"
+    assert torch.allclose(digits(torch.from_numpy(scans).permute(0, 3, 1, 2) / 255), digits(scans), atol=1e-6)
+    with pytest.raises(ValueError, match=r"modality 'obs': expected images of shape \(8, 8, 1\)"):
+        digits(np.zeros((3, 9, 9, 1), np.uint8))
+
+
+def test_small_cnn_embeds_grid_codes_rather_than_scaling_them():
+    grid = build("small-cnn", spaces.Box(0, 10, (7, 7, 3), np.uint8), mode="grid", cell_embedding_dim=4)
+    assert grid.cells.num_embeddings == 3 * 11, "one table of high + 1 codes per channel"
+    cells = np.random.default_rng(1).integers(0, 11, (3, 7, 7, 3), dtype=np.uint8)
+    out = grid(cells)
     assert out.shape == (3, grid.output_dim) == (3, 128)
-    with pytest.raises(ValueError, match=r"modality 'obs': expected images of shape \(7, 7, 3\)"):
-        grid(np.zeros((3, 8, 8, 3)))
+    out.sum().backward()
+    assert grid.cells.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"modality 'obs': sample 1 has grid cells that are not whole"):
+        grid(np.stack([cells[0], np.full((7, 7, 3), 11, np.uint8)]))
 
 
-def test_wrong_space_is_a_clear_error() -> None:
-    with pytest.raises(PolyfuseError, match="encoder 'onehot' needs an observation of type Discrete, got Box"):
-        build("onehot", spaces.Box(0, 1, (2,)))
-    with pytest.raises(PolyfuseError, match="encoder 'small-cnn' needs an observation of type Box, got Text"):
-        build("small-cnn", spaces.Text(10))
+def test_small_cnn_downsamples_larger_images():
+    space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    encoder = build("small-cnn", space, channels=[8, 8, 8, 8], pool_size=4)
+    strides = [conv.stride[0] for conv in encoder.convs if isinstance(conv, torch.nn.Conv2d)]
+    assert strides == [2, 2, 2, 1], "64 -> 32 -> 16 -> 8, then stride 1 below 4 x pool_size"
+    assert encoder(np.zeros((2, 64, 64, 3), np.uint8)).shape == (2, 128)
 
 
-def test_registration_imports_no_torch() -> None:
-    probe = subprocess.run([sys.executable, "-c", "import sys, polyfuse.builtins.encoders;"
-                            "print('torch' in sys.modules)"], capture_output=True, text=True)
-    assert probe.stdout.strip() == "False", probe.stderr
+@pytest.mark.parametrize(
+    ("name", "space", "hint"),
+    [
+        ("vector", spaces.Discrete(3), "use onehot or embedding"),
+        ("onehot", spaces.Box(0, 1, (2,)), "a Discrete or 1-D MultiDiscrete space"),
+        ("small-cnn", spaces.Text(10), "pip install polyfuse-sbert"),
+        ("embedding", spaces.Box(0, 255, (8, 8, 3), np.uint8), "use small-cnn or timm"),
+    ],
+)
+def test_wrong_space_is_a_clear_error(name, space, hint):
+    with pytest.raises(PolyfuseError, match=hint):
+        build(name, space)
+
+
+def test_grid_mode_needs_bounded_codes():
+    with pytest.raises(PolyfuseError, match="set grid_values"):
+        build("small-cnn", spaces.Box(0, np.inf, (5, 5, 2), np.float32), mode="grid")
+    bounded = build("small-cnn", spaces.Box(0, np.inf, (5, 5), np.float32), mode="grid", grid_values=4)
+    assert bounded(np.zeros((1, 5, 5))).shape == (1, 128)
+
+
+def test_configs_reject_bad_values():
+    with pytest.raises(ValueError):
+        VectorConfig(hidden_sizes=[0])
+    with pytest.raises(ValueError):
+        SmallCNNConfig(channels=[])
+    with pytest.raises(ValueError):
+        SmallCNNConfig(mode="pixels")

@@ -10,8 +10,10 @@ from torch import nn
 
 from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig
+from polyfuse.config import FeatureCacheConfig
 from polyfuse.encoding import Encoder
 from polyfuse.errors import PolyfuseError
+from polyfuse.feature_cache import CacheStats, CachedEncoder, FeatureCache, identity_namespace, shared_store
 from polyfuse.fusion import Fuser, PresenceMask
 from polyfuse.registry import Registry, default_registry
 
@@ -21,14 +23,44 @@ class MultimodalNetwork(nn.Module):
 
     A modality whose observation key is absent from a batch is passed to the
     fuser as missing, so a policy keeps working when a sensor drops out.
+
+    With a ``feature_store``, each frozen encoder that names its identity is
+    wrapped in a :class:`~polyfuse.feature_cache.CachedEncoder` (kept in
+    ``cached_encoders``, outside the module tree, so state dicts are unchanged)
+    and computes each distinct sample's features once; ``cache_stats()``
+    reports the hits and misses. Trainable encoders are never cached. Each
+    encoder's ``modality`` is set to its modality's name, which its data errors quote.
     """
 
-    def __init__(self, encoders: Mapping[str, Encoder], observation_keys: Mapping[str, str], fuser: Fuser) -> None:
+    def __init__(
+        self,
+        encoders: Mapping[str, Encoder],
+        observation_keys: Mapping[str, str],
+        fuser: Fuser,
+        feature_store: FeatureCache | None = None,
+    ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(dict(encoders))
         self.observation_keys = dict(observation_keys)
         self.fuser = fuser
         self.output_dim = fuser.output_dim
+        for modality, encoder in self.encoders.items():
+            encoder.modality = modality
+        self.feature_store = feature_store
+        self._cached: dict[str, CachedEncoder] = (
+            {
+                modality: CachedEncoder(encoder, feature_store)
+                for modality, encoder in self.encoders.items()
+                if should_cache(encoder)
+            }
+            if feature_store is not None
+            else {}
+        )
+
+    @property
+    def cached_encoders(self) -> dict[str, CachedEncoder]:
+        """The cache wrappers by modality (only the frozen encoders that name their identity)."""
+        return dict(self._cached)
 
     def encode(self, observations: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Per-modality features for the modalities present in ``observations``."""
@@ -36,11 +68,41 @@ class MultimodalNetwork(nn.Module):
         for modality, encoder in self.encoders.items():
             key = self.observation_keys[modality]
             if key in observations:
-                features[modality] = encoder(observations[key])
+                features[modality] = self._cached.get(modality, encoder)(observations[key])
         return features
 
     def forward(self, observations: Mapping[str, Any], present: PresenceMask | None = None) -> torch.Tensor:
         return self.fuser(self.encode(observations), present)
+
+    def cache_stats(self) -> dict[str, int]:
+        """Feature-cache counts summed over the cached modalities (``hits``, ``memory_hits``,
+        ``disk_hits``, ``misses``, ``corrupt``; all zero without a cache) and per modality
+        (``<modality>/hits``, …). Trainable encoders are never cached and never count."""
+        totals: dict[str, int] = CacheStats().as_dict()
+        per_modality: dict[str, int] = {}
+        for modality, cached in self._cached.items():
+            for name, value in cached.stats.as_dict().items():
+                totals[name] = totals.get(name, 0) + value
+                per_modality[f"{modality}/{name}"] = value
+        return {**totals, **per_modality}
+
+
+def should_cache(encoder: Encoder) -> bool:
+    """Whether an encoder's features may be cached: frozen, not opted out, and able to name its identity."""
+    if encoder.trainable or not getattr(encoder, "cacheable", True):
+        return False
+    try:
+        identity_namespace(encoder)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def feature_store_for(config: FeatureCacheConfig) -> FeatureCache | None:
+    """The process's shared store for these settings, or ``None`` when caching is off."""
+    if not config.enabled or (config.memory_items == 0 and config.directory is None):
+        return None
+    return shared_store(config.memory_items, config.directory)
 
 
 def build_network(
@@ -49,7 +111,8 @@ def build_network(
     """Build encoders from ``config.modalities`` and the fuser on their output dims.
 
     ``observation_space`` is the single-environment gymnasium Dict space; each
-    encoder's factory receives the subspace of the key it reads.
+    encoder's factory receives the subspace of the key it reads. Frozen
+    encoders are cached as ``config.feature_cache`` says.
     """
     registry = registry or default_registry()
     spaces = getattr(observation_space, "spaces", None)
@@ -68,8 +131,10 @@ def build_network(
                 f"its keys are {sorted(spaces)}"
             )
         ref = modality_config.encoder
-        encoders[modality] = registry.create(Kind.ENCODER, ref.name, ref.params, space=spaces[key])
+        encoder = registry.create(Kind.ENCODER, ref.name, ref.params, space=spaces[key])
+        encoder.modality = modality
+        encoders[modality] = encoder
         keys[modality] = key
     input_dims = {modality: encoder.output_dim for modality, encoder in encoders.items()}
     fuser = registry.create(Kind.FUSER, config.fuser.name, config.fuser.params, input_dims=input_dims)
-    return MultimodalNetwork(encoders, keys, fuser)
+    return MultimodalNetwork(encoders, keys, fuser, feature_store=feature_store_for(config.feature_cache))

@@ -1,86 +1,172 @@
-"""The core's encoders, registered through the same hook as any plugin's.
+"""The built-in encoders' configs, factories and registration.
 
-Shapes and value ranges come from the observation's gymnasium space, so a
-config names only what a person would choose (widths, channels).
+Loaded by ``polyfuse --help``, so torch is imported only inside the factories.
+Each factory reads the gymnasium space of its observation key and explains a
+mismatch (a Discrete space given to ``vector``) with the encoder to use instead.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
 from polyfuse import ComponentConfig, hookimpl
 from polyfuse.errors import PolyfuseError
 
+if TYPE_CHECKING:
+    from polyfuse.encoding import Encoder
+
+Width = Annotated[int, Field(gt=0, le=65536)]
+MAX_GRID_VALUES = 65536
+
 
 class VectorConfig(ComponentConfig):
-    hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="MLP hidden layer widths")
-    output_dim: int = Field(64, gt=0, description="Feature width")
+    """Params of the ``vector`` encoder."""
+
+    hidden_sizes: list[Width] = Field(
+        default_factory=lambda: [64], max_length=8, description="Widths of the hidden Linear layers."
+    )
+    output_dim: int = Field(64, gt=0, le=65536, description="Width of the last layer (= feature width).")
+    activation: Literal["relu", "tanh"] = Field("relu", description="Activation after every layer.")
+    rescale: bool = Field(
+        True, description="Map a Box space's finite bounds to [-1, 1]; unbounded dimensions pass unchanged."
+    )
 
 
 class OneHotConfig(ComponentConfig):
-    pass
+    """The ``onehot`` encoder has no params: its width is the number of values (summed over components)."""
 
 
 class EmbeddingConfig(ComponentConfig):
-    output_dim: int = Field(16, gt=0, description="Width of each value's learned vector")
+    """Params of the ``embedding`` encoder."""
+
+    embedding_dim: int = Field(
+        16, gt=0, le=4096, description="Width of each component's embedding (features: this x components)."
+    )
 
 
 class SmallCNNConfig(ComponentConfig):
-    channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1,
-                                description="Output channels of each 3x3 convolution")
-    output_dim: int = Field(128, gt=0, description="Feature width")
-    scale: float | None = Field(None, gt=0, description="Divide pixels by this; default: the space's maximum")
+    """Params of the ``small-cnn`` encoder."""
+
+    mode: Literal["image", "grid"] = Field(
+        "image",
+        description="'image': pixel intensities (uint8 0..255 or float 0..1); 'grid': symbolic cells "
+        "holding category codes, e.g. MiniGrid's (7, 7, 3) object/colour/state grid, embedded per channel.",
+    )
+    channels: list[Width] = Field(
+        default_factory=lambda: [32, 64],
+        min_length=1,
+        max_length=8,
+        description="Output channels of each 3x3 convolution; a layer strides by 2 while the map is "
+        "at least 4 x pool_size wide.",
+    )
+    output_dim: int = Field(128, gt=0, le=65536, description="Width of the last layer (= feature width).")
+    pool_size: int = Field(4, gt=0, le=64, description="Side the last feature map is average-pooled to.")
+    cell_embedding_dim: int = Field(8, gt=0, le=256, description="grid mode: width of each code's embedding.")
+    grid_values: int | None = Field(
+        None,
+        gt=1,
+        le=MAX_GRID_VALUES,
+        description="grid mode: number of distinct codes per channel; null = the space's high + 1.",
+    )
 
 
-def _require(space: Any, kinds: tuple[str, ...], encoder: str) -> Any:
-    if space is None or type(space).__name__ not in kinds:
-        found = "no space" if space is None else type(space).__name__
-        raise PolyfuseError(f"encoder {encoder!r} needs an observation of type {' or '.join(kinds)}, got {found}")
-    return space
+def _space_error(name: str, space: Any, wants: str, instead: str = "") -> PolyfuseError:
+    hint = f"; {instead}" if instead else ""
+    return PolyfuseError(f"{name} reads {wants}, but this observation's space is {space}{hint}")
 
 
-def build_vector(config: VectorConfig, space: Any = None) -> Any:
+def _other_encoder_hint(space: Any) -> str:
+    from gymnasium import spaces
+
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
+        return "use onehot or embedding for discrete values"
+    if isinstance(space, spaces.Text):
+        return "use a text encoder such as sbert (pip install polyfuse-sbert)"
+    if isinstance(space, spaces.Box) and len(space.shape) in (2, 3):
+        return "use small-cnn or timm for images"
+    return ""
+
+
+def build_vector(config: VectorConfig, space: Any = None) -> Encoder:
+    from gymnasium import spaces
+
     from polyfuse.encoders.vector import VectorEncoder
 
-    space = _require(space, ("Box",), "vector")
-    return VectorEncoder(space.shape, config.hidden_sizes, config.output_dim, space=space)
+    if isinstance(space, spaces.Box):
+        low, high = (space.low, space.high) if config.rescale else (None, None)
+    elif isinstance(space, spaces.MultiBinary):
+        low, high = (0, 1) if config.rescale else (None, None)
+    else:
+        wants = "numeric arrays (a Box or MultiBinary space)"
+        raise _space_error("vector", space, wants, _other_encoder_hint(space))
+    return VectorEncoder(
+        tuple(space.shape), config.hidden_sizes, config.output_dim, config.activation, low=low, high=high
+    )
 
 
-def build_onehot(config: OneHotConfig, space: Any = None) -> Any:
+def _discrete_layout(name: str, space: Any) -> tuple[list[int], list[int], bool]:
+    """Component sizes, start values and whether the space is MultiDiscrete."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return [int(space.n)], [int(space.start)], False
+    if isinstance(space, spaces.MultiDiscrete) and len(space.nvec.shape) == 1:
+        return [int(n) for n in space.nvec], [int(s) for s in space.start], True
+    wants = "discrete values (a Discrete or 1-D MultiDiscrete space)"
+    raise _space_error(name, space, wants, _other_encoder_hint(space))
+
+
+def build_onehot(config: OneHotConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.discrete import OneHotEncoder
 
-    space = _require(space, ("Discrete",), "onehot")
-    return OneHotEncoder(int(space.n), int(space.start))
+    return OneHotEncoder(*_discrete_layout("onehot", space))
 
 
-def build_embedding(config: EmbeddingConfig, space: Any = None) -> Any:
+def build_embedding(config: EmbeddingConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.discrete import EmbeddingEncoder
 
-    space = _require(space, ("Discrete",), "embedding")
-    return EmbeddingEncoder(int(space.n), config.output_dim, int(space.start))
+    return EmbeddingEncoder(*_discrete_layout("embedding", space), embedding_dim=config.embedding_dim)
 
 
-def build_small_cnn(config: SmallCNNConfig, space: Any = None) -> Any:
-    import numpy as np
+def build_small_cnn(config: SmallCNNConfig, space: Any = None) -> Encoder:
+    from gymnasium import spaces
 
-    from polyfuse.encoders.small_cnn import SmallCNN
+    from polyfuse.encoders.small_cnn import SmallCNNEncoder
 
-    space = _require(space, ("Box",), "small-cnn")
+    if not isinstance(space, spaces.Box) or len(space.shape) not in (2, 3):
+        wants = "images or grids (a Box space of shape (H, W, C) or (H, W))"
+        raise _space_error("small-cnn", space, wants, _other_encoder_hint(space))
     shape = tuple(space.shape) if len(space.shape) == 3 else (*space.shape, 1)
-    if len(shape) != 3:
-        raise PolyfuseError(f"encoder 'small-cnn' needs (H, W) or (H, W, C) images, the space has shape {space.shape}")
-    high = float(np.max(space.high))
-    scale = config.scale or (high if np.isfinite(high) and high > 0 else 1.0)
-    return SmallCNN(shape, config.channels, config.output_dim, scale)
+    grid_values = config.grid_values
+    if config.mode == "grid" and grid_values is None:
+        high = float(space.high.max())
+        if not high < MAX_GRID_VALUES:
+            raise PolyfuseError(
+                f"small-cnn: the space's high ({high:g}) does not bound the grid codes; set grid_values "
+                "(the number of distinct codes per channel) in the encoder's params"
+            )
+        grid_values = int(high) + 1
+    return SmallCNNEncoder(
+        shape,
+        config.channels,
+        config.output_dim,
+        config.pool_size,
+        mode=config.mode,
+        grid_values=grid_values or 0,
+        cell_embedding_dim=config.cell_embedding_dim,
+    )
 
 
 @hookimpl
-def register_encoders(register):  # type: ignore[no-untyped-def]
-    register("vector", build_vector, config=VectorConfig, description="MLP over numeric arrays (Box spaces)")
-    register("onehot", build_onehot, config=OneHotConfig, description="One-hot vector of a discrete value")
+def register_encoders(register: Callable[..., Any]) -> None:
+    register("vector", build_vector, config=VectorConfig,
+             description="MLP over numeric arrays (Box, MultiBinary), bounds rescaled to [-1, 1]")
+    register("onehot", build_onehot, config=OneHotConfig,
+             description="One-hot vectors for discrete values (Discrete, MultiDiscrete)")
     register("embedding", build_embedding, config=EmbeddingConfig,
-             description="Learned vector per discrete value")
+             description="Learned embeddings for discrete values (Discrete, MultiDiscrete)")
     register("small-cnn", build_small_cnn, config=SmallCNNConfig,
-             description="Small stride-1 CNN for small images and symbolic grids (digits, MiniGrid)")
+             description="Small CNN for small images (8x8 digits) and symbolic grids (MiniGrid 7x7x3)")

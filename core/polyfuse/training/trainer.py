@@ -1,0 +1,405 @@
+"""The trainer: builds a pipeline from a validated config and trains it to its step budget.
+
+It owns the run (seeding, threads, environments, reward source, progress,
+held-out evaluation, metrics, checkpoints, resume, signals) and leaves the
+learning to the RL optimizer plugin, through :mod:`polyfuse.training.api`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from polyfuse.components import Kind
+from polyfuse.config import PipelineConfig
+from polyfuse.envs import check_env_id, make_vector_env
+from polyfuse.errors import PolyfuseError
+from polyfuse.network import MultimodalNetwork, build_network
+from polyfuse.registry import Registry, default_registry
+from polyfuse.rewards import RewardSource
+from polyfuse.training.api import EpisodeRecord, Pipeline, RLOptimizer, TrackedVectorEnv
+from polyfuse.training.checkpoint import (
+    CHECKPOINT_DIR,
+    checkpoint_location,
+    load_checkpoint,
+    save_checkpoint,
+)
+from polyfuse.training.evaluation import Evaluator
+from polyfuse.training.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, json_number, read_metrics
+from polyfuse.training.plotting import PLOT_FILE, plot_learning_curve
+from polyfuse.training.seeding import check_seed, derive_seed, rng_state, seed_everything, set_rng_state
+from polyfuse.training.warm_start import behaviour_cloning, collect_demonstrations
+
+SUMMARY_FILE = "summary.json"
+RUN_FILES = (METRICS_FILE, SUMMARY_FILE, PLOT_FILE, TENSORBOARD_DIR,
+             CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.tmp", f"{CHECKPOINT_DIR}.old")
+EPISODE_WINDOW = 100
+"""Train return and success are means over this many most recent episodes."""
+LOG_POINTS = 200
+"""About this many train lines per run in metrics.jsonl, however small the optimizer's iterations."""
+RESUMABLE_CHANGES = frozenset({"trainer.total_steps", "trainer.output_dir"})
+"""Config fields a resumed run may change: train longer, or from a moved folder."""
+
+
+@dataclass
+class RunState:
+    """What the trainer itself must carry across a checkpoint."""
+
+    steps: int = 0
+    episodes: int = 0
+    recent: deque[EpisodeRecord] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
+    wall_time_s: float = 0.0
+    last_eval: dict[str, float] | None = None
+    last_eval_step: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "episodes": self.episodes,
+            "recent": [[e.episode_return, e.length, e.success] for e in self.recent],
+            "wall_time_s": self.wall_time_s,
+            "last_eval": self.last_eval,
+            "last_eval_step": self.last_eval_step,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        recent = deque((EpisodeRecord(float(r), int(n), bool(s)) for r, n, s in data["recent"]), maxlen=EPISODE_WINDOW)
+        return cls(data["steps"], data["episodes"], recent, data["wall_time_s"], data["last_eval"],
+                   data["last_eval_step"])
+
+    def train_metrics(self) -> dict[str, float | None]:
+        if not self.recent:
+            return {"train/return": None, "train/success": None, "train/length": None}
+        return {
+            "train/return": float(np.mean([e.episode_return for e in self.recent])),
+            "train/success": float(np.mean([e.success for e in self.recent])),
+            "train/length": float(np.mean([e.length for e in self.recent])),
+        }
+
+
+class Trainer:
+    """Trains one pipeline; ``run()`` returns the summary (also written to ``summary.json``).
+
+    A fresh run replaces the results of an earlier run in the same
+    ``output_dir``; ``resume=True`` continues it from its last checkpoint
+    instead. SIGINT (Ctrl-C) and SIGTERM stop the run after the current
+    iteration with a checkpoint saved; a second Ctrl-C stops at once.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        registry: Registry | None = None,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        check_seed(config.trainer.seed)
+        self.config = config
+        self.registry = registry or default_registry()
+        self.resume = resume
+        self.progress = progress
+        self.output_dir = Path(config.trainer.output_dir)
+        self._stop_signal: int | None = None
+        self._networks: list[MultimodalNetwork] = []
+        self._session_start = time.monotonic()
+        self._earlier_sessions_s = 0.0
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        self._session_start = time.monotonic()
+        check_env_id(self.config.env.id)  # before touching output_dir
+        checkpoint = self._prepare_output_dir()
+        state = RunState.from_dict(checkpoint["trainer"]) if checkpoint else RunState()
+        self._earlier_sessions_s = state.wall_time_s
+        trainer_config = self.config.trainer
+        torch.set_num_threads(trainer_config.num_threads)
+        seed_everything(trainer_config.seed)
+        env_seed = derive_seed(trainer_config.seed, 1, state.steps) if checkpoint else trainer_config.seed
+        with self._stop_on_signals(), ExitStack() as cleanup:
+            envs, reward_source, optimizer = self._build(env_seed)
+            cleanup.callback(envs.close)
+            evaluator = Evaluator(self.config.env, trainer_config.eval_episodes)
+            cleanup.callback(evaluator.close)
+            log = MetricsLog(self.output_dir, resume_step=state.steps if checkpoint else None)
+            cleanup.callback(log.close)
+            if checkpoint:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                reward_source.load_state_dict(checkpoint["reward"])
+                envs.total_steps = state.steps
+                set_rng_state(checkpoint["rng"])
+            else:
+                self._warm_start(optimizer, log)
+                self._evaluate(optimizer, evaluator, state, log)
+            self._train(optimizer, envs, evaluator, state, log)
+            if self._stop_signal is None and state.last_eval_step != state.steps:
+                self._evaluate(optimizer, evaluator, state, log)
+            self._save(optimizer, reward_source, state)
+        plot = plot_learning_curve(read_metrics(log.path), self.output_dir / PLOT_FILE, self._title())
+        if self._stop_signal is not None:
+            return {"interrupted": signal.Signals(self._stop_signal).name, "steps": state.steps,
+                    "paths": self._paths(plot)}
+        summary = self._summary(state, plot)
+        (self.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return summary
+
+    def _train(
+        self,
+        optimizer: RLOptimizer,
+        envs: TrackedVectorEnv,
+        evaluator: Evaluator,
+        state: RunState,
+        log: MetricsLog,
+    ) -> None:
+        """Iterate the optimizer until the step budget is spent or a stop signal arrives."""
+        trainer_config = self.config.trainer
+        total = trainer_config.total_steps
+        log_every = max(total // LOG_POINTS, 1)
+        interval = _Interval(state.steps)
+        bar = tqdm(total=total, initial=min(state.steps, total), unit="step", file=sys.stderr,
+                   disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
+        try:
+            while state.steps < total and self._stop_signal is None:
+                before = state.steps
+                interval.add(optimizer.iterate())
+                state.steps = envs.total_steps
+                for episode in envs.pop_episodes():
+                    state.episodes += 1
+                    state.recent.append(episode)
+                bar.update(min(state.steps, total) - min(before, total))
+                bar.set_postfix(self._postfix(state), refresh=False)
+                if _crossed(before, state.steps, log_every) or state.steps >= total:
+                    log.write(self._train_record(state, interval))
+                    interval = _Interval(state.steps)
+                if _crossed(before, state.steps, trainer_config.eval_every):
+                    self._evaluate(optimizer, evaluator, state, log)
+                if _crossed(before, state.steps, trainer_config.checkpoint_every) and state.steps < total:
+                    self._save(optimizer, envs.reward_source, state)
+            if interval.iterations:  # stopped by a signal between two log points
+                log.write(self._train_record(state, interval))
+        finally:
+            bar.close()
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _build(self, env_seed: int) -> tuple[TrackedVectorEnv, RewardSource, RLOptimizer]:
+        """Vector envs, reward source, network factory and optimizer, set up and ready to iterate."""
+        config = self.config
+        vector_env = make_vector_env(
+            config.env.id, config.env.kwargs, num_envs=config.env.num_envs,
+            vectorization=config.env.vectorization, seed=env_seed,
+        )
+        reward_source = self.registry.create(
+            Kind.REWARD, config.reward.name, config.reward.params,
+            observation_space=vector_env.single_observation_space, action_space=vector_env.single_action_space,
+        )
+        envs = TrackedVectorEnv(vector_env, reward_source)
+
+        def make_network() -> MultimodalNetwork:
+            network = build_network(config, envs.single_observation_space, self.registry)
+            self._networks.append(network)
+            return network
+
+        optimizer = self.registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
+        optimizer.set_total_steps(config.trainer.total_steps)
+        optimizer.setup(Pipeline(envs=envs, make_network=make_network, seed=env_seed))
+        return envs, reward_source, optimizer
+
+    def _warm_start(self, optimizer: RLOptimizer, log: MetricsLog) -> None:
+        warm = self.config.trainer.warm_start
+        if warm is None:
+            return
+        seed = derive_seed(self.config.trainer.seed, 2)
+        batch, labels = collect_demonstrations(self.config.env, warm.episodes, seed)
+        metrics = behaviour_cloning(optimizer, batch, labels, warm, seed)
+        log.write({"kind": "warm_start", "step": 0, **metrics})
+        print(f"warm start: {metrics['warm_start/samples']} expert labels, accuracy "
+              f"{metrics['warm_start/accuracy']:.3f}", file=sys.stderr)
+
+    # -- evaluation, checkpoints, records ---------------------------------------------------------
+
+    def _evaluate(self, optimizer: RLOptimizer, evaluator: Evaluator, state: RunState, log: MetricsLog) -> None:
+        metrics = evaluator.evaluate(lambda observations: optimizer.act(observations, deterministic=True))
+        state.last_eval, state.last_eval_step = metrics, state.steps
+        log.write({"kind": "eval", "step": state.steps, "time_s": round(self._wall_time(), 3), **metrics})
+
+    def _wall_time(self) -> float:
+        """Seconds this run has taken so far, over all its sessions (resumes)."""
+        return self._earlier_sessions_s + time.monotonic() - self._session_start
+
+    def _save(self, optimizer: RLOptimizer, reward_source: RewardSource, state: RunState) -> None:
+        state.wall_time_s = self._wall_time()
+        trainer_state = state.to_dict()
+        save_checkpoint(self.output_dir, {
+            "config": self.config.model_dump(mode="json"),
+            "trainer": trainer_state,
+            "rng": rng_state(),
+            "optimizer": optimizer.state_dict(),
+            "reward": reward_source.state_dict(),
+        })
+
+    def _train_record(self, state: RunState, interval: _Interval) -> dict[str, Any]:
+        return {
+            "kind": "train",
+            "step": state.steps,
+            "time_s": round(self._wall_time(), 3),
+            "steps_per_second": round(interval.steps_per_second(state.steps), 1),
+            "episodes": state.episodes,
+            **state.train_metrics(),
+            **{f"optimizer/{k}": json_number(v) for k, v in interval.means().items()},
+            **{f"cache/{k}": v for k, v in self._cache_stats().items()},
+        }
+
+    def _cache_stats(self) -> dict[str, float]:
+        """Feature-cache counters summed over the networks built (for those that have a cache)."""
+        totals: dict[str, float] = {}
+        for network in self._networks:
+            stats = network.cache_stats() if hasattr(network, "cache_stats") else {}
+            for key, value in stats.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+        return totals
+
+    def _postfix(self, state: RunState) -> dict[str, str]:
+        train = state.train_metrics()
+        postfix = {}
+        if train["train/return"] is not None:
+            postfix = {"return": f"{train['train/return']:.3g}", "success": f"{train['train/success']:.2f}"}
+        if state.last_eval is not None:
+            postfix["eval"] = f"{state.last_eval['eval/success']:.2f}"
+        return postfix
+
+    def _summary(self, state: RunState, plot: Path) -> dict[str, Any]:
+        wall_time = self._wall_time()
+        return {
+            "steps": state.steps,
+            "episodes": state.episodes,
+            "wall_time_s": round(wall_time, 2),
+            "steps_per_second": round(state.steps / wall_time, 1),
+            "eval": {key.removeprefix("eval/"): value for key, value in (state.last_eval or {}).items()},
+            "train": {key.removeprefix("train/"): value for key, value in state.train_metrics().items()},
+            "env": self.config.env.id,
+            "optimizer": self.config.optimizer.name,
+            "seed": self.config.trainer.seed,
+            "paths": self._paths(plot),
+        }
+
+    def _paths(self, plot: Path) -> dict[str, str]:
+        return {
+            "output_dir": str(self.output_dir),
+            "metrics": str(self.output_dir / METRICS_FILE),
+            "plot": str(plot),
+            "checkpoint": str(self.output_dir / CHECKPOINT_DIR),
+            "summary": str(self.output_dir / SUMMARY_FILE),
+        }
+
+    def _title(self) -> str:
+        modalities = ", ".join(f"{m}: {c.encoder.name}" for m, c in self.config.modalities.items())
+        return f"{self.config.env.id} | {modalities} | {self.config.fuser.name} | {self.config.optimizer.name}"
+
+    # -- output folder and signals ------------------------------------------------------------------
+
+    def _prepare_output_dir(self) -> dict[str, Any] | None:
+        """Load the checkpoint to resume from, or clear an earlier run's results for a fresh one."""
+        if self.resume:
+            location = checkpoint_location(self.output_dir)
+            if location is None:
+                raise PolyfuseError(
+                    f"nothing to resume: {self.output_dir} has no checkpoint; run without --resume to start"
+                )
+            checkpoint = load_checkpoint(location)
+            check_resumable(checkpoint["config"], self.config.model_dump(mode="json"), location)
+            return checkpoint
+        existing = [self.output_dir / name for name in RUN_FILES if (self.output_dir / name).exists()]
+        if existing:
+            print(f"starting afresh in {self.output_dir} (the earlier run there is replaced; "
+                  "--resume continues it instead)", file=sys.stderr)
+        for path in existing:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        return None
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """Turn SIGINT/SIGTERM into a request to stop after the current iteration (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+            self._stop_signal = signum
+            print(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving a checkpoint "
+                  "(Ctrl-C again to stop now)", file=sys.stderr)
+
+        previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], location: Path) -> None:
+    """Refuse to resume a run with a different config (only the step budget and folder may change)."""
+    changed = [path for path in _differences(saved, current) if path not in RESUMABLE_CHANGES]
+    if changed:
+        raise PolyfuseError(
+            f"cannot resume from {location}: the config changed since the checkpoint ({', '.join(changed)}); "
+            "resume with the original config, or start a new run in another output_dir"
+        )
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [
+            path
+            for key in sorted(set(saved) | set(current))
+            for path in _differences(saved.get(key), current.get(key), f"{prefix}{key}.")
+        ]
+    return [] if saved == current else [prefix.rstrip(".")]
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in ``(before, after]`` (schedules that survive resume)."""
+    return after // every > before // every
+
+
+class _Interval:
+    """Optimizer metrics and throughput since the last train line."""
+
+    def __init__(self, start_step: int) -> None:
+        self.start_step = start_step
+        self.start_time = time.monotonic()
+        self.iterations = 0
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        self.iterations += 1
+        for key, value in metrics.items():
+            self._sums[key] = self._sums.get(key, 0.0) + float(value)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {key: total / self._counts[key] for key, total in self._sums.items()}
+
+    def steps_per_second(self, step: int) -> float:
+        return (step - self.start_step) / max(time.monotonic() - self.start_time, 1e-9)

@@ -1,0 +1,1 @@
+"""Image encoders from any timm model for polyfuse (registry name ``timm``)."""

@@ -1,0 +1,119 @@
+"""Environments: DigitsVQA's spaces, rewards and split; BabyAI as Dict + Text; vector envs; id errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from polyfuse.envs import DIGITS_VQA_ID, check_env_id, eval_kwargs, make_env, make_vector_env
+from polyfuse.envs.digits_vqa import ANSWERS, DigitsVQAEnv
+from polyfuse.errors import PolyfuseError
+
+
+def test_digits_vqa_spaces_and_reward() -> None:
+    env = make_env(DIGITS_VQA_ID)
+    assert isinstance(env.observation_space["question"], gym.spaces.Text)
+    assert env.observation_space["image"].shape == (8, 8, 1)
+    assert env.action_space.n == len(ANSWERS) == 12
+    observation, info = env.reset(seed=3)
+    assert observation in env.observation_space
+    assert observation["image"].max() > 16  # rescaled to 0..255
+    answer = info["expert_action"]
+    _, reward, terminated, truncated, step_info = env.step(answer)
+    assert (reward, terminated, truncated, step_info["success"]) == (1.0, True, False, True)
+    env.reset(seed=3)
+    _, reward, terminated, _, step_info = env.step((answer + 1) % len(ANSWERS))
+    assert (reward, terminated, step_info["success"]) == (0.0, True, False)
+    check_env(DigitsVQAEnv(), skip_render_check=True)
+
+
+def test_digits_vqa_split_is_fixed_and_disjoint() -> None:
+    train, test = DigitsVQAEnv("train"), DigitsVQAEnv("test")
+    assert len(set(train._indices) & set(test._indices)) == 0
+    assert len(train._indices) + len(test._indices) == 1797
+    train_images = {train._images[i].tobytes() for i in train._indices}
+    assert not any(test._images[i].tobytes() in train_images for i in test._indices)
+    seen = {DigitsVQAEnv("test").reset(seed=s)[0]["image"].tobytes() for s in range(300)}
+    assert not seen & train_images
+    assert eval_kwargs(DIGITS_VQA_ID, {"split": "train"}) == {"split": "test"}
+    with pytest.raises(ValueError, match="split"):
+        DigitsVQAEnv("validation")  # type: ignore[arg-type]
+
+
+def test_digits_vqa_answers_depend_on_the_question() -> None:
+    """The same image gets different answers for different questions, so a policy must read the question."""
+    env = DigitsVQAEnv()
+    answers: dict[bytes, dict[str, int]] = {}
+    for seed in range(3000):
+        observation, info = env.reset(seed=seed)
+        answers.setdefault(observation["image"].tobytes(), {})[observation["question"]] = info["expert_action"]
+    assert any(len(set(by_question.values())) > 1 for by_question in answers.values())
+    questions = {q for by_question in answers.values() for q in by_question}
+    assert {"what digit is this?", "is this digit even?", "is this a seven?"} <= questions
+    labels = [info_answer for by_question in answers.values() for info_answer in by_question.values()]
+    yes, no = labels.count(ANSWERS.index("yes")), labels.count(ANSWERS.index("no"))
+    assert 0.35 < yes / (yes + no) < 0.65  # neither answer wins by guessing
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_vector_env_same_step_autoreset_and_seeding(vectorization: str) -> None:
+    def first_questions() -> tuple[str, ...]:
+        envs = make_vector_env(DIGITS_VQA_ID, num_envs=3, vectorization=vectorization, seed=7)
+        try:
+            observations, infos = envs.reset(seed=7)
+            next_observations, rewards, terminated, _, next_infos = envs.step(infos["expert_action"])
+            assert rewards.tolist() == [1.0, 1.0, 1.0] and terminated.all()
+            assert next_infos["final_info"]["success"].all()
+            assert len(next_infos["final_obs"]) == 3  # same-step autoreset: next episode already begun
+            return tuple(observations["question"])
+        finally:
+            envs.close()
+
+    questions = first_questions()
+    assert all(isinstance(q, str) and q.endswith("?") for q in questions)
+    assert questions == first_questions()
+
+
+def test_babyai_has_image_mission_text_and_direction() -> None:
+    envs = make_vector_env("BabyAI-GoToLocalS6N2-v0", num_envs=2, seed=0, expert=True)
+    try:
+        space = envs.single_observation_space
+        assert isinstance(space["mission"], gym.spaces.Text)
+        assert set(space.spaces) == {"image", "mission", "direction"}
+        observations, infos = envs.reset(seed=0)
+        assert all(m.startswith("go to") for m in observations["mission"])
+        returns = np.zeros(2)
+        for _ in range(60):  # following the bot's labels solves the level
+            observations, rewards, terminated, truncated, infos = envs.step(infos["expert_action"])
+            returns += rewards
+        assert (returns > 1).all()
+    finally:
+        envs.close()
+
+
+def test_unknown_env_ids_suggest_fixes() -> None:
+    with pytest.raises(PolyfuseError, match="did you mean 'polyfuse/DigitsVQA-v0'"):
+        check_env_id("polyfuse/DigitVQA-v0")
+    with pytest.raises(PolyfuseError, match="did you mean 'BabyAI-GoToLocal-v0'"):
+        make_env("BabyAI-GoToLocal-v9")
+    with pytest.raises(PolyfuseError, match="has no expert"):
+        make_env("MiniGrid-Empty-5x5-v0", expert=True)
+
+
+def test_missing_minigrid_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_minigrid(name: str, *args: object, **kwargs: object) -> object:
+        if name == "minigrid" or name.startswith("minigrid."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_minigrid)
+    with pytest.raises(PolyfuseError, match=r"pip install polyfuse\[babyai\]"):
+        check_env_id("BabyAI-NotInstalled-v0")
+    with pytest.raises(PolyfuseError, match=r"pip install polyfuse\[babyai\]"):
+        check_env_id("NoSuchEnv-v0")

@@ -1,0 +1,96 @@
+"""The trainer in-process: same seed same result, warm start, metrics and plot, resume checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from polyfuse.config import PipelineConfig, validate_pipeline
+from polyfuse.errors import PolyfuseError
+from polyfuse.training.metrics import read_metrics
+from polyfuse.training.trainer import Trainer
+
+
+def digits_config(output_dir: Path, **trainer: Any) -> PipelineConfig:
+    """A small DigitsVQA pipeline: enough to exercise the mechanics in seconds."""
+    return validate_pipeline({
+        "env": {"id": "polyfuse/DigitsVQA-v0", "num_envs": 8},
+        "modalities": {"image": {"encoder": "small-cnn"}, "question": {"encoder": "sbert"}},
+        "fuser": {"name": "concat", "params": {"output_dim": 64}},
+        "optimizer": {"name": "ppo", "params": {"n_steps": 32}},
+        "trainer": {"total_steps": 1024, "eval_every": 512, "eval_episodes": 64, "checkpoint_every": 512,
+                    "output_dir": str(output_dir), **trainer},
+    })
+
+
+def without_timings(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in {"wall_time_s", "steps_per_second", "paths"}}
+
+
+def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
+    first = Trainer(digits_config(tmp_path / "a"), progress=False).run()
+    second = Trainer(digits_config(tmp_path / "b"), progress=False).run()
+    assert without_timings(first) == without_timings(second)
+    assert first["steps"] >= 1024 and first["eval"]["episodes"] == 64
+
+    def curve(run: str) -> list[tuple[Any, ...]]:
+        return [(r["kind"], r["step"], r.get("train/return"), r.get("eval/success"))
+                for r in read_metrics(tmp_path / run / "metrics.jsonl")]
+
+    assert curve("a") == curve("b")
+
+
+def test_outputs_metrics_plot_and_summary(tmp_path: Path) -> None:
+    summary = Trainer(digits_config(tmp_path), progress=False).run()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals][0] == 0 and evals[-1]["step"] == summary["steps"]
+    train = [r for r in records if r["kind"] == "train"]
+    assert train and all(r["steps_per_second"] > 0 for r in train)
+    assert any(key.startswith("optimizer/") for key in train[-1])
+    assert any(key.startswith("cache/") for key in train[-1])  # the frozen sbert's feature cache
+    assert 0 <= train[-1]["train/success"] <= 1
+    assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert (tmp_path / "checkpoint" / "checkpoint.safetensors").is_file()
+
+
+def test_warm_start_clones_the_expert_before_rl(tmp_path: Path) -> None:
+    config = digits_config(tmp_path, total_steps=64,
+                           warm_start={"episodes": 3000, "epochs": 4, "learning_rate": 0.003})
+    summary = Trainer(config, progress=False).run()
+    warm = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "warm_start")
+    assert warm["warm_start/samples"] >= 3000
+    # a few seconds of cloning learn at least which answers each question takes (chance: about 0.2)
+    assert warm["warm_start/accuracy"] > 0.35
+    first_eval = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "eval")
+    assert first_eval["step"] == 0 and first_eval["eval/success"] > 0.35
+    assert summary["eval"]["success"] > 0.35
+
+
+def test_resume_continues_and_refuses_a_changed_config(tmp_path: Path) -> None:
+    Trainer(digits_config(tmp_path, total_steps=512), progress=False).run()
+    longer = Trainer(digits_config(tmp_path, total_steps=1024), resume=True, progress=False).run()
+    assert longer["steps"] >= 1024
+    steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert steps == sorted(set(steps))
+    changed = digits_config(tmp_path, total_steps=2048, seed=1)
+    with pytest.raises(PolyfuseError, match=r"config changed since the checkpoint \(trainer\.seed\)"):
+        Trainer(changed, resume=True, progress=False).run()
+    with pytest.raises(PolyfuseError, match="nothing to resume"):
+        Trainer(digits_config(tmp_path / "empty"), resume=True, progress=False).run()
+
+
+def test_dqn_trains_through_the_same_trainer(tmp_path: Path) -> None:
+    config = validate_pipeline({
+        "env": {"id": "polyfuse/DigitsVQA-v0", "num_envs": 8},
+        "modalities": {"image": {"encoder": "small-cnn"}, "question": {"encoder": "sbert"}},
+        "fuser": "concat",
+        "optimizer": {"name": "dqn", "params": {"learning_starts": 128}},
+        "trainer": {"total_steps": 512, "eval_every": 256, "eval_episodes": 32, "output_dir": str(tmp_path)},
+    })
+    summary = Trainer(config, progress=False).run()
+    assert summary["steps"] >= 512 and summary["optimizer"] == "dqn"
