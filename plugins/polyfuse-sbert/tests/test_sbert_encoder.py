@@ -33,7 +33,7 @@ def test_accepts_numpy_text_arrays_and_refuses_non_strings(bundled_encoder):
     from_array = bundled_encoder(np.array(["open the door", "pick up the key"], dtype=object))
     from_tuple = bundled_encoder(("open the door", "pick up the key"))
     assert torch.allclose(from_array, from_tuple)
-    with pytest.raises(ValueError, match=r"modality 'input': sample 1 is int, expected str"):
+    with pytest.raises(ValueError, match=r"modality 'input': sample 1 is a int \(3\), not a string"):
         bundled_encoder(["fine", 3])
 
 

