@@ -23,7 +23,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$
 # The core and the plugins' third-party dependencies, but no plugin: see scripts/test-isolated.sh.
 $(ISOLATED_VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(ISOLATED_VENV)
-	$(ISOLATED_VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai]' $(PLUGIN_DIRS)
+	$(ISOLATED_VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai]'
+	$(ISOLATED_VENV)/bin/python $(PIP_INSTALL) $(PLUGIN_DIRS)
 	$(ISOLATED_VENV)/bin/python $(PIP) uninstall --quiet --yes $(PLUGIN_NAMES)
 	touch $@
 

@@ -32,7 +32,8 @@ def nested_state() -> dict[str, object]:
         "model": model.state_dict(),
         "adam": adam.state_dict(),  # int keys, tuples, None
         "replay": {"questions": np.array(["what digit is this?", "is it odd?"], dtype=object),
-                   "labels": np.array([["a", "bc"]]), "images": np.arange(24, dtype=np.uint8).reshape(2, 3, 4)},
+                   "labels": np.array([["a", "bc"]]),
+                   "images": np.arange(24, dtype=np.uint8).reshape(2, 3, 4)},
         "step": 1234, "epsilon": np.float32(0.05), "name": "ppo", "flags": [True, None, 2.5],
         "generator": torch.Generator().manual_seed(3).get_state(),
         "rng": rng_state(),

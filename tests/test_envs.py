@@ -48,7 +48,8 @@ def test_digits_vqa_answers_depend_on_the_question() -> None:
     answers: dict[bytes, dict[str, int]] = {}
     for seed in range(3000):
         observation, info = env.reset(seed=seed)
-        answers.setdefault(observation["image"].tobytes(), {})[observation["question"]] = info["expert_action"]
+        asked = answers.setdefault(observation["image"].tobytes(), {})
+        asked[observation["question"]] = info["expert_action"]
     assert any(len(set(by_question.values())) > 1 for by_question in answers.values())
     questions = {q for by_question in answers.values() for q in by_question}
     assert {"what digit is this?", "is this digit even?", "is this a seven?"} <= questions

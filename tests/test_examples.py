@@ -19,7 +19,8 @@ def test_example_is_valid_and_trains(name: str, tmp_path: Path) -> None:
     assert config.trainer.output_dir.parts[0] == "runs"
     steps = 4 * config.env.num_envs * 16
     short = config.model_copy(update={"trainer": config.trainer.model_copy(update={
-        "total_steps": steps, "eval_every": steps, "eval_episodes": 8, "output_dir": tmp_path, "warm_start": None,
+        "total_steps": steps, "eval_every": steps, "eval_episodes": 8, "output_dir": tmp_path,
+        "warm_start": None,
     })})
     summary = Trainer(short, progress=False).run()
     assert summary["steps"] >= steps

@@ -96,7 +96,9 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
     assert max(r["step"] for r in read_metrics(output_dir / "metrics.jsonl")) == steps
 
 
-def test_config_mistakes_are_reported_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_mistakes_are_reported_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump({**SMALL_PIPELINE, "env": {"id": "polyfuse/DigitVQA-v0"}}))
     assert main(["run", str(path), "--output-dir", str(tmp_path / "out")]) == 2

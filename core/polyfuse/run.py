@@ -29,7 +29,7 @@ def default_pipeline_data() -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace, registry: Registry) -> PipelineConfig:
-    """The config to run: the file given, else (on --resume) the checkpoint's, else the default; plus overrides."""
+    """The config to run: the file given, else (on --resume) the checkpoint's, else the default; + overrides."""
     if args.config:
         data, source = read_yaml(Path(args.config)), args.config
     else:
@@ -78,7 +78,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join([
         f"held-out ({held_out['episodes']} episodes): success {held_out['success']:.3f}, "
         f"mean return {held_out['return']:.3f}",
-        f"{summary['steps']} steps in {summary['wall_time_s']:.1f} s ({summary['steps_per_second']:.0f} steps/s)",
+        f"{summary['steps']} steps in {summary['wall_time_s']:.1f} s "
+        f"({summary['steps_per_second']:.0f} steps/s)",
         f"metrics:    {paths['metrics']}",
         f"plot:       {paths['plot']}",
         f"checkpoint: {paths['checkpoint']}",

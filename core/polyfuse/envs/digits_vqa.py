@@ -118,7 +118,8 @@ class DigitsVQAEnv(gym.Env[dict[str, Any], np.int64]):
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         correct = int(action) == self._answer
-        return self._observation(), float(correct), True, False, {"success": correct, "expert_action": self._answer}
+        info = {"success": correct, "expert_action": self._answer}
+        return self._observation(), float(correct), True, False, info
 
     def _observation(self) -> dict[str, Any]:
         return {"image": self._images[self._image_index].copy(), "question": self._question}

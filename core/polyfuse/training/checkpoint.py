@@ -113,7 +113,8 @@ def save_checkpoint(output_dir: Path, state: Any) -> Path:
     previous = output_dir / f"{CHECKPOINT_DIR}.old"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file(tensors, str(staging / TENSORS_FILE), metadata={"format": "polyfuse", "version": str(FORMAT_VERSION)})
+    metadata = {"format": "polyfuse", "version": str(FORMAT_VERSION)}
+    save_file(tensors, str(staging / TENSORS_FILE), metadata=metadata)
     text = json.dumps({"polyfuse_checkpoint": FORMAT_VERSION, "state": tree})
     (staging / STATE_FILE).write_text(text, encoding="utf-8")
     for name in (TENSORS_FILE, STATE_FILE):

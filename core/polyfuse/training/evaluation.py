@@ -25,7 +25,7 @@ MAX_PARALLEL = 32
 
 
 class Evaluator:
-    """Runs ``episodes`` held-out episodes, ``MAX_PARALLEL`` at a time, and reports their mean return and success."""
+    """Runs ``episodes`` held-out episodes, ``MAX_PARALLEL`` at a time; reports mean return and success."""
 
     def __init__(self, env: EnvConfig, episodes: int) -> None:
         self.episodes = episodes
@@ -33,7 +33,7 @@ class Evaluator:
         self.envs = make_vector_env(env.id, eval_kwargs(env.id, env.kwargs), num_envs=self.num_envs)
 
     def evaluate(self, policy: Policy) -> dict[str, float]:
-        """``{"eval/return", "eval/success", "eval/length", "eval/episodes"}`` with the environment's own reward."""
+        """``eval/return``, ``eval/success``, ``eval/length``, ``eval/episodes``, in the env's own reward."""
         returns, lengths, successes = [], [], []
         for start in range(0, self.episodes, self.num_envs):
             count = min(self.num_envs, self.episodes - start)

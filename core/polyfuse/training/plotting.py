@@ -17,7 +17,8 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
     figure = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(figure)
     success_axes, return_axes = figure.subplots(1, 2)
-    for axes, metric, label in ((success_axes, "success", "success rate"), (return_axes, "return", "mean return")):
+    panels = ((success_axes, "success", "success rate"), (return_axes, "return", "mean return"))
+    for axes, metric, label in panels:
         for kind, style, name in (("train", "-", "train (recent episodes)"), ("eval", "o-", "held-out")):
             steps, values = _series(records, kind, f"{kind}/{metric}")
             axes.plot(steps, values, style, label=name, markersize=4)

@@ -32,7 +32,7 @@ def seed_everything(seed: int) -> None:
 
 
 def derive_seed(seed: int, *salt: int) -> int:
-    """A seed for another stream of the same run (a resumed run's envs, warm-start data), below the eval seeds."""
+    """A seed for another stream of the run (a resumed run's envs, warm-start data), below the eval seeds."""
     return int(np.random.SeedSequence([seed, *salt]).generate_state(1)[0]) % MAX_SEED
 
 

@@ -78,7 +78,8 @@ class RunState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
-        recent = deque((EpisodeRecord(float(r), int(n), bool(s)) for r, n, s in data["recent"]), maxlen=EPISODE_WINDOW)
+        episodes = (EpisodeRecord(float(r), int(n), bool(s)) for r, n, s in data["recent"])
+        recent = deque(episodes, maxlen=EPISODE_WINDOW)
         return cls(data["steps"], data["episodes"], recent, data["wall_time_s"], data["last_eval"],
                    data["last_eval_step"])
 
@@ -207,7 +208,8 @@ class Trainer:
         )
         reward_source = self.registry.create(
             Kind.REWARD, config.reward.name, config.reward.params,
-            observation_space=vector_env.single_observation_space, action_space=vector_env.single_action_space,
+            observation_space=vector_env.single_observation_space,
+            action_space=vector_env.single_action_space,
         )
         envs = TrackedVectorEnv(vector_env, reward_source)
 
@@ -234,7 +236,9 @@ class Trainer:
 
     # -- evaluation, checkpoints, records ---------------------------------------------------------
 
-    def _evaluate(self, optimizer: RLOptimizer, evaluator: Evaluator, state: RunState, log: MetricsLog) -> None:
+    def _evaluate(
+        self, optimizer: RLOptimizer, evaluator: Evaluator, state: RunState, log: MetricsLog
+    ) -> None:
         metrics = evaluator.evaluate(lambda observations: optimizer.act(observations, deterministic=True))
         state.last_eval, state.last_eval_step = metrics, state.steps
         log.write({"kind": "eval", "step": state.steps, "time_s": round(self._wall_time(), 3), **metrics})
@@ -311,7 +315,8 @@ class Trainer:
 
     def _title(self) -> str:
         modalities = ", ".join(f"{m}: {c.encoder.name}" for m, c in self.config.modalities.items())
-        return f"{self.config.env.id} | {modalities} | {self.config.fuser.name} | {self.config.optimizer.name}"
+        config = self.config
+        return f"{config.env.id} | {modalities} | {config.fuser.name} | {config.optimizer.name}"
 
     # -- output folder and signals ------------------------------------------------------------------
 
