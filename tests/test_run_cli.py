@@ -21,7 +21,7 @@ SMALL_PIPELINE = {
     "env": {"id": "polyfuse/DigitsVQA-v0", "num_envs": 8},
     "modalities": {"image": {"encoder": "small-cnn"}, "question": {"encoder": "sbert"}},
     "fuser": {"name": "concat", "params": {"output_dim": 64}},
-    "optimizer": {"name": "ppo", "params": {"n_steps": 32}},
+    "optimizer": {"name": "ppo", "params": {"n_steps": 32, "activation": "relu"}},
     "trainer": {"total_steps": 1024, "eval_every": 512, "eval_episodes": 64, "checkpoint_every": 256},
 }
 

@@ -20,7 +20,7 @@ def digits_config(output_dir: Path, **trainer: Any) -> PipelineConfig:
         "env": {"id": "polyfuse/DigitsVQA-v0", "num_envs": 8},
         "modalities": {"image": {"encoder": "small-cnn"}, "question": {"encoder": "sbert"}},
         "fuser": {"name": "concat", "params": {"output_dim": 64}},
-        "optimizer": {"name": "ppo", "params": {"n_steps": 32}},
+        "optimizer": {"name": "ppo", "params": {"n_steps": 32, "activation": "relu"}},
         "trainer": {"total_steps": 1024, "eval_every": 512, "eval_episodes": 64, "checkpoint_every": 512,
                     "output_dir": str(output_dir), **trainer},
     })
@@ -58,17 +58,22 @@ def test_outputs_metrics_plot_and_summary(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoint" / "checkpoint.safetensors").is_file()
 
 
-def test_warm_start_clones_the_expert_before_rl(tmp_path: Path) -> None:
-    config = digits_config(tmp_path, total_steps=64,
-                           warm_start={"episodes": 3000, "epochs": 4, "learning_rate": 0.003})
-    summary = Trainer(config, progress=False).run()
-    warm = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "warm_start")
-    assert warm["warm_start/samples"] >= 3000
-    # a few seconds of cloning learn at least which answers each question takes (chance: about 0.2)
-    assert warm["warm_start/accuracy"] > 0.35
-    first_eval = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "eval")
-    assert first_eval["step"] == 0 and first_eval["eval/success"] > 0.35
-    assert summary["eval"]["success"] > 0.35
+def test_warm_start_clones_the_babyai_bot_before_rl(tmp_path: Path) -> None:
+    config = validate_pipeline({
+        "env": {"id": "BabyAI-GoToLocalS6N2-v0", "num_envs": 8},
+        "modalities": {"image": {"encoder": {"name": "small-cnn", "params": {"mode": "grid"}}},
+                       "mission": {"encoder": "sbert"}, "direction": {"encoder": "onehot"}},
+        "fuser": {"name": "concat", "params": {"output_dim": 64}},
+        "optimizer": {"name": "ppo", "params": {"n_steps": 8, "activation": "relu"}},
+        "trainer": {"total_steps": 64, "eval_episodes": 50, "output_dir": str(tmp_path),
+                    "warm_start": {"episodes": 500, "epochs": 10, "learning_rate": 0.002}},
+    })
+    Trainer(config, progress=False).run()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    warm = next(r for r in records if r["kind"] == "warm_start")
+    assert warm["warm_start/samples"] > 500 and warm["warm_start/accuracy"] > 0.7  # majority action: 0.56
+    first_eval = next(r for r in records if r["kind"] == "eval")
+    assert first_eval["step"] == 0 and first_eval["eval/success"] > 0.3  # untrained: about 0.06
 
 
 def test_resume_continues_and_refuses_a_changed_config(tmp_path: Path) -> None:

@@ -75,7 +75,9 @@ class TrainerConfig(StrictModel):
     """How long to train, how often to evaluate and checkpoint, and where results go."""
 
     total_steps: int = Field(20_000, gt=0, description="Environment steps (summed over vector envs)")
-    seed: int = Field(0, description="Seeds torch, numpy and the environments; same seed, same result")
+    seed: int = Field(
+        0, ge=0, lt=2**30, description="Seeds torch, numpy and the environments; same seed, same result"
+    )
     eval_every: int = Field(5_000, gt=0, description="Steps between evaluations on held-out seeds")
     eval_episodes: int = Field(200, gt=0, description="Episodes per evaluation")
     checkpoint_every: int = Field(5_000, gt=0, description="Steps between checkpoints")
