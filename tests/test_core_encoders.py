@@ -1,4 +1,4 @@
-"""The core's small encoders (vector, onehot, embedding, small-cnn), built by name from gymnasium spaces."""
+"""The core's small encoders (vector, flatten, onehot, embedding, small-cnn), built by name from gymnasium spaces."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def build(name: str, space, **params):
 
 def test_core_registers_its_encoders_like_any_plugin():
     components = {c.name: c for c in default_registry().list("encoders")}
-    for name in ("vector", "onehot", "embedding", "small-cnn"):
+    for name in ("vector", "flatten", "onehot", "embedding", "small-cnn"):
         assert components[name].distribution == "polyfuse"
         assert components[name].plugin == "builtin-encoders"
 
@@ -55,6 +55,15 @@ def test_vector_leaves_unbounded_dims_and_flattens():
     assert encoder.scale.tolist() == [1.0, 1.0] and encoder.shift.tolist() == [0.0, -1.0]
     assert encoder(np.zeros((2, 1, 2), np.float32)).shape == (2, 3)
     assert build("vector", spaces.MultiBinary(4))(np.ones((3, 4), np.int8)).shape == (3, 64)
+
+
+def test_flatten_passes_rescaled_values_through_without_parameters():
+    encoder = build("flatten", spaces.Box(0, 255, (2, 2, 1), np.uint8))
+    assert encoder.output_dim == 4 and not list(encoder.parameters())
+    pixels = np.array([[[[0], [255]], [[51], [204]]]], np.uint8)
+    assert torch.allclose(encoder(pixels), torch.tensor([[-1.0, 1.0, -0.6, 0.6]]))
+    raw = build("flatten", spaces.Box(0, 255, (2, 2, 1), np.uint8), rescale=False)
+    assert raw(pixels).tolist() == [[0.0, 255.0, 51.0, 204.0]]
 
 
 def test_vector_errors_name_modality_and_sample():
@@ -124,6 +133,7 @@ def test_small_cnn_downsamples_larger_images():
     ("name", "space", "hint"),
     [
         ("vector", spaces.Discrete(3), "use onehot or embedding"),
+        ("flatten", spaces.Text(10), "pip install polyfuse-sbert"),
         ("onehot", spaces.Box(0, 1, (2,)), "a Discrete or 1-D MultiDiscrete space"),
         ("small-cnn", spaces.Text(10), "pip install polyfuse-sbert"),
         ("embedding", spaces.Box(0, 255, (8, 8, 3), np.uint8), "use small-cnn or timm"),

@@ -26,8 +26,11 @@ def digits_config(output_dir: Path, **trainer: Any) -> PipelineConfig:
     })
 
 
+TIMINGS = {"wall_time_s", "steps_per_second", "train_time_s", "train_steps_per_second", "paths"}
+
+
 def without_timings(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in {"wall_time_s", "steps_per_second", "paths"}}
+    return {k: v for k, v in summary.items() if k not in TIMINGS}
 
 
 def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
@@ -35,6 +38,8 @@ def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
     second = Trainer(digits_config(tmp_path / "b"), progress=False).run()
     assert without_timings(first) == without_timings(second)
     assert first["steps"] >= 1024 and first["eval"]["episodes"] == 64
+    assert 0 < first["train_time_s"] < first["wall_time_s"], "training time leaves out set-up and evaluation"
+    assert first["train_steps_per_second"] > first["steps_per_second"]
 
     def curve(run: str) -> list[tuple[Any, ...]]:
         return [(r["kind"], r["step"], r.get("train/return"), r.get("eval/success"))

@@ -18,8 +18,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 HERE = Path(__file__).resolve().parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
@@ -36,20 +39,21 @@ class Case:
 
 
 # SB3 hyperparameters mirror the polyfuse configs in configs/ (same rollout, batch, epochs, lr, net sizes).
+# SB3 counts DQN's target_update_interval in env steps, polyfuse in gradient steps (one per 16-env step here).
 CASES = [
     Case("digits-ppo", "polyfuse/DigitsVQA-v0", "ppo", 100_000, 16,
          {"n_steps": 64, "batch_size": 256, "n_epochs": 4, "learning_rate": 1e-3, "gamma": 0.99,
           "ent_coef": 0.01, "policy_kwargs": {"net_arch": [64, 64]}}),
     Case("digits-dqn", "polyfuse/DigitsVQA-v0", "dqn", 50_000, 16,
          {"buffer_size": 50_000, "learning_starts": 1_000, "batch_size": 128, "learning_rate": 1e-3,
-          "train_freq": 1, "gradient_steps": 1, "target_update_interval": 500, "exploration_fraction": 0.3,
+          "train_freq": 1, "gradient_steps": 1, "target_update_interval": 500 * 16, "exploration_fraction": 0.3,
           "exploration_final_eps": 0.02, "policy_kwargs": {"net_arch": [64, 64]}}),
     Case("babyai-ppo", "BabyAI-GoToLocalS6N2-v0", "ppo", 100_000, 16,
          {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": 5e-4, "gamma": 0.99,
           "ent_coef": 0.01, "policy_kwargs": {"net_arch": [64, 64]}}),
     Case("babyai-dqn", "BabyAI-GoToLocalS6N2-v0", "dqn", 100_000, 16,
          {"buffer_size": 100_000, "learning_starts": 1_000, "batch_size": 128, "learning_rate": 5e-4,
-          "train_freq": 1, "gradient_steps": 1, "target_update_interval": 1_000, "exploration_fraction": 0.3,
+          "train_freq": 1, "gradient_steps": 1, "target_update_interval": 1_000 * 16, "exploration_fraction": 0.3,
           "exploration_final_eps": 0.05, "policy_kwargs": {"net_arch": [64, 64]}}),
 ]
 
@@ -58,32 +62,40 @@ def last_json_line(output: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def run_polyfuse(case: Case, steps: int, seed: int, eval_episodes: int) -> dict:
-    with tempfile.TemporaryDirectory() as output:
-        result = subprocess.run(
-            [sys.executable, "-m", "polyfuse.cli", "run", str(HERE / "configs" / f"{case.name}.yaml"),
-             "--steps", str(steps), "--seed", str(seed), "--output-dir", output, "--json"],
-            capture_output=True, text=True, env=ENV,
-        )
+def timed(command: list[str], library: str, case: Case) -> tuple[dict, float]:
+    """The command's last-line JSON summary and its whole wall time (start-up, training, evaluation)."""
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    elapsed = time.perf_counter() - start
     if result.returncode != 0:
-        raise SystemExit(f"polyfuse failed on {case.name}:\n{result.stderr[-3000:]}")
-    summary = last_json_line(result.stdout)
-    return {"steps_per_second": summary["steps_per_second"], "success": summary["eval"]["success"],
-            "wall_time_s": summary["wall_time_s"]}
+        raise SystemExit(f"{library} failed on {case.name}:\n{result.stderr[-3000:]}")
+    return last_json_line(result.stdout), elapsed
+
+
+def run_polyfuse(case: Case, steps: int, seed: int, eval_episodes: int) -> dict:
+    config = yaml.safe_load((HERE / "configs" / f"{case.name}.yaml").read_text(encoding="utf-8"))
+    config["trainer"]["eval_episodes"] = eval_episodes
+    with tempfile.TemporaryDirectory() as output:
+        config_path = Path(output) / "pipeline.yaml"
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        summary, elapsed = timed(
+            [sys.executable, "-m", "polyfuse.cli", "run", str(config_path),
+             "--steps", str(steps), "--seed", str(seed), "--output-dir", str(Path(output) / "run"), "--json"],
+            "polyfuse", case,
+        )
+    return {"steps_per_second": summary["train_steps_per_second"], "success": summary["eval"]["success"],
+            "train_time_s": summary["train_time_s"], "process_time_s": elapsed}
 
 
 def run_sb3(case: Case, steps: int, seed: int, eval_episodes: int) -> dict:
-    result = subprocess.run(
+    summary, elapsed = timed(
         [sys.executable, str(HERE / "sb3_baseline.py"), "--env", case.env_id, "--algo", case.algo,
          "--steps", str(steps), "--num-envs", str(case.num_envs), "--seed", str(seed),
          "--eval-episodes", str(eval_episodes), "--hparams", json.dumps(case.sb3_hparams)],
-        capture_output=True, text=True, env=ENV,
+        "stable-baselines3", case,
     )
-    if result.returncode != 0:
-        raise SystemExit(f"stable-baselines3 failed on {case.name}:\n{result.stderr[-3000:]}")
-    summary = last_json_line(result.stdout)
     return {"steps_per_second": summary["steps_per_second"], "success": summary["held_out"]["success"],
-            "wall_time_s": summary["wall_time_s"]}
+            "train_time_s": summary["wall_time_s"], "process_time_s": elapsed}
 
 
 def main() -> None:
@@ -96,18 +108,19 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    header = f"{'case':<12} {'polyfuse steps/s':>16} {'SB3 steps/s':>12} {'ratio':>6} " \
-             f"{'polyfuse success':>16} {'SB3 success':>11}"
-    print(header)
+    print(f"{'case':<12} {'train steps/s: polyfuse':>23} {'SB3':>6} {'ratio':>6}   "
+          f"{'whole process s: polyfuse':>25} {'SB3':>6} {'ratio':>6}   {'held-out success: polyfuse':>26} {'SB3':>6}")
     for case in [c for c in CASES if not args.case or c.name in args.case]:
         steps = args.steps or case.steps
         ours = run_polyfuse(case, steps, args.seed, args.eval_episodes)
         theirs = run_sb3(case, steps, args.seed, args.eval_episodes)
         ratio = ours["steps_per_second"] / theirs["steps_per_second"]
+        process_ratio = theirs["process_time_s"] / ours["process_time_s"]  # > 1: polyfuse finishes sooner
         rows.append({"case": case.name, "steps": steps, "polyfuse": ours, "stable_baselines3": theirs,
-                     "steps_per_second_ratio": ratio})
-        print(f"{case.name:<12} {ours['steps_per_second']:>16.0f} {theirs['steps_per_second']:>12.0f} "
-              f"{ratio:>5.2f}x {ours['success']:>16.3f} {theirs['success']:>11.3f}", flush=True)
+                     "steps_per_second_ratio": ratio, "process_speed_ratio": process_ratio})
+        print(f"{case.name:<12} {ours['steps_per_second']:>23.0f} {theirs['steps_per_second']:>6.0f} "
+              f"{ratio:>5.2f}x   {ours['process_time_s']:>25.1f} {theirs['process_time_s']:>6.1f} "
+              f"{process_ratio:>5.2f}x   {ours['success']:>26.3f} {theirs['success']:>6.3f}", flush=True)
     args.output.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"results: {args.output}")
 

@@ -35,6 +35,14 @@ class VectorConfig(ComponentConfig):
     )
 
 
+class FlattenConfig(ComponentConfig):
+    """Params of the ``flatten`` encoder (its width is the number of input values)."""
+
+    rescale: bool = Field(
+        True, description="Map a Box space's finite bounds to [-1, 1]; unbounded dimensions pass unchanged."
+    )
+
+
 class OneHotConfig(ComponentConfig):
     """The ``onehot`` encoder has no params: its width is the number of values (summed over components)."""
 
@@ -90,21 +98,32 @@ def _other_encoder_hint(space: Any) -> str:
     return ""
 
 
-def build_vector(config: VectorConfig, space: Any = None) -> Encoder:
+def _numeric_bounds(name: str, space: Any, rescale: bool) -> tuple[Any, Any]:
+    """The bounds to rescale from (``None`` for none), or an error naming the encoder to use instead."""
     from gymnasium import spaces
 
+    if isinstance(space, spaces.Box):
+        return (space.low, space.high) if rescale else (None, None)
+    if isinstance(space, spaces.MultiBinary):
+        return (0, 1) if rescale else (None, None)
+    wants = "numeric arrays (a Box or MultiBinary space)"
+    raise _space_error(name, space, wants, _other_encoder_hint(space))
+
+
+def build_vector(config: VectorConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.vector import VectorEncoder
 
-    if isinstance(space, spaces.Box):
-        low, high = (space.low, space.high) if config.rescale else (None, None)
-    elif isinstance(space, spaces.MultiBinary):
-        low, high = (0, 1) if config.rescale else (None, None)
-    else:
-        wants = "numeric arrays (a Box or MultiBinary space)"
-        raise _space_error("vector", space, wants, _other_encoder_hint(space))
+    low, high = _numeric_bounds("vector", space, config.rescale)
     return VectorEncoder(
         tuple(space.shape), config.hidden_sizes, config.output_dim, config.activation, low=low, high=high
     )
+
+
+def build_flatten(config: FlattenConfig, space: Any = None) -> Encoder:
+    from polyfuse.encoders.vector import VectorEncoder
+
+    low, high = _numeric_bounds("flatten", space, config.rescale)
+    return VectorEncoder(tuple(space.shape), [], None, low=low, high=high)
 
 
 def _discrete_layout(name: str, space: Any) -> tuple[list[int], list[int], bool]:
@@ -164,6 +183,8 @@ def build_small_cnn(config: SmallCNNConfig, space: Any = None) -> Encoder:
 def register_encoders(register: Callable[..., Any]) -> None:
     register("vector", build_vector, config=VectorConfig,
              description="MLP over numeric arrays (Box, MultiBinary), bounds rescaled to [-1, 1]")
+    register("flatten", build_flatten, config=FlattenConfig,
+             description="Numeric arrays (Box, MultiBinary) flattened as they are, bounds rescaled to [-1, 1]")
     register("onehot", build_onehot, config=OneHotConfig,
              description="One-hot vectors for discrete values (Discrete, MultiDiscrete)")
     register("embedding", build_embedding, config=EmbeddingConfig,

@@ -1,4 +1,5 @@
-"""``vector``: an MLP over numeric arrays (gymnasium Box and MultiBinary spaces), flattened."""
+"""``vector`` and ``flatten``: numeric arrays (gymnasium Box and MultiBinary spaces), flattened, with or
+without an MLP on top."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ class VectorEncoder(Encoder):
 
     Rescaling matters because observation scales vary wildly (pixel counts,
     velocities, flags) and an MLP learns poorly from unscaled inputs;
-    dimensions with infinite bounds are passed through unchanged.
+    dimensions with infinite bounds are passed through unchanged. With
+    ``output_dim=None`` there are no layers: the flattened, rescaled input is
+    the feature (the ``flatten`` encoder, for inputs small enough to fuse as they are).
     """
 
     def __init__(
         self,
         sample_shape: tuple[int, ...],
         hidden_sizes: Sequence[int],
-        output_dim: int,
+        output_dim: int | None,
         activation: str = "relu",
         low: np.ndarray | None = None,
         high: np.ndarray | None = None,
@@ -45,13 +48,15 @@ class VectorEncoder(Encoder):
             shift = torch.as_tensor(np.where(bounded, -1.0 - 2.0 * low_flat / span, 0.0), dtype=torch.float32)
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("shift", shift, persistent=False)
+        if output_dim is None and hidden_sizes:
+            raise ValueError("hidden layers need an output_dim")
         layers: list[nn.Module] = []
         width = input_dim
-        for size in [*hidden_sizes, output_dim]:
+        for size in [*hidden_sizes, output_dim] if output_dim is not None else []:
             layers += [nn.Linear(width, int(size)), ACTIVATIONS[activation]()]
             width = int(size)
         self.mlp = nn.Sequential(*layers)
-        self.output_dim = int(output_dim)
+        self.output_dim = int(width)
 
     def forward(self, batch: Any) -> torch.Tensor:
         values = numeric_batch(batch, self.modality, self.sample_shape).to(self.scale.device, torch.float32)

@@ -89,14 +89,18 @@ class Fuser(nn.Module):
         Gaps are zeros, or the ``(D_m,)`` vectors of ``fill`` (one per declared
         modality, in order). Masked rows are selected away rather than
         multiplied by zero, so garbage (even NaN) in them reaches neither the
-        output nor the gradients.
+        output nor the gradients. A modality given without a presence mask is
+        passed through as it is (no selection: nothing to fill, and nothing
+        for autograd to record).
         """
         batch, device, dtype, mask = self.batch_layout(features, present)
         fills = [None] * len(self.modalities) if fill is None else list(fill)
         inputs: dict[str, torch.Tensor] = {}
         for (modality, dim), gap in zip(self.input_dims.items(), fills, strict=True):
             x = features.get(modality)
-            if x is not None:
+            if x is not None and (present is None or present.get(modality) is None):
+                inputs[modality] = x
+            elif x is not None:
                 inputs[modality] = torch.where(mask[modality][:, None], x, 0.0 if gap is None else gap)
             elif gap is None:
                 inputs[modality] = torch.zeros(batch, dim, device=device, dtype=dtype)

@@ -63,6 +63,7 @@ class RunState:
     episodes: int = 0
     recent: deque[EpisodeRecord] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
     wall_time_s: float = 0.0
+    train_time_s: float = 0.0
     last_eval: dict[str, float] | None = None
     last_eval_step: int = -1
 
@@ -72,6 +73,7 @@ class RunState:
             "episodes": self.episodes,
             "recent": [[e.episode_return, e.length, e.success] for e in self.recent],
             "wall_time_s": self.wall_time_s,
+            "train_time_s": self.train_time_s,
             "last_eval": self.last_eval,
             "last_eval_step": self.last_eval_step,
         }
@@ -80,8 +82,8 @@ class RunState:
     def from_dict(cls, data: dict[str, Any]) -> RunState:
         episodes = (EpisodeRecord(float(r), int(n), bool(s)) for r, n, s in data["recent"])
         recent = deque(episodes, maxlen=EPISODE_WINDOW)
-        return cls(data["steps"], data["episodes"], recent, data["wall_time_s"], data["last_eval"],
-                   data["last_eval_step"])
+        return cls(data["steps"], data["episodes"], recent, data["wall_time_s"], data.get("train_time_s", 0.0),
+                   data["last_eval"], data["last_eval_step"])
 
     def train_metrics(self) -> dict[str, float | None]:
         if not self.recent:
@@ -178,16 +180,18 @@ class Trainer:
         try:
             while state.steps < total and self._stop_signal is None:
                 before = state.steps
+                started = time.perf_counter()
                 interval.add(optimizer.iterate())
                 state.steps = envs.total_steps
                 for episode in envs.pop_episodes():
                     state.episodes += 1
                     state.recent.append(episode)
                 bar.update(min(state.steps, total) - min(before, total))
-                bar.set_postfix(self._postfix(state), refresh=False)
                 if _crossed(before, state.steps, log_every) or state.steps >= total:
+                    bar.set_postfix(self._postfix(state), refresh=False)
                     log.write(self._train_record(state, interval))
                     interval = _Interval(state.steps)
+                state.train_time_s += time.perf_counter() - started
                 if _crossed(before, state.steps, trainer_config.eval_every):
                     self._evaluate(optimizer, evaluator, state, log)
                 if _crossed(before, state.steps, trainer_config.checkpoint_every) and state.steps < total:
@@ -296,6 +300,8 @@ class Trainer:
             "episodes": state.episodes,
             "wall_time_s": round(wall_time, 2),
             "steps_per_second": round(state.steps / wall_time, 1),
+            "train_time_s": round(state.train_time_s, 2),
+            "train_steps_per_second": round(state.steps / max(state.train_time_s, 1e-9), 1),
             "eval": {key.removeprefix("eval/"): value for key, value in (state.last_eval or {}).items()},
             "train": {key.removeprefix("train/"): value for key, value in state.train_metrics().items()},
             "env": self.config.env.id,

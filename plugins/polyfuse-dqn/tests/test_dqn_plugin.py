@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -60,4 +61,4 @@ def test_the_readme_lists_every_field_with_its_default() -> None:
     defaults = DQNConfig().model_dump(mode="json")
     assert set(rows) == set(defaults)
     for name, default in defaults.items():
-        assert rows[name].replace("_", "") == str(default).replace(" ", "").replace("True", "true"), name
+        assert rows[name].replace("_", "") == json.dumps(default).replace(" ", ""), name

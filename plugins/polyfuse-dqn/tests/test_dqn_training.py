@@ -14,7 +14,7 @@ from polyfuse_dqn.dqn import DQN
 from polyfuse_dqn.plugin import DQNConfig
 
 FAST = dict(learning_starts=64, batch_size=32, learning_rate=1e-3, target_update_interval=50, gamma=0.9,
-            hidden_sizes=[32], exploration_fraction=0.5)
+            hidden_sizes=[32], exploration_fraction=0.5, exploration_steps=2_000)
 
 
 def greedy_success(dqn: DQN, helpers, env: str, episodes: int = 256, **kwargs) -> float:
@@ -32,7 +32,7 @@ def greedy_success(dqn: DQN, helpers, env: str, episodes: int = 256, **kwargs) -
 def test_learns_the_text_bandit(make_pipeline, helpers) -> None:
     """The rewarded action is named only by the text; the vector is noise."""
     iterations = 300
-    dqn = DQN(DQNConfig(**FAST, exploration_steps=4 * iterations))
+    dqn = DQN(DQNConfig(**{**FAST, "exploration_steps": 4 * iterations}))
     dqn.setup(make_pipeline("bandit", num_envs=4, seed=0))
     assert greedy_success(dqn, helpers, "bandit") < 0.5  # untrained: about chance (1/4)
     for _ in range(iterations):
@@ -45,7 +45,7 @@ def test_learns_the_text_bandit(make_pipeline, helpers) -> None:
 def test_learns_a_multi_step_task_with_n_step_returns(make_pipeline, helpers) -> None:
     """Three correct presses in a row; reward only at the end, so values must bootstrap."""
     iterations = 700
-    dqn = DQN(DQNConfig(**{**FAST, "learning_starts": 128}, n_step=3, exploration_steps=4 * iterations))
+    dqn = DQN(DQNConfig(**{**FAST, "learning_starts": 128, "exploration_steps": 4 * iterations}, n_step=3))
     dqn.setup(make_pipeline("corridor", num_envs=4, seed=0))
     for _ in range(iterations):
         dqn.iterate()
@@ -177,7 +177,8 @@ def test_the_contract(make_pipeline) -> None:
     assert logits.shape == (5, 4)
     logits.sum().backward()
     parameters = dqn.trainable_parameters()
-    assert parameters and all(p.grad is not None for p in parameters)
+    used = [p for name, p in dqn.q_network.named_parameters() if "placeholders" not in name]  # none missing
+    assert parameters and all(p.grad is not None for p in used)
     encoder_ids = {id(p) for p in dqn.q_network.body.parameters()}
     assert encoder_ids <= {id(p) for p in parameters}  # warm start reaches the encoders and fuser
     assert all(not p.requires_grad for p in dqn.target_network.parameters())
@@ -251,3 +252,16 @@ def test_a_state_of_another_format_is_refused(make_pipeline) -> None:
     state = dqn.state_dict()
     with pytest.raises(PolyfuseError, match="format"):
         dqn.load_state_dict({**state, "format": 99})
+
+
+def test_exploration_follows_the_run_budget_unless_the_config_sets_one(make_pipeline) -> None:
+    config = DQNConfig(**{**FAST, "exploration_steps": None})
+    with pytest.raises(PolyfuseError, match="exploration needs a step budget"):
+        DQN(config).setup(make_pipeline("bandit", num_envs=2))
+    dqn = DQN(config)
+    dqn.set_total_steps(1_000)  # epsilon reaches its end at exploration_fraction (0.5) of 1,000 steps
+    dqn.setup(make_pipeline("bandit", num_envs=2))
+    dqn.num_timesteps = 250
+    assert dqn.epsilon == pytest.approx((1.0 + 0.05) / 2)
+    dqn.num_timesteps = 500
+    assert dqn.epsilon == pytest.approx(0.05)

@@ -92,7 +92,8 @@ def parameters(module: nn.Module) -> list[torch.Tensor]:
 
 
 def test_hard_updates_happen_every_interval(make_pipeline) -> None:
-    dqn = DQN(DQNConfig(learning_starts=0, batch_size=8, target_update_interval=3, learning_rate=1e-2))
+    dqn = DQN(DQNConfig(learning_starts=0, batch_size=8, target_update_interval=3, learning_rate=1e-2,
+                        exploration_steps=1_000))
     dqn.setup(make_pipeline(num_envs=2))
     initial = parameters(dqn.target_network)
     for expected_changed in [False, False, True, False, False, True]:  # since the last update
@@ -109,7 +110,7 @@ def test_hard_updates_happen_every_interval(make_pipeline) -> None:
 
 def test_polyak_updates_follow_the_online_network_slowly(make_pipeline) -> None:
     dqn = DQN(DQNConfig(learning_starts=0, batch_size=8, target_update_interval=1, tau=0.25,
-                        learning_rate=1e-2))
+                        learning_rate=1e-2, exploration_steps=1_000))
     dqn.setup(make_pipeline(num_envs=2))
     dqn.iterate()  # syncs the target (nothing changed yet), then one gradient step and one Polyak step
     before = parameters(dqn.target_network)
@@ -143,7 +144,7 @@ def test_epsilon_falls_over_the_fraction_of_the_budget(make_pipeline) -> None:
 
 def test_exploration_uses_epsilon(make_pipeline) -> None:
     """At epsilon 0 the actions are greedy; at epsilon 1 they ignore the network."""
-    greedy = DQN(DQNConfig(epsilon_start=0.0, epsilon_end=0.0, learning_starts=10_000))
+    greedy = DQN(DQNConfig(epsilon_start=0.0, epsilon_end=0.0, learning_starts=10_000, exploration_steps=1_000))
     pipeline = make_pipeline(num_envs=8)
     greedy.setup(pipeline)
     observations = greedy._observations

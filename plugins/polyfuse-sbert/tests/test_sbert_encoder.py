@@ -62,7 +62,8 @@ def test_frozen_encoder_has_no_gradients_and_a_stable_identity(bundled_encoder):
     assert not bundled_encoder.trainable
     assert not any(p.requires_grad for p in bundled_encoder.parameters())
     bundled_encoder.train()
-    assert not bundled_encoder.model.training, "a frozen encoder stays in eval mode"
+    assert not any(module.training for module in bundled_encoder.model.modules()), \
+        "a frozen encoder stays in eval mode"
     assert bundled_encoder.identity() == bundled_encoder.identity()
     assert bundled_encoder.identity().startswith("sbert:all-MiniLM-L6-v2")
 

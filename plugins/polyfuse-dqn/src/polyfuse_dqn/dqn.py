@@ -40,6 +40,19 @@ class DQN(RLOptimizer):
     def __init__(self, config: DQNConfig) -> None:
         self.config = config
         self._pipeline: Pipeline | None = None
+        self._budget: int | None = None  # from set_total_steps()
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """The run's step budget, which exploration follows unless the config sets ``exploration_steps``."""
+        if int(total_steps) <= 0:
+            raise ValueError(f"total_steps must be positive, got {total_steps}")
+        self._budget = int(total_steps)
+
+    @property
+    def exploration_steps(self) -> int:
+        """The step budget ``exploration_fraction`` refers to (config first, then set_total_steps())."""
+        steps = self.config.exploration_steps if self.config.exploration_steps is not None else self._budget
+        return int(steps or 0)  # setup() refuses to start without one
 
     # --- set-up ---------------------------------------------------------------------------------
 
@@ -57,6 +70,11 @@ class DQN(RLOptimizer):
                 f"dqn needs a Discrete action space (one Q-value per action); this environment's is {space}. "
                 "Use an optimizer for continuous actions (e.g. ppo) instead"
             )
+        if config.exploration_steps is None and self._budget is None:
+            raise PolyfuseError(
+                "dqn: exploration needs a step budget; set optimizer.params.exploration_steps, or call "
+                "set_total_steps() before setup() (the trainer does)"
+            )
         self._pipeline = pipeline
         self.envs = pipeline.envs
         self.device = torch.device(pipeline.device)
@@ -70,7 +88,10 @@ class DQN(RLOptimizer):
         self.target_network.requires_grad_(False)
         self.target_network.train(False)
         update_target(self.target_network, self.q_network, tau=1.0)
-        self.adam = torch.optim.Adam(self.trainable_parameters(), lr=config.learning_rate)
+        # Which weights train is fixed from here on; listing them once keeps a frozen text encoder's
+        # hundreds of tensors out of every gradient step.
+        self._trainable = [p for p in self.q_network.parameters() if p.requires_grad]
+        self.adam = torch.optim.Adam(self._trainable, lr=config.learning_rate, fused=True)
         self.replay = ReplayBuffer(config.buffer_size, np.random.default_rng(replay_seed))
         self.nstep = NStepAccumulator(config.n_step, config.gamma, self.envs.num_envs)
         self._explore_rng = np.random.default_rng(explore_seed)
@@ -95,7 +116,7 @@ class DQN(RLOptimizer):
     def epsilon(self) -> float:
         """The exploration rate at the current step."""
         config = self.config
-        duration = config.exploration_fraction * config.exploration_steps
+        duration = config.exploration_fraction * self.exploration_steps
         step = getattr(self, "num_timesteps", 0)
         return linear_schedule(config.epsilon_start, config.epsilon_end, duration, step)
 
@@ -136,7 +157,7 @@ class DQN(RLOptimizer):
         loss = functional.huber_loss(q_values, targets, delta=config.huber_delta)
         self.adam.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(self._trainable, config.max_grad_norm)
         self.adam.step()
         self.num_updates += 1
         if self.num_updates % config.target_update_interval == 0:
@@ -200,7 +221,7 @@ class DQN(RLOptimizer):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         self._require_setup()
-        return [p for p in self.q_network.parameters() if p.requires_grad]
+        return list(self._trainable)
 
     # --- checkpoints ----------------------------------------------------------------------------
 

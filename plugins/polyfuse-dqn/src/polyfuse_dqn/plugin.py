@@ -77,11 +77,12 @@ class DQNConfig(ComponentConfig):
         description="Fraction of exploration_steps over which epsilon falls linearly from epsilon_start "
         "to epsilon_end.",
     )
-    exploration_steps: int = Field(
-        20_000,
+    exploration_steps: int | None = Field(
+        None,
         gt=0,
-        description="The step budget exploration_fraction refers to; set it to trainer.total_steps "
-        "(20000 by default) so that epsilon reaches epsilon_end at exploration_fraction of the run.",
+        description="The step budget exploration_fraction refers to. null: the run's step budget "
+        "(trainer.total_steps, which the trainer tells the optimizer), so epsilon reaches epsilon_end at "
+        "exploration_fraction of the run.",
     )
     max_grad_norm: float = Field(10.0, gt=0, description="Gradients are clipped to this global L2 norm.")
     huber_delta: float = Field(

@@ -75,11 +75,21 @@ class SbertEncoder(Encoder):
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return getter()
 
+    @property
+    def trainable(self) -> bool:
+        """Whether the transformer is fine-tuned (all its weights train or none do)."""
+        return next(self.model.parameters()).requires_grad
+
     def train(self, mode: bool = True) -> SbertEncoder:
-        """A frozen encoder stays in eval mode (no dropout), whatever the policy around it does."""
-        super().train(mode)
-        if not self.trainable:
-            self.model.eval()
+        """A frozen encoder stays in eval mode (no dropout), whatever the policy around it does.
+
+        Only its own flag changes: the transformer was put in eval mode once, in ``__init__``, and
+        walking its few hundred modules on every train/eval switch of the policy would cost more
+        than the policy's forward pass.
+        """
+        if self.trainable:
+            return super().train(mode)
+        self.training = mode
         return self
 
     def forward(self, batch: Any) -> torch.Tensor:
