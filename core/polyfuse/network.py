@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -85,6 +86,56 @@ class MultimodalNetwork(nn.Module):
                 totals[name] = totals.get(name, 0) + value
                 per_modality[f"{modality}/{name}"] = value
         return {**totals, **per_modality}
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def frozen_twin(module: ModuleT) -> tuple[ModuleT, list[str]]:
+    """A frozen deep copy of ``module`` (a target or reference network) that shares its frozen encoders.
+
+    Frozen encoders never change, so the copy uses the very same modules and
+    feature-cache wrappers: a sentence-transformer is loaded and held once,
+    and its cache counts every look-up. Returns the copy and the state-dict
+    prefixes of the shared encoders (a checkpoint of the copy may leave them
+    out). The shared encoders keep themselves in eval mode whatever mode
+    either network is switched to.
+    """
+    memo: dict[int, Any] = {}
+    prefixes: list[str] = []
+    for path, network in module.named_modules():
+        if not isinstance(network, MultimodalNetwork):
+            continue
+        for modality, encoder in network.encoders.items():
+            if any(p.requires_grad for p in encoder.parameters()):
+                continue
+            memo[id(encoder)] = encoder
+            cached = network.cached_encoders.get(modality)
+            if cached is not None:
+                memo[id(cached)] = cached
+            prefixes.append(f"{path}.encoders.{modality}." if path else f"encoders.{modality}.")
+    twin = copy.deepcopy(module, memo)
+    twin.requires_grad_(False)
+    return twin, prefixes
+
+
+def own_state(module: nn.Module, shared_prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` without the entries under ``shared_prefixes`` (a twin's shared encoders)."""
+    return {key: value for key, value in module.state_dict().items() if not _under(key, shared_prefixes)}
+
+
+def load_own_state(module: nn.Module, state: Mapping[str, torch.Tensor], shared_prefixes: Sequence[str]) -> None:
+    """Load what :func:`own_state` saved; the shared entries must be the only ones missing."""
+    result = module.load_state_dict(dict(state), strict=False)
+    missing = [key for key in result.missing_keys if not _under(key, shared_prefixes)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"saved state does not match the network: missing {missing}, unexpected {list(result.unexpected_keys)}"
+        )
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key.startswith(prefix) for prefix in prefixes)
 
 
 def should_cache(encoder: Encoder) -> bool:

@@ -39,7 +39,9 @@ class FlattenConfig(ComponentConfig):
     """Params of the ``flatten`` encoder (its width is the number of input values)."""
 
     rescale: bool = Field(
-        True, description="Map a Box space's finite bounds to [-1, 1]; unbounded dimensions pass unchanged."
+        True,
+        description="Map a Box space's finite bounds to [0, 1] (uint8 pixels: divided by 255); unbounded "
+        "dimensions pass unchanged.",
     )
 
 
@@ -123,7 +125,7 @@ def build_flatten(config: FlattenConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.vector import VectorEncoder
 
     low, high = _numeric_bounds("flatten", space, config.rescale)
-    return VectorEncoder(tuple(space.shape), [], None, low=low, high=high)
+    return VectorEncoder(tuple(space.shape), [], None, low=low, high=high, target_range=(0.0, 1.0))
 
 
 def _discrete_layout(name: str, space: Any) -> tuple[list[int], list[int], bool]:
@@ -184,7 +186,7 @@ def register_encoders(register: Callable[..., Any]) -> None:
     register("vector", build_vector, config=VectorConfig,
              description="MLP over numeric arrays (Box, MultiBinary), bounds rescaled to [-1, 1]")
     register("flatten", build_flatten, config=FlattenConfig,
-             description="Numeric arrays (Box, MultiBinary) flattened as they are, bounds rescaled to [-1, 1]")
+             description="Numeric arrays (Box, MultiBinary) flattened as they are, bounds rescaled to [0, 1]")
     register("onehot", build_onehot, config=OneHotConfig,
              description="One-hot vectors for discrete values (Discrete, MultiDiscrete)")
     register("embedding", build_embedding, config=EmbeddingConfig,

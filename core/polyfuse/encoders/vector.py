@@ -16,13 +16,15 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 class VectorEncoder(Encoder):
-    """Flatten, optionally rescale finite Box bounds to [-1, 1], then Linear+activation layers.
+    """Flatten, optionally rescale finite Box bounds to ``target_range``, then Linear+activation layers.
 
     Rescaling matters because observation scales vary wildly (pixel counts,
     velocities, flags) and an MLP learns poorly from unscaled inputs;
     dimensions with infinite bounds are passed through unchanged. With
     ``output_dim=None`` there are no layers: the flattened, rescaled input is
-    the feature (the ``flatten`` encoder, for inputs small enough to fuse as they are).
+    the feature (the ``flatten`` encoder, for inputs small enough to fuse as
+    they are, which rescales to [0, 1] as pixel inputs conventionally are: a
+    constant -1 offset on every input of the next layer slows its learning).
     """
 
     def __init__(
@@ -33,6 +35,7 @@ class VectorEncoder(Encoder):
         activation: str = "relu",
         low: np.ndarray | None = None,
         high: np.ndarray | None = None,
+        target_range: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__()
         self.sample_shape = tuple(int(n) for n in sample_shape)
@@ -44,8 +47,9 @@ class VectorEncoder(Encoder):
             high_flat = np.broadcast_to(np.asarray(high, dtype=np.float64), self.sample_shape).reshape(-1)
             bounded = np.isfinite(low_flat) & np.isfinite(high_flat) & (high_flat > low_flat)
             span = np.where(bounded, high_flat - low_flat, 1.0)
-            scale = torch.as_tensor(np.where(bounded, 2.0 / span, 1.0), dtype=torch.float32)
-            shift = torch.as_tensor(np.where(bounded, -1.0 - 2.0 * low_flat / span, 0.0), dtype=torch.float32)
+            bottom, width = target_range[0], target_range[1] - target_range[0]
+            scale = torch.as_tensor(np.where(bounded, width / span, 1.0), dtype=torch.float32)
+            shift = torch.as_tensor(np.where(bounded, bottom - width * low_flat / span, 0.0), dtype=torch.float32)
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("shift", shift, persistent=False)
         if output_dim is None and hidden_sizes:

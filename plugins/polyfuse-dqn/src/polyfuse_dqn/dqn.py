@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional
 
 from polyfuse.errors import PolyfuseError
+from polyfuse.network import frozen_twin, load_own_state, own_state
 from polyfuse.training.api import Pipeline, RLOptimizer, final_observations
 from polyfuse_dqn.network import QNetwork
 from polyfuse_dqn.nstep import NStepAccumulator
@@ -84,10 +85,8 @@ class DQN(RLOptimizer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch_seed.generate_state(1)[0]))
             self.q_network = self._build_network(pipeline)
-            self.target_network = self._build_network(pipeline)
-        self.target_network.requires_grad_(False)
+        self.target_network, self._shared_prefixes = frozen_twin(self.q_network)  # shares frozen encoders
         self.target_network.train(False)
-        update_target(self.target_network, self.q_network, tau=1.0)
         # Which weights train is fixed from here on; listing them once keeps a frozen text encoder's
         # hundreds of tensors out of every gradient step.
         self._trainable = [p for p in self.q_network.parameters() if p.requires_grad]
@@ -228,6 +227,8 @@ class DQN(RLOptimizer):
     def state_dict(self) -> dict[str, Any]:
         """Networks, Adam, the replay buffer's contents, pending n-step steps, counters and generators.
 
+        The target network's entry leaves out the frozen encoders it shares with the online network.
+
         Like ``torch.nn.Module.state_dict``, tensors and arrays may share
         memory with the live optimizer: save or copy them before training on.
         """
@@ -236,7 +237,7 @@ class DQN(RLOptimizer):
             "format": STATE_FORMAT,
             "config": self.config.model_dump(mode="json"),
             "q_network": self.q_network.state_dict(),
-            "target_network": self.target_network.state_dict(),
+            "target_network": own_state(self.target_network, self._shared_prefixes),
             "optimizer": self.adam.state_dict(),
             "replay": self.replay.state_dict(),
             "nstep": self.nstep.state_dict(),
@@ -265,7 +266,7 @@ class DQN(RLOptimizer):
                 f"reads format {STATE_FORMAT}. Start a new run, or resume with the polyfuse-dqn that saved it"
             )
         self.q_network.load_state_dict(state["q_network"])
-        self.target_network.load_state_dict(state["target_network"])
+        load_own_state(self.target_network, state["target_network"], self._shared_prefixes)
         self.adam.load_state_dict(state["optimizer"])
         self.replay.load_state_dict(state["replay"])
         counters = state["counters"]

@@ -42,11 +42,14 @@ def bootstrap_discounts(terminated: np.ndarray, horizons: np.ndarray, gamma: flo
 def update_target(target: nn.Module, online: nn.Module, tau: float) -> None:
     """``target <- tau * online + (1 - tau) * target``; ``tau == 1`` copies (a hard update).
 
-    Buffers that are not floating point (counters) are always copied.
+    Buffers that are not floating point (counters) are always copied; tensors
+    the two networks share (frozen encoders, see ``polyfuse.network.frozen_twin``) are skipped.
     """
     online_state = online.state_dict()
     for name, value in target.state_dict().items():
         source = online_state[name]
+        if value.data_ptr() == source.data_ptr():
+            continue
         if tau >= 1.0 or not value.is_floating_point():
             value.copy_(source)
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -134,49 +133,3 @@ class ActorCritic(nn.Module):
     def value(self, observations: Mapping[str, Any]) -> torch.Tensor:
         trunk = self.critic_trunk if self.critic_trunk is not None else self.policy.trunk
         return self.value_head(trunk(observations)).squeeze(-1)
-
-
-def frozen_encoder_names(trunk: nn.Module) -> list[str]:
-    """The trunk's encoders without trainable parameters (they never change, so copies can share them)."""
-    encoders = getattr(trunk, "encoders", None)
-    if not isinstance(encoders, nn.ModuleDict):
-        return []
-    return [name for name, encoder in encoders.items() if not any(p.requires_grad for p in encoder.parameters())]
-
-
-def frozen_copy(policy: PolicyNetwork) -> tuple[PolicyNetwork, list[str]]:
-    """A frozen deep copy of ``policy`` that shares (does not copy) the trunk's frozen encoders.
-
-    Returns the copy and the state-dict prefixes of the shared encoders,
-    which a checkpoint of the copy can leave out. The copy keeps the
-    policy's train/eval mode (switching it would switch the shared encoders).
-    """
-    shared = frozen_encoder_names(policy.trunk)
-    memo: dict[int, Any] = {id(policy.trunk.encoders[name]): policy.trunk.encoders[name] for name in shared}
-    reference = copy.deepcopy(policy, memo)
-    reference.requires_grad_(False)  # the shared encoders are frozen already
-    return reference, shared_prefixes(shared)
-
-
-def shared_prefixes(names: Sequence[str]) -> list[str]:
-    return [f"trunk.encoders.{name}." for name in names]
-
-
-def _under(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key.startswith(prefix) for prefix in prefixes)
-
-
-def own_state(module: nn.Module, excluded_prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` without the entries under ``excluded_prefixes``."""
-    return {key: value for key, value in module.state_dict().items() if not _under(key, excluded_prefixes)}
-
-
-def load_own_state(module: nn.Module, state: Mapping[str, torch.Tensor], excluded_prefixes: Sequence[str]) -> None:
-    """Load what :func:`own_state` saved; the excluded entries must be the only ones missing."""
-    result = module.load_state_dict(dict(state), strict=False)
-    missing = [key for key in result.missing_keys if not _under(key, excluded_prefixes)]
-    if missing or result.unexpected_keys:
-        raise RuntimeError(
-            f"reference policy state does not match the network: missing {missing}, "
-            f"unexpected {list(result.unexpected_keys)}"
-        )

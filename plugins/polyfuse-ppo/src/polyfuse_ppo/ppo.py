@@ -21,15 +21,13 @@ import numpy as np
 import torch
 
 from polyfuse.errors import PolyfuseError
+from polyfuse.network import frozen_twin, load_own_state, own_state
 from polyfuse.training.api import Pipeline, RLOptimizer
 from polyfuse_ppo import functional as PF
 from polyfuse_ppo.networks import (
     ActionLayout,
     ActorCritic,
     PolicyNetwork,
-    frozen_copy,
-    load_own_state,
-    own_state,
 )
 from polyfuse_ppo.observations import ObservationColumns, check_dict, stack
 from polyfuse_ppo.plugin import PPOConfig
@@ -160,7 +158,7 @@ class PPO(RLOptimizer):
         return metrics
 
     def _take_reference(self) -> None:
-        self.reference, self._reference_prefixes = frozen_copy(self.model.policy)
+        self.reference, self._reference_prefixes = frozen_twin(self.model.policy)
 
     @torch.no_grad()
     def _collect(self) -> Rollout:
@@ -348,7 +346,7 @@ class PPO(RLOptimizer):
         self._act_rng.set_state(_byte_tensor(rng["act"]))
         self.reference = None
         if state.get("reference") is not None:
-            reference, prefixes = frozen_copy(self.model.policy)
+            reference, prefixes = frozen_twin(self.model.policy)
             load_own_state(reference, state["reference"], prefixes)
             self.reference, self._reference_prefixes = reference, prefixes
 
