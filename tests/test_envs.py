@@ -58,7 +58,7 @@ def test_digits_vqa_answers_depend_on_the_question() -> None:
     assert 0.35 < yes / (yes + no) < 0.65  # neither answer wins by guessing
 
 
-@pytest.mark.parametrize("vectorization", ["sync", "async"])
+@pytest.mark.parametrize("vectorization", ["sync", "async", "native"])
 def test_vector_env_same_step_autoreset_and_seeding(vectorization: str) -> None:
     def first_questions() -> tuple[str, ...]:
         envs = make_vector_env(DIGITS_VQA_ID, num_envs=3, vectorization=vectorization, seed=7)
@@ -75,6 +75,56 @@ def test_vector_env_same_step_autoreset_and_seeding(vectorization: str) -> None:
     questions = first_questions()
     assert all(isinstance(q, str) and q.endswith("?") for q in questions)
     assert questions == first_questions()
+
+
+def test_native_digits_vqa_matches_the_single_env() -> None:
+    """The batched DigitsVQA has the single env's spaces, answers and info layout, whatever the batch."""
+    native = make_vector_env(DIGITS_VQA_ID, {"split": "test"}, num_envs=64, vectorization="native", seed=0)
+    sync = make_vector_env(DIGITS_VQA_ID, {"split": "test"}, num_envs=2, seed=0)
+    assert native.single_observation_space == sync.single_observation_space
+    test_images = {DigitsVQAEnv("test")._images[i].tobytes() for i in DigitsVQAEnv("test")._indices}
+    observations, infos = native.reset(seed=5)
+    assert {image.tobytes() for image in observations["image"]} <= test_images
+    wrong = (infos["expert_action"] + 1) % len(ANSWERS)
+    actions = np.where(np.arange(64) % 2 == 0, infos["expert_action"], wrong)
+    next_observations, rewards, terminated, truncated, next_infos = native.step(actions)
+    assert rewards.tolist() == [1.0, 0.0] * 32 and terminated.all() and not truncated.any()
+    assert next_infos["final_info"]["success"].tolist() == [True, False] * 32
+    assert next_infos["final_obs"][3]["question"] == observations["question"][3]
+    np.testing.assert_array_equal(next_infos["final_obs"][3]["image"], observations["image"][3])
+    assert native.reset(seed=5)[0]["question"] == observations["question"], "seeded resets repeat"
+    native.close()
+    sync.close()
+
+
+def test_native_digits_vqa_answers_are_right() -> None:
+    env = DigitsVQAEnv()
+    label_of = {env._images[i].tobytes(): int(env._labels[i]) for i in range(len(env._labels))}
+    native = make_vector_env(DIGITS_VQA_ID, num_envs=1024, vectorization="native", seed=1)
+    observations, infos = native.reset()
+    yes, no = ANSWERS.index("yes"), ANSWERS.index("no")
+    words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    expected = {
+        "what digit is this?": lambda d: d, "which digit is shown?": lambda d: d,
+        "is this digit even?": lambda d: yes if d % 2 == 0 else no,
+        "is it an odd number?": lambda d: yes if d % 2 else no,
+        "is it greater than five?": lambda d: yes if d > 5 else no,
+        **{f"is this a {word}?": (lambda d, n=n: yes if d == n else no) for n, word in enumerate(words)},
+    }
+    checked = 0
+    for image, question, answer in zip(observations["image"], observations["question"], infos["expert_action"]):
+        if question in expected:
+            assert answer == expected[question](label_of[image.tobytes()]), question
+            checked += 1
+    assert checked > 600
+    answers = infos["expert_action"].tolist()
+    assert 0.35 < answers.count(yes) / (answers.count(yes) + answers.count(no)) < 0.65
+    native.close()
+
+
+def test_native_vectorization_needs_an_env_that_has_one() -> None:
+    with pytest.raises(PolyfuseError, match="no native vectorised implementation"):
+        make_vector_env("BabyAI-GoToLocalS6N2-v0", num_envs=2, vectorization="native")
 
 
 def test_babyai_has_image_mission_text_and_direction() -> None:

@@ -98,11 +98,17 @@ def run_sb3(case: Case, steps: int, seed: int, eval_episodes: int) -> dict:
             "train_time_s": summary["wall_time_s"], "process_time_s": elapsed}
 
 
+def mean_of(runs: list[dict]) -> dict:
+    """Each figure's mean over the seeds, and the held-out successes one by one."""
+    mean = {key: sum(run[key] for run in runs) / len(runs) for key in runs[0]}
+    return {**mean, "success_per_seed": [run["success"] for run in runs]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="polyfuse vs Stable-Baselines3 on multimodal RL")
     parser.add_argument("--case", action="append", choices=[c.name for c in CASES], help="default: all")
     parser.add_argument("--steps", type=int, help="override every case's step budget")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per case; figures are their means")
     parser.add_argument("--eval-episodes", type=int, default=200)
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
@@ -112,8 +118,8 @@ def main() -> None:
           f"{'whole process s: polyfuse':>25} {'SB3':>6} {'ratio':>6}   {'held-out success: polyfuse':>26} {'SB3':>6}")
     for case in [c for c in CASES if not args.case or c.name in args.case]:
         steps = args.steps or case.steps
-        ours = run_polyfuse(case, steps, args.seed, args.eval_episodes)
-        theirs = run_sb3(case, steps, args.seed, args.eval_episodes)
+        ours = mean_of([run_polyfuse(case, steps, seed, args.eval_episodes) for seed in range(args.seeds)])
+        theirs = mean_of([run_sb3(case, steps, seed, args.eval_episodes) for seed in range(args.seeds)])
         ratio = ours["steps_per_second"] / theirs["steps_per_second"]
         process_ratio = theirs["process_time_s"] / ours["process_time_s"]  # > 1: polyfuse finishes sooner
         rows.append({"case": case.name, "steps": steps, "polyfuse": ours, "stable_baselines3": theirs,

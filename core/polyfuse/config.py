@@ -57,8 +57,10 @@ class EnvConfig(StrictModel):
     id: str = Field(description="gymnasium environment id, e.g. polyfuse/DigitsVQA-v0")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make")
     num_envs: int = Field(4, gt=0, description="Environments stepped in parallel")
-    vectorization: Literal["sync", "async"] = Field(
-        "sync", description="gymnasium's SyncVectorEnv (one process) or AsyncVectorEnv (one process per env)"
+    vectorization: Literal["sync", "async", "native"] = Field(
+        "sync",
+        description="gymnasium's SyncVectorEnv (one process), AsyncVectorEnv (one process per env), or "
+        "'native': the environment's own batched implementation (gymnasium vector_entry_point; DigitsVQA has one)",
     )
 
 

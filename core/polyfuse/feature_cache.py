@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import operator
 import os
 import struct
 import tempfile
@@ -342,6 +343,10 @@ _modules_api.register_module_buffer_registration_hook(_registered)
 _modules_api.register_module_module_registration_hook(_registered)
 
 
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
+_VERSION = operator.attrgetter("_version")
+
+
 def identity_namespace(encoder: Encoder) -> tuple[str, str]:
     """``(namespace, identity)`` of an encoder; raises ``NotImplementedError`` when it has no identity."""
     kind = type(encoder)
@@ -373,7 +378,7 @@ class CachedEncoder(Encoder):
         self.output_dim = encoder.output_dim
         self.store = store
         self.stats = CacheStats()
-        self._fingerprint: list[int] | None = None
+        self._fingerprint: int | None = None
         self._namespace: str | None = None
         self._uncacheable = False
         self._registrations = -1
@@ -431,10 +436,9 @@ class CachedEncoder(Encoder):
             self._tensors = self._params + list(self.encoder.buffers())
             self._device = self._tensors[0].device if self._tensors else torch.device("cpu")
             self._fingerprint = None
-        for parameter in self._params:
-            if parameter.requires_grad:
-                return None  # trainable now: its output changes with every update
-        fingerprint = [t._version for t in self._tensors]
+        if any(map(_REQUIRES_GRAD, self._params)):
+            return None  # trainable now: its output changes with every update
+        fingerprint = sum(map(_VERSION, self._tensors))  # versions only grow: any in-place change shows
         if fingerprint != self._fingerprint:
             try:
                 namespace, identity = identity_namespace(self.encoder)
@@ -454,41 +458,42 @@ class CachedEncoder(Encoder):
         return self._namespace
 
     def _encode(self, batch: Any, keys: list[str], namespace: str) -> torch.Tensor:
+        """Look up each distinct key once (RL batches repeat a few missions many times), compute the misses."""
         store = self.store
-        device = self._device
-        rows: dict[str, torch.Tensor] = {}
-        missing: dict[str, int] = {}  # key -> index of its first sample
+        distinct = list(dict.fromkeys(keys))
         counts = dict.fromkeys(COUNTERS, 0)
-        for index, key in enumerate(keys):
-            if key in rows or key in missing:
-                counts["memory_hits"] += 1  # a repeat within the batch: served without the encoder
-                continue
-            found, outcome = store.find(namespace, key, device)
+        counts["memory_hits"] = len(keys) - len(distinct)  # repeats within the batch: served without the encoder
+        rows: list[torch.Tensor | None] = []
+        missing: list[int] = []  # positions in ``distinct``
+        for key in distinct:
+            found, outcome = store.find(namespace, key, self._device)
             counts[outcome] += 1
             if found is None:
-                missing[key] = index
-            else:
-                rows[key] = found
+                missing.append(len(rows))
+            rows.append(found)
+        out_device = self._device
         if missing:
+            first_sample = {key: index for index, key in reversed(list(enumerate(keys)))}
             with torch.no_grad():
-                computed = self.encoder(take(batch, list(missing.values())))
+                computed = self.encoder(take(batch, [first_sample[distinct[p]] for p in missing]))
             if computed.dim() != 2 or computed.shape[0] != len(missing):
                 raise ValueError(
                     f"{self.encoder.modality}: {type(self.encoder).__name__} returned shape "
                     f"{tuple(computed.shape)} for a batch of {len(missing)}; expected ({len(missing)}, D)"
                 )
-            computed = computed.detach()
-            for key, row in zip(missing, computed):
+            out_device = computed.device
+            for position, row in zip(missing, computed.detach()):
                 row = row.clone()  # a view would keep the whole sub-batch alive in the LRU
-                rows[key] = row
-                store.put(namespace, key, row)
+                rows[position] = row
+                store.put(namespace, distinct[position], row)
         counts["misses"] += counts["corrupt"]
         self._count(counts)
-        out_device = computed.device if missing else device
-        if len(rows) == 1:
-            (row,) = rows.values()
-            return row.to(out_device).unsqueeze(0).expand(len(keys), -1).clone()
-        return torch.stack([rows[key] for key in keys]).to(out_device)
+        table = torch.stack(rows).to(out_device)  # type: ignore[arg-type]
+        if len(distinct) == len(keys):
+            return table
+        position_of = {key: position for position, key in enumerate(distinct)}
+        index = np.fromiter(map(position_of.__getitem__, keys), dtype=np.int64, count=len(keys))
+        return table.index_select(0, torch.from_numpy(index).to(out_device))
 
     def _count(self, counts: dict[str, int]) -> None:
         stats = self.stats

@@ -119,6 +119,36 @@ def frozen_twin(module: ModuleT) -> tuple[ModuleT, list[str]]:
     return twin, prefixes
 
 
+class ModeSwitch:
+    """Switches a module tree between train and eval mode as ``module.train(mode)`` does, several times faster.
+
+    For optimizers that switch every iteration (eval to act, train to learn):
+    ``Module.train`` walks the tree through Python attribute machinery, which
+    costs more than a small policy's forward pass. Modules that override
+    ``train`` (an encoder keeping its frozen parts in eval mode) still get
+    their own call; every other module just has its flag set. Build it once
+    the tree is complete: modules added later are not switched.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self._plain: list[nn.Module] = []
+        self._custom: list[nn.Module] = []
+        pending = [module]
+        while pending:
+            current = pending.pop()
+            if type(current).train is not nn.Module.train:
+                self._custom.append(current)
+                continue
+            self._plain.append(current)
+            pending.extend(current.children())
+
+    def __call__(self, mode: bool) -> None:
+        for module in self._plain:
+            module.__dict__["training"] = mode
+        for module in self._custom:
+            module.train(mode)
+
+
 def own_state(module: nn.Module, shared_prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
     """``module.state_dict()`` without the entries under ``shared_prefixes`` (a twin's shared encoders)."""
     return {key: value for key, value in module.state_dict().items() if not _under(key, shared_prefixes)}

@@ -11,7 +11,11 @@ import gymnasium as gym
 DIGITS_VQA_ID = "polyfuse/DigitsVQA-v0"
 
 if DIGITS_VQA_ID not in gym.registry:
-    gym.register(id=DIGITS_VQA_ID, entry_point="polyfuse.envs.digits_vqa:DigitsVQAEnv")
+    gym.register(
+        id=DIGITS_VQA_ID,
+        entry_point="polyfuse.envs.digits_vqa:DigitsVQAEnv",
+        vector_entry_point="polyfuse.envs.digits_vqa:DigitsVQAVectorEnv",
+    )
 
 from polyfuse.envs.factory import check_env_id, eval_kwargs, make_env, make_vector_env  # noqa: E402
 

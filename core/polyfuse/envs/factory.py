@@ -99,12 +99,34 @@ def make_vector_env(
     elif vectorization == "sync":
         env_fn = partial(make_env, env_id, dict(kwargs or {}), expert=expert)
         envs = SyncVectorEnv([env_fn] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    elif vectorization == "native":
+        envs = _native_vector_env(env_id, dict(kwargs or {}), num_envs, expert)
     else:
-        raise PolyfuseError(f"env.vectorization must be 'sync' or 'async', got {vectorization!r}")
+        raise PolyfuseError(f"env.vectorization must be 'sync', 'async' or 'native', got {vectorization!r}")
     if seed is not None:
         envs.reset(seed=seed)
         envs.action_space.seed(seed)
         envs.single_action_space.seed(seed)
+    return envs
+
+
+def _native_vector_env(env_id: str, kwargs: dict[str, Any], num_envs: int, expert: bool) -> VectorEnv:
+    """The environment's own batched implementation, checked to autoreset as polyfuse's optimizers expect."""
+    if gym.spec(env_id).vector_entry_point is None:
+        raise PolyfuseError(
+            f"env.vectorization: {env_id} has no native vectorised implementation (a gymnasium "
+            "vector_entry_point); use 'sync' or 'async'"
+        )
+    if expert and babyai.is_minigrid_id(env_id):
+        raise PolyfuseError("env.vectorization: native envs cannot add BabyAI expert labels; use 'sync'")
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    mode = envs.metadata.get("autoreset_mode")
+    if mode != AutoresetMode.SAME_STEP:
+        envs.close()
+        raise PolyfuseError(
+            f"env.vectorization: {env_id}'s native vector env autoresets with {mode}; polyfuse needs "
+            "AutoresetMode.SAME_STEP (final observations in infos['final_obs']); use 'sync' or 'async'"
+        )
     return envs
 
 

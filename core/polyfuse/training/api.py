@@ -36,6 +36,10 @@ class TrackedVectorEnv:
     first one; the final observation is in ``infos["final_obs"][i]`` (as
     gymnasium's ``AutoresetMode.SAME_STEP`` defines).
 
+    ``next_observations`` holds what the last step led to: the returned
+    observations with each finished env's final one in place of its reset
+    one (what a transition's next observation is).
+
     Success is ``info["success"]`` when the environment reports it, else a
     positive environment reward at termination (true of MiniGrid/BabyAI and
     DigitsVQA).
@@ -49,6 +53,7 @@ class TrackedVectorEnv:
         self.single_action_space = envs.single_action_space
         self.total_steps = 0
         self._observations: Mapping[str, Any] | None = None
+        self.next_observations: Mapping[str, Any] = {}
         self._returns = np.zeros(self.num_envs, dtype=np.float64)
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[EpisodeRecord] = []
@@ -65,7 +70,7 @@ class TrackedVectorEnv:
             raise RuntimeError("call reset() before step()")
         observations, env_rewards, terminated, truncated, infos = self.envs.step(actions)
         done = np.logical_or(terminated, truncated)
-        next_observations = final_observations(observations, infos, done)
+        next_observations = self.next_observations = final_observations(observations, infos, done)
         rewards = self.reward_source(
             TransitionBatch(self._observations, np.asarray(actions), np.asarray(env_rewards), next_observations,
                             terminated, truncated, infos)
@@ -73,13 +78,13 @@ class TrackedVectorEnv:
         self._returns += rewards
         self._lengths += 1
         self.total_steps += self.num_envs
-        for index in np.flatnonzero(done):
-            self._finished.append(
-                EpisodeRecord(float(self._returns[index]), int(self._lengths[index]),
-                              episode_success(infos, index, float(env_rewards[index]), bool(terminated[index])))
-            )
-            self._returns[index] = 0
-            self._lengths[index] = 0
+        if done.any():
+            ended = np.flatnonzero(done)
+            successes = episode_successes(infos, np.asarray(env_rewards), np.asarray(terminated))[ended]
+            self._finished += map(EpisodeRecord, self._returns[ended].tolist(), self._lengths[ended].tolist(),
+                                  successes.tolist())
+            self._returns[ended] = 0
+            self._lengths[ended] = 0
         self._observations = observations
         return observations, rewards, terminated, truncated, infos
 
@@ -92,13 +97,14 @@ class TrackedVectorEnv:
         self.envs.close()
 
 
-def episode_success(infos: Mapping[str, Any], index: int, env_reward: float, terminated: bool) -> bool:
+def episode_successes(infos: Mapping[str, Any], env_rewards: np.ndarray, terminated: np.ndarray) -> np.ndarray:
+    """Per env, whether an episode that ended on this step succeeded (meaningless for the others)."""
     final_info = infos.get("final_info")
     if isinstance(final_info, Mapping) and "success" in final_info:
-        return bool(final_info["success"][index])
+        return np.asarray(final_info["success"], dtype=bool)
     if "success" in infos:
-        return bool(infos["success"][index])
-    return terminated and env_reward > 0
+        return np.asarray(infos["success"], dtype=bool)
+    return terminated & (env_rewards > 0)
 
 
 def final_observations(observations: Mapping[str, Any], infos: Mapping[str, Any], done: np.ndarray) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 
 from polyfuse.config import EnvConfig
 from polyfuse.envs import eval_kwargs, make_vector_env
-from polyfuse.training.api import episode_success
+from polyfuse.training.api import episode_successes
 from polyfuse.training.seeding import EVAL_SEED_BASE
 
 Policy = Callable[[Mapping[str, Any]], np.ndarray]
@@ -61,9 +61,9 @@ class Evaluator:
             observations, rewards, terminated, truncated, infos = self.envs.step(actions)
             returns += np.where(running, rewards, 0.0)
             lengths += running
-            for i in np.flatnonzero(running & (terminated | truncated)):
-                success[i] = episode_success(infos, i, float(rewards[i]), bool(terminated[i]))
-                running[i] = False
+            ended = running & (terminated | truncated)
+            success[ended] = episode_successes(infos, np.asarray(rewards), np.asarray(terminated))[ended]
+            running &= ~ended
         return returns.tolist(), lengths.tolist(), success.tolist()
 
     def close(self) -> None:

@@ -22,8 +22,8 @@ import torch
 from torch.nn import functional
 
 from polyfuse.errors import PolyfuseError
-from polyfuse.network import frozen_twin, load_own_state, own_state
-from polyfuse.training.api import Pipeline, RLOptimizer, final_observations
+from polyfuse.network import ModeSwitch, frozen_twin, load_own_state, own_state
+from polyfuse.training.api import Pipeline, RLOptimizer
 from polyfuse_dqn.network import QNetwork
 from polyfuse_dqn.nstep import NStepAccumulator
 from polyfuse_dqn.observations import batch_length, check_dict
@@ -87,6 +87,7 @@ class DQN(RLOptimizer):
             self.q_network = self._build_network(pipeline)
         self.target_network, self._shared_prefixes = frozen_twin(self.q_network)  # shares frozen encoders
         self.target_network.train(False)
+        self._switch_mode = ModeSwitch(self.q_network)
         # Which weights train is fixed from here on; listing them once keeps a frozen text encoder's
         # hundreds of tensors out of every gradient step.
         self._trainable = [p for p in self.q_network.parameters() if p.requires_grad]
@@ -129,11 +130,9 @@ class DQN(RLOptimizer):
         for _ in range(config.train_frequency):
             epsilon = self.epsilon
             actions = self._epsilon_greedy(self._observations, epsilon, self._explore_rng)
-            observations, rewards, terminated, truncated, infos = self.envs.step(actions + self.action_start)
-            done = np.logical_or(terminated, truncated)
-            next_observations = final_observations(observations, infos, done)
+            observations, rewards, terminated, truncated, _ = self.envs.step(actions + self.action_start)
             completed = self.nstep.push(
-                self._observations, actions, rewards, terminated, truncated, next_observations
+                self._observations, actions, rewards, terminated, truncated, self.envs.next_observations
             )
             if completed is not None:
                 self.replay.add(completed)
@@ -180,12 +179,12 @@ class DQN(RLOptimizer):
 
     def _greedy(self, observations: Mapping[str, Any]) -> np.ndarray:
         training = self.q_network.training
-        self.q_network.train(False)
+        self._switch_mode(False)
         try:
             with torch.no_grad():
                 q_values = self.q_network(observations)
         finally:
-            self.q_network.train(training)
+            self._switch_mode(training)
         return q_values.argmax(dim=1).cpu().numpy().astype(np.int64)
 
     def _epsilon_greedy(

@@ -53,6 +53,15 @@ class NStepAccumulator:
         """
         if batch_length(observations) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} environments, got {batch_length(observations)}")
+        if self.n == 1:  # every step completes at once: the whole batch is the transitions
+            return Transitions(
+                observations=dict(observations),
+                actions=np.asarray(actions, dtype=np.int64),
+                rewards=np.asarray(rewards, dtype=np.float32),
+                next_observations=dict(next_observations),
+                terminated=np.asarray(terminated, dtype=np.bool_),
+                horizons=np.ones(self.num_envs, dtype=np.int64),
+            )
         rows: list[Row] = []
         for env in range(self.num_envs):
             queue = self._pending[env]

@@ -106,7 +106,7 @@ class PPO(RLOptimizer):
                 ortho_init=config.ortho_init,
             ).to(self.device)
         self._parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.adam = torch.optim.Adam(self._parameters, lr=config.learning_rate, eps=config.adam_eps)
+        self.adam = torch.optim.Adam(self._parameters, lr=config.learning_rate, eps=config.adam_eps, fused=True)
         self._rollout_rng = torch.Generator().manual_seed(_seed(rollout_seed))
         self._shuffle_rng = torch.Generator().manual_seed(_seed(shuffle_seed))
         self._act_rng = torch.Generator().manual_seed(_seed(act_seed))
