@@ -29,6 +29,20 @@ def test_digits_vqa_spaces_and_reward() -> None:
     check_env(DigitsVQAEnv(), skip_render_check=True)
 
 
+def test_digits_are_scikit_learns_read_with_or_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.datasets import load_digits
+
+    from polyfuse.envs import digits_vqa
+
+    reference = load_digits()
+    ink, labels = digits_vqa._digits()
+    np.testing.assert_array_equal(ink, reference.data)
+    np.testing.assert_array_equal(labels, reference.target)
+    monkeypatch.setattr(digits_vqa.importlib.util, "find_spec", lambda name: None)  # the CSV moved
+    ink, labels = digits_vqa._digits()
+    np.testing.assert_array_equal(ink, reference.data)
+
+
 def test_digits_vqa_split_is_fixed_and_disjoint() -> None:
     train, test = DigitsVQAEnv("train"), DigitsVQAEnv("test")
     assert len(set(train._indices) & set(test._indices)) == 0

@@ -9,10 +9,12 @@ handwritten scans) that held-out accuracy means something.
 
 from __future__ import annotations
 
+import importlib.util
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -55,11 +57,8 @@ QUESTIONS: tuple[Question, ...] = (
 @lru_cache(maxsize=1)
 def _dataset() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """All images as uint8 (N, 8, 8, 1) in 0..255, their labels, and the fixed split's indices."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int64)
+    ink, labels = _digits()
+    images = np.round(ink.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)[..., None]
     order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
     n_test = int(round(TEST_FRACTION * len(labels)))
     return images, labels, {"test": np.sort(order[:n_test]), "train": np.sort(order[n_test:])}
@@ -67,6 +66,24 @@ def _dataset() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
 
 _FAMILY_ANSWERS = np.array([[question.answer(digit) for digit in range(10)] for question in QUESTIONS])
 _IS_A_QUESTIONS = tuple(f"is this a {word}?" for word in NUMBER_WORDS)
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: (N, 64) ink levels 0..16 and (N,) labels.
+
+    Read straight from the CSV scikit-learn ships, which skips importing
+    scikit-learn (most of a second, in every process and vector-env worker);
+    ``load_digits`` reads the same file, and is the fallback should its place change.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    data = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if data is None or not data.is_file():
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.data, digits.target.astype(np.int64)
+    table = np.loadtxt(data, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 def draw_episodes(

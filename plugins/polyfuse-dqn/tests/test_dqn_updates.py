@@ -56,6 +56,37 @@ def test_the_optimizer_wires_double_dqn_and_discounts(double: bool, expected: li
     assert dqn._targets(batch).tolist() == expected
 
 
+class CountingQ(FixedQ):
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__(table)
+        self.batch_sizes: list[int] = []
+
+    def forward(self, observations) -> torch.Tensor:
+        self.batch_sizes.append(len(observations["id"]))
+        return super().forward(observations)
+
+
+def test_terminal_transitions_skip_the_next_state_networks() -> None:
+    dqn = DQN(DQNConfig(double_dqn=True, gamma=0.5))
+    dqn.device = torch.device("cpu")
+    dqn.q_network = CountingQ(torch.cat([NEXT_Q_ONLINE, torch.zeros(1, 3)]))
+    dqn.target_network = CountingQ(torch.cat([NEXT_Q_TARGET, torch.full((1, 3), 50.0)]))
+    batch = Transitions(
+        observations={"id": np.array([0, 0, 0]), "text": ("a", "b", "c")},
+        actions=np.array([0, 0, 0]),
+        rewards=np.array([7.0, 1.0, 0.0], dtype=np.float32),
+        next_observations={"id": np.array([2, 0, 1]), "text": ("x", "y", "z")},
+        terminated=np.array([True, False, False]),
+        horizons=np.array([1, 1, 2]),
+    )
+    assert dqn._targets(batch).tolist() == [7.0, 3.0, 0.5], "the same targets as evaluating every row"
+    assert dqn.target_network.batch_sizes == dqn.q_network.batch_sizes == [2], "the terminal row is left out"
+    ended = Transitions(batch.observations, batch.actions, batch.rewards, batch.next_observations,
+                        np.array([True, True, True]), batch.horizons)
+    assert dqn._targets(ended).tolist() == [7.0, 1.0, 0.0]
+    assert dqn.target_network.batch_sizes == [2], "nothing bootstraps: no network runs"
+
+
 def linear_pair() -> tuple[nn.Module, nn.Module]:
     online, target = nn.Linear(3, 2), nn.Linear(3, 2)
     with torch.no_grad():

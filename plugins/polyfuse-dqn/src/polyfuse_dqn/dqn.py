@@ -26,7 +26,7 @@ from polyfuse.network import ModeSwitch, frozen_twin, load_own_state, own_state
 from polyfuse.training.api import Pipeline, RLOptimizer
 from polyfuse_dqn.network import QNetwork
 from polyfuse_dqn.nstep import NStepAccumulator
-from polyfuse_dqn.observations import batch_length, check_dict
+from polyfuse_dqn.observations import batch_length, check_dict, take
 from polyfuse_dqn.plugin import DQNConfig
 from polyfuse_dqn.replay import ReplayBuffer, Transitions
 from polyfuse_dqn.rng import generator_state, set_generator_state
@@ -164,16 +164,29 @@ class DQN(RLOptimizer):
 
     @torch.no_grad()
     def _targets(self, batch: Transitions) -> torch.Tensor:
+        """TD targets; next-state values are computed only for the transitions that bootstrap.
+
+        A terminal transition's target is its reward alone, so its next
+        observation never goes through the networks (in a one-step task such
+        as DigitsVQA, none does).
+        """
         config = self.config
         discounts = bootstrap_discounts(batch.terminated, batch.horizons, config.gamma)
-        next_q_target = self.target_network(batch.next_observations)
-        next_q_online = self.q_network(batch.next_observations) if config.double_dqn else None
-        return td_targets(
-            torch.as_tensor(batch.rewards, dtype=torch.float32, device=self.device),
-            torch.as_tensor(discounts, dtype=torch.float32, device=self.device),
-            next_q_target,
+        targets = torch.tensor(batch.rewards, dtype=torch.float32, device=self.device)
+        live = np.flatnonzero(discounts)
+        if live.size == 0:
+            return targets
+        next_observations = batch.next_observations if live.size == len(discounts) \
+            else take(batch.next_observations, live)
+        next_q_online = self.q_network(next_observations) if config.double_dqn else None
+        rows = torch.as_tensor(live, device=self.device)
+        targets[rows] = td_targets(
+            targets[rows],
+            torch.as_tensor(discounts[live], dtype=torch.float32, device=self.device),
+            self.target_network(next_observations),
             next_q_online,
         )
+        return targets
 
     # --- acting ---------------------------------------------------------------------------------
 

@@ -56,6 +56,14 @@ def select(observations: Mapping[str, Any], index: int) -> Single:
     }
 
 
+def take(observations: Mapping[str, Any], rows: np.ndarray) -> Batch:
+    """The samples ``rows`` of a batch, as a batch (text as a tuple of ``str``)."""
+    return {
+        key: tuple(str(value[i]) for i in rows.tolist()) if is_text(value) else np.asarray(value)[rows]
+        for key, value in observations.items()
+    }
+
+
 def stack(samples: Sequence[Mapping[str, Any]]) -> Batch:
     """The batch of the given single samples (the inverse of :func:`select`)."""
     if not samples:
