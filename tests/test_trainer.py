@@ -26,7 +26,7 @@ def digits_config(output_dir: Path, **trainer: Any) -> PipelineConfig:
     })
 
 
-TIMINGS = {"wall_time_s", "steps_per_second", "train_time_s", "train_steps_per_second", "paths"}
+TIMINGS = {"wall_time_s", "steps_per_second", "train_time_s", "train_steps_per_second", "env_time_s", "paths"}
 
 
 def without_timings(summary: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +40,7 @@ def test_same_seed_gives_the_same_run(tmp_path: Path) -> None:
     assert first["steps"] >= 1024 and first["eval"]["episodes"] == 64
     assert 0 < first["train_time_s"] < first["wall_time_s"], "training time leaves out set-up and evaluation"
     assert first["train_steps_per_second"] > first["steps_per_second"]
+    assert 0 < first["env_time_s"] < first["train_time_s"], "the environments' share of training"
 
     def curve(run: str) -> list[tuple[Any, ...]]:
         return [(r["kind"], r["step"], r.get("train/return"), r.get("eval/success"))

@@ -6,8 +6,8 @@ uses, caching embeddings per string (SB3 users do the same; without the
 cache SB3 would be far slower and the comparison unfair). Images become
 float vectors, as SB3's CombinedExtractor flattens images this small.
 
-Prints one JSON object on the last line: steps, steps_per_second, wall_time_s,
-held-out success and return.
+Prints one JSON object on the last line: steps, steps_per_second, wall_time_s
+(of ``learn()``), env_time_s (inside the environments' step and reset), held-out success and return.
 """
 
 from __future__ import annotations
@@ -46,6 +46,28 @@ class TextEmbedder:
         if text not in self.cache:
             self.cache[text] = self.model.encode([text], convert_to_numpy=True)[0].astype(np.float32)
         return self.cache[text]
+
+
+class EnvTimer(gym.Wrapper):
+    """Adds the time spent in the environment's own step and reset to a shared total."""
+
+    def __init__(self, env: gym.Env, total: list[float]) -> None:
+        super().__init__(env)
+        self.total = total
+
+    def step(self, action: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.env.step(action)
+        finally:
+            self.total[0] += time.perf_counter() - started
+
+    def reset(self, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.env.reset(**kwargs)
+        finally:
+            self.total[0] += time.perf_counter() - started
 
 
 class SB3Observations(gym.ObservationWrapper):
@@ -110,17 +132,19 @@ def main() -> None:
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     embedder = TextEmbedder()
-    envs = DummyVecEnv([lambda: SB3Observations(make_env(args.env), embedder) for _ in range(args.num_envs)])
+    env_time = [0.0]
+    envs = DummyVecEnv([lambda: SB3Observations(EnvTimer(make_env(args.env), env_time), embedder)
+                        for _ in range(args.num_envs)])
     envs.seed(args.seed)
     algorithm = {"ppo": PPO, "dqn": DQN}[args.algo]
     model = algorithm("MultiInputPolicy", envs, seed=args.seed, device="cpu", verbose=0,
                       **json.loads(args.hparams))
-    start = time.perf_counter()
+    start, env_time[0] = time.perf_counter(), 0.0
     model.learn(total_timesteps=args.steps)
     wall = time.perf_counter() - start
     held_out = evaluate(model, args.env, {}, embedder, args.eval_episodes, args.seed)
     print(json.dumps({"library": "stable-baselines3", "env": args.env, "algo": args.algo,
-                      "steps": int(model.num_timesteps), "wall_time_s": wall,
+                      "steps": int(model.num_timesteps), "wall_time_s": wall, "env_time_s": env_time[0],
                       "steps_per_second": model.num_timesteps / wall, "held_out": held_out}))
 
 

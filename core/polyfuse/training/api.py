@@ -7,6 +7,7 @@ replay, updates). They meet here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ class TrackedVectorEnv:
         self.single_observation_space = envs.single_observation_space
         self.single_action_space = envs.single_action_space
         self.total_steps = 0
+        self.env_time_s = 0.0  # spent inside the environments' step (autoresets included)
         self._observations: Mapping[str, Any] | None = None
         self.next_observations: Mapping[str, Any] = {}
         self._returns = np.zeros(self.num_envs, dtype=np.float64)
@@ -68,7 +70,9 @@ class TrackedVectorEnv:
     def step(self, actions: np.ndarray) -> tuple[Mapping[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._observations is None:
             raise RuntimeError("call reset() before step()")
+        started = time.perf_counter()
         observations, env_rewards, terminated, truncated, infos = self.envs.step(actions)
+        self.env_time_s += time.perf_counter() - started
         done = np.logical_or(terminated, truncated)
         next_observations = self.next_observations = final_observations(observations, infos, done)
         rewards = self.reward_source(

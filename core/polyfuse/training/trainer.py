@@ -64,6 +64,7 @@ class RunState:
     recent: deque[EpisodeRecord] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
     wall_time_s: float = 0.0
     train_time_s: float = 0.0
+    env_time_s: float = 0.0
     last_eval: dict[str, float] | None = None
     last_eval_step: int = -1
 
@@ -74,6 +75,7 @@ class RunState:
             "recent": [[e.episode_return, e.length, e.success] for e in self.recent],
             "wall_time_s": self.wall_time_s,
             "train_time_s": self.train_time_s,
+            "env_time_s": self.env_time_s,
             "last_eval": self.last_eval,
             "last_eval_step": self.last_eval_step,
         }
@@ -83,7 +85,7 @@ class RunState:
         episodes = (EpisodeRecord(float(r), int(n), bool(s)) for r, n, s in data["recent"])
         recent = deque(episodes, maxlen=EPISODE_WINDOW)
         return cls(data["steps"], data["episodes"], recent, data["wall_time_s"], data.get("train_time_s", 0.0),
-                   data["last_eval"], data["last_eval_step"])
+                   data.get("env_time_s", 0.0), data["last_eval"], data["last_eval_step"])
 
     def train_metrics(self) -> dict[str, float | None]:
         if not self.recent:
@@ -180,8 +182,9 @@ class Trainer:
         try:
             while state.steps < total and self._stop_signal is None:
                 before = state.steps
-                started = time.perf_counter()
+                started, env_before = time.perf_counter(), envs.env_time_s
                 interval.add(optimizer.iterate())
+                state.env_time_s += envs.env_time_s - env_before
                 state.steps = envs.total_steps
                 for episode in envs.pop_episodes():
                     state.episodes += 1
@@ -302,6 +305,7 @@ class Trainer:
             "steps_per_second": round(state.steps / wall_time, 1),
             "train_time_s": round(state.train_time_s, 2),
             "train_steps_per_second": round(state.steps / max(state.train_time_s, 1e-9), 1),
+            "env_time_s": round(state.env_time_s, 2),
             "eval": {key.removeprefix("eval/"): value for key, value in (state.last_eval or {}).items()},
             "train": {key.removeprefix("train/"): value for key, value in state.train_metrics().items()},
             "env": self.config.env.id,
