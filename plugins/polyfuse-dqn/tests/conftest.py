@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -10,14 +9,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import nn
 
 from polyfuse.encoding import Encoder
 from polyfuse.network import MultimodalNetwork
 from polyfuse.registry import default_registry
-from polyfuse.rewards import EnvReward
-from polyfuse.training import Pipeline, TrackedVectorEnv
+from polyfuse import testing
+from polyfuse.testing import SnapshotVectorEnv, snapshot_vector_env
+from polyfuse.training import Pipeline
 
 torch.set_num_threads(1)
 
@@ -133,57 +132,13 @@ def make_network(observation_space: gym.spaces.Dict) -> MultimodalNetwork:
     return MultimodalNetwork(encoders, {"vector": "vector", "text": "text"}, fuser)
 
 
-class ResumableVectorEnv:
-    """A vector env that remembers its last observations, so a test can resume it exactly.
-
-    ``frozen_copy()`` is a deep copy whose first ``reset()`` returns those
-    observations instead of starting new episodes: the environment restored
-    to the moment of the copy (environment state is not an optimizer's).
-    """
-
-    def __init__(self, envs: Any) -> None:
-        self.envs = envs
-        self.num_envs = envs.num_envs
-        self.single_observation_space = envs.single_observation_space
-        self.single_action_space = envs.single_action_space
-        self._last: tuple[Any, dict[str, Any]] | None = None
-        self._resume = False
-
-    def reset(self, seed: Any = None, options: Any = None):
-        if self._resume:
-            self._resume = False
-            assert self._last is not None
-            return self._last
-        self._last = self.envs.reset(seed=seed, options=options)
-        return self._last
-
-    def step(self, actions):
-        observations, rewards, terminated, truncated, infos = self.envs.step(actions)
-        self._last = (observations, {})
-        return observations, rewards, terminated, truncated, infos
-
-    def frozen_copy(self) -> ResumableVectorEnv:
-        duplicate = copy.deepcopy(self)
-        duplicate._resume = True
-        return duplicate
-
-    def close(self) -> None:
-        self.envs.close()
-
-
-def make_vector_env(
-    env: str = "bandit", num_envs: int = 4, seed: int = 0, **kwargs: Any
-) -> ResumableVectorEnv:
-    """Seeded once, like ``polyfuse.envs.make_vector_env``: later unseeded resets stay reproducible."""
+def make_vector_env(env: str = "bandit", num_envs: int = 4, seed: int = 0, **kwargs: Any) -> SnapshotVectorEnv:
     factory = ENVS[env]
-    envs = SyncVectorEnv([lambda: factory(**kwargs)] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    envs.reset(seed=seed)
-    return ResumableVectorEnv(envs)
+    return snapshot_vector_env(lambda: factory(**kwargs), num_envs, seed)
 
 
 def pipeline_for(envs: Any, seed: int = 0) -> Pipeline:
-    tracked = TrackedVectorEnv(envs, EnvReward())
-    return Pipeline(envs=tracked, make_network=lambda: make_network(envs.single_observation_space), seed=seed)
+    return testing.pipeline_for(envs, lambda: make_network(envs.single_observation_space), seed)
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_resuming_from_a_checkpoint_continues_exactly(make_pipeline, helpers, tm
     for _ in range(40):  # past learning_starts; the 50-transition buffer has wrapped
         original.iterate()
     save_checkpoint(tmp_path, {"optimizer": original.state_dict()})
-    environments = pipeline.envs.envs.frozen_copy()
+    environments = pipeline.envs.envs.snapshot()
     continued = [original.iterate() for _ in range(5)]
 
     resumed = DQN(config)
@@ -137,7 +137,7 @@ def test_without_the_state_the_resumed_run_differs(make_pipeline, helpers) -> No
     original.setup(pipeline)
     for _ in range(40):
         original.iterate()
-    environments = pipeline.envs.envs.frozen_copy()
+    environments = pipeline.envs.envs.snapshot()
     continued = [original.iterate() for _ in range(5)]
     fresh = DQN(config)
     fresh.setup(helpers.pipeline_for(environments, seed=7))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,14 +9,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import nn
 
 from polyfuse.encoding import Encoder
 from polyfuse.network import MultimodalNetwork
 from polyfuse.registry import default_registry
-from polyfuse.rewards import EnvReward
-from polyfuse.training import Pipeline, TrackedVectorEnv
+from polyfuse import testing
+from polyfuse.testing import SnapshotVectorEnv, snapshot_vector_env
+from polyfuse.training import Pipeline
 
 torch.set_num_threads(1)
 
@@ -134,58 +133,13 @@ def make_network(observation_space: gym.spaces.Dict, frozen_text: bool = False) 
     return MultimodalNetwork(encoders, {"vector": "vector", "text": "text"}, fuser)
 
 
-class SnapshotVectorEnv:
-    """A vector env that can be copied mid-run: the copy's first ``reset()`` resumes at the copied moment.
-
-    Environment state is not an optimizer's, so a test that compares a run
-    continued after ``load_state_dict`` with one continued directly needs the
-    environments themselves restored too.
-    """
-
-    def __init__(self, envs: Any) -> None:
-        self.envs = envs
-        self.num_envs = envs.num_envs
-        self.single_observation_space = envs.single_observation_space
-        self.single_action_space = envs.single_action_space
-        self.metadata = envs.metadata
-        self._last: Any = None
-        self._resume = False
-
-    def reset(self, seed: Any = None, options: Any = None):
-        if self._resume:
-            self._resume = False
-            return self._last
-        self._last = self.envs.reset(seed=seed, options=options)
-        return self._last
-
-    def step(self, actions):
-        result = self.envs.step(actions)
-        self._last = (result[0], {})
-        return result
-
-    def snapshot(self) -> SnapshotVectorEnv:
-        duplicate = copy.deepcopy(self)
-        duplicate._resume = True
-        return duplicate
-
-    def close(self) -> None:
-        self.envs.close()
-
-
 def make_vector_env(env: str = "bandit", num_envs: int = 4, seed: int = 0, **kwargs: Any) -> SnapshotVectorEnv:
-    """Seeded once at creation, like ``polyfuse.envs.make_vector_env`` (later resets continue the stream)."""
     factory = ENVS[env]
-    envs = SyncVectorEnv([lambda: factory(**kwargs)] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    envs.reset(seed=seed)
-    return SnapshotVectorEnv(envs)
+    return snapshot_vector_env(lambda: factory(**kwargs), num_envs, seed)
 
 
 def pipeline_for(envs: Any, seed: int = 0, frozen_text: bool = False) -> Pipeline:
-    return Pipeline(
-        envs=TrackedVectorEnv(envs, EnvReward()),
-        make_network=lambda: make_network(envs.single_observation_space, frozen_text),
-        seed=seed,
-    )
+    return testing.pipeline_for(envs, lambda: make_network(envs.single_observation_space, frozen_text), seed)
 
 
 @pytest.fixture
