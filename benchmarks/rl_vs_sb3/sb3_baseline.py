@@ -26,8 +26,7 @@ import torch  # noqa: E402
 
 import polyfuse.envs  # noqa: E402  (registers polyfuse/DigitsVQA-v0)
 from polyfuse.envs import eval_kwargs, make_env  # noqa: E402
-
-EVAL_SEED_OFFSET = 1_000_000
+from polyfuse.training.seeding import EVAL_SEED_BASE  # noqa: E402  (the held-out episodes polyfuse evaluates on)
 
 
 class TextEmbedder:
@@ -98,12 +97,12 @@ class SB3Observations(gym.ObservationWrapper):
         return result
 
 
-def evaluate(model: Any, env_id: str, kwargs: dict[str, Any], embedder: TextEmbedder, episodes: int,
-             seed: int) -> dict[str, float]:
+def evaluate(model: Any, env_id: str, kwargs: dict[str, Any], embedder: TextEmbedder, episodes: int) -> dict[str, float]:
+    """Greedy policy on the same held-out episodes polyfuse's trainer evaluates on (seeds from EVAL_SEED_BASE)."""
     env = SB3Observations(make_env(env_id, eval_kwargs(env_id, kwargs)), embedder)
     successes, returns = [], []
     for episode in range(episodes):
-        observation, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+        observation, _ = env.reset(seed=EVAL_SEED_BASE + episode)
         total, done, info = 0.0, False, {}
         while not done:
             action, _ = model.predict(observation, deterministic=True)
@@ -142,7 +141,7 @@ def main() -> None:
     start, env_time[0] = time.perf_counter(), 0.0
     model.learn(total_timesteps=args.steps)
     wall = time.perf_counter() - start
-    held_out = evaluate(model, args.env, {}, embedder, args.eval_episodes, args.seed)
+    held_out = evaluate(model, args.env, {}, embedder, args.eval_episodes)
     print(json.dumps({"library": "stable-baselines3", "env": args.env, "algo": args.algo,
                       "steps": int(model.num_timesteps), "wall_time_s": wall, "env_time_s": env_time[0],
                       "steps_per_second": model.num_timesteps / wall, "held_out": held_out}))
