@@ -6,8 +6,9 @@ heads) with the same hyperparameters, step budget, number of environments
 and 1 torch thread each, one after the other on the same machine. The script
 prints, per case and as means over ``--seeds``: env steps/s of the training
 loop (start-up and evaluation left out, as SB3's ``learn()`` does) and their
-ratio, the share of that time spent inside the environments' own step and
-reset (which no library can make faster), the whole process's wall time, and
+ratio, the share of that time spent stepping the environments (polyfuse:
+the whole vector env's step; SB3: each environment's own step and reset,
+its DummyVecEnv bookkeeping left out), the whole process's wall time, and
 held-out success. Machines here are noisy: read the ratios, not the absolute figures.
 
     .venv/bin/python benchmarks/rl_vs_sb3/compare.py --seeds 3  # every case, as in the README
@@ -76,12 +77,14 @@ def timed(command: list[str], library: str, case: Case) -> tuple[dict, float]:
     return last_json_line(result.stdout), elapsed
 
 
-def run_polyfuse(case: Case, steps: int, seed: int, eval_episodes: int) -> dict:
+def run_polyfuse(case: Case, steps: int, seed: int, eval_episodes: int, vectorization: str | None) -> dict:
     config = yaml.safe_load((HERE / "configs" / f"{case.name}.yaml").read_text(encoding="utf-8"))
     config["trainer"]["eval_episodes"] = eval_episodes
+    if vectorization is not None:
+        config["env"]["vectorization"] = vectorization
     with tempfile.TemporaryDirectory() as output:
         config_path = Path(output) / "pipeline.yaml"
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")  # modality order as written
         summary, elapsed = timed(
             [sys.executable, "-m", "polyfuse.cli", "run", str(config_path),
              "--steps", str(steps), "--seed", str(seed), "--output-dir", str(Path(output) / "run"), "--json"],
@@ -117,6 +120,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per case; figures are their means")
     parser.add_argument("--eval-episodes", type=int, default=200)
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    parser.add_argument("--polyfuse-vectorization", choices=["sync", "async", "native"],
+                        help="override the configs' env.vectorization (sync: gymnasium's SyncVectorEnv, as SB3's "
+                        "DummyVecEnv; the DigitsVQA configs use native)")
     args = parser.parse_args()
 
     rows = []
@@ -125,7 +131,8 @@ def main() -> None:
           f"{'held-out success: polyfuse':>26} {'SB3':>6}")
     for case in [c for c in CASES if not args.case or c.name in args.case]:
         steps = args.steps or case.steps
-        ours = mean_of([run_polyfuse(case, steps, seed, args.eval_episodes) for seed in range(args.seeds)])
+        ours = mean_of([run_polyfuse(case, steps, seed, args.eval_episodes, args.polyfuse_vectorization)
+                        for seed in range(args.seeds)])
         theirs = mean_of([run_sb3(case, steps, seed, args.eval_episodes) for seed in range(args.seeds)])
         ratio = ours["steps_per_second"] / theirs["steps_per_second"]
         process_ratio = theirs["process_time_s"] / ours["process_time_s"]  # > 1: polyfuse finishes sooner
