@@ -54,14 +54,8 @@ class NStepAccumulator:
         if batch_length(observations) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} environments, got {batch_length(observations)}")
         if self.n == 1:  # every step completes at once: the whole batch is the transitions
-            return Transitions(
-                observations=dict(observations),
-                actions=np.asarray(actions, dtype=np.int64),
-                rewards=np.asarray(rewards, dtype=np.float32),
-                next_observations=dict(next_observations),
-                terminated=np.asarray(terminated, dtype=np.bool_),
-                horizons=np.ones(self.num_envs, dtype=np.int64),
-            )
+            return _transitions(observations, actions, rewards, next_observations, terminated,
+                                np.ones(self.num_envs))
         rows: list[Row] = []
         for env in range(self.num_envs):
             queue = self._pending[env]
@@ -103,14 +97,7 @@ class NStepAccumulator:
         if not rows:
             return None
         observations, actions, rewards, next_observations, terminated, horizons = zip(*rows)
-        return Transitions(
-            observations=stack(observations),
-            actions=np.asarray(actions, dtype=np.int64),
-            rewards=np.asarray(rewards, dtype=np.float32),
-            next_observations=stack(next_observations),
-            terminated=np.asarray(terminated, dtype=np.bool_),
-            horizons=np.asarray(horizons, dtype=np.int64),
-        )
+        return _transitions(stack(observations), actions, rewards, stack(next_observations), terminated, horizons)
 
     @property
     def pending_count(self) -> int:
@@ -151,3 +138,21 @@ class NStepAccumulator:
             rows += self._close(queue, select(last_observations, env), terminated=False)
         return self._batch(rows)
 
+
+def _transitions(
+    observations: Mapping[str, Any],
+    actions: Any,
+    rewards: Any,
+    next_observations: Mapping[str, Any],
+    terminated: Any,
+    horizons: Any,
+) -> Transitions:
+    """Transitions with the replay buffer's dtypes."""
+    return Transitions(
+        observations=dict(observations),
+        actions=np.asarray(actions, dtype=np.int64),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        next_observations=dict(next_observations),
+        terminated=np.asarray(terminated, dtype=np.bool_),
+        horizons=np.asarray(horizons, dtype=np.int64),
+    )
