@@ -28,8 +28,10 @@ class Encoder(nn.Module):
     """Base class of encoders.
 
     Subclasses set ``output_dim`` and implement ``forward(batch)``. An encoder
-    whose parameters are all frozen is a pure function of its input, which
-    lets polyfuse cache its features (see :mod:`polyfuse.feature_cache`).
+    whose parameters are all frozen must be a pure function of its input (no
+    active dropout, fixed normalisation statistics), which lets polyfuse
+    cache its features (see :mod:`polyfuse.feature_cache`) and share it
+    between an optimizer's networks (:func:`polyfuse.network.frozen_twin`).
     ``identity()`` must then describe everything the output depends on
     (architecture, weights, preprocessing) so cached features are never
     reused across different encoders.
