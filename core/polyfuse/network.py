@@ -98,8 +98,8 @@ def frozen_twin(module: ModuleT) -> tuple[ModuleT, list[str]]:
     feature-cache wrappers: a sentence-transformer is loaded and held once,
     and its cache counts every look-up. Returns the copy and the state-dict
     prefixes of the shared encoders (a checkpoint of the copy may leave them
-    out). The shared encoders keep themselves in eval mode whatever mode
-    either network is switched to.
+    out). Switching either network's train/eval mode switches the shared
+    encoders too, which frozen encoders, being pure functions, do not notice.
     """
     memo: dict[int, Any] = {}
     prefixes: list[str] = []
