@@ -107,7 +107,7 @@ def frozen_twin(module: ModuleT) -> tuple[ModuleT, list[str]]:
         if not isinstance(network, MultimodalNetwork):
             continue
         for modality, encoder in network.encoders.items():
-            if any(p.requires_grad for p in encoder.parameters()):
+            if encoder.trainable:
                 continue
             memo[id(encoder)] = encoder
             cached = network.cached_encoders.get(modality)
