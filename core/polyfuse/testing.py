@@ -89,9 +89,9 @@ def snapshot_vector_env(make_env: Callable[[], Any], num_envs: int = 4, seed: in
     return SnapshotVectorEnv(envs)
 
 
-def pipeline_for(envs: Any, make_network: Callable[[], Any], seed: int = 0) -> Any:
-    """A :class:`polyfuse.training.Pipeline` over ``envs`` with the environment's own reward."""
-    from polyfuse.rewards import EnvReward
+def pipeline_for(envs: Any, make_network: Callable[[], Any], seed: int = 0, reward: Any = None) -> Any:
+    """A :class:`polyfuse.training.Pipeline` over ``envs``, with the environment's own reward unless ``reward``."""
     from polyfuse.training import Pipeline, TrackedVectorEnv
 
-    return Pipeline(envs=TrackedVectorEnv(envs, EnvReward()), make_network=make_network, seed=seed)
+    segment_length = getattr(reward, "segment_length", None)
+    return Pipeline.for_envs(TrackedVectorEnv(envs, segment_length), make_network, seed, reward)

@@ -1,157 +1,121 @@
 """What the trainer hands an RL optimizer plugin, and what it expects back.
 
-The trainer owns the run (seeding, progress, evaluation, metrics,
-checkpoints, resume); an optimizer owns the learning (networks, rollouts or
-replay, updates). They meet here.
+The trainer owns the run (seeding, budget, progress, evaluation, metrics,
+checkpoints, resume); an optimizer owns the learning (networks, rollouts,
+replay or datasets, updates). They meet here.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
-import torch
 
-from polyfuse.network import MultimodalNetwork
-from polyfuse.rewards import RewardSource, TransitionBatch
+from polyfuse.rewards import RewardSource
+from polyfuse.training.vector_env import TrackedVectorEnv
+
+if TYPE_CHECKING:
+    import torch
+
+    from polyfuse.datasets import Dataset
+    from polyfuse.network import MultimodalNetwork
+
+BudgetUnit = Literal["env_steps", "gradient_steps", "samples"]
+BUDGET_UNITS: tuple[str, ...] = get_args(BudgetUnit)
 
 
 @dataclass(frozen=True)
-class EpisodeRecord:
-    """A finished training episode, as the progress bar and metrics report it."""
+class Progress:
+    """How far an optimizer has come, in each unit a budget may be expressed in.
 
-    episode_return: float
-    length: int
-    success: bool
-
-
-class TrackedVectorEnv:
-    """A gymnasium vector env (same-step autoreset) as optimizers see it.
-
-    Each ``step`` replaces the environment's rewards with the reward
-    source's, counts environment steps and records finished episodes. When an
-    episode ends, the returned observation is already the next episode's
-    first one; the final observation is in ``infos["final_obs"][i]`` (as
-    gymnasium's ``AutoresetMode.SAME_STEP`` defines).
-
-    ``next_observations`` holds what the last step led to: the returned
-    observations with each finished env's final one in place of its reset
-    one (what a transition's next observation is).
-
-    Success is ``info["success"]`` when the environment reports it, else a
-    positive environment reward at termination (true of MiniGrid/BabyAI and
-    DigitsVQA).
+    ``env_steps``: environment steps taken (summed over the vector envs);
+    ``gradient_steps``: parameter updates; ``samples``: training samples
+    consumed by updates (transitions, rollout samples, dataset items, each
+    counted once per update that used it).
     """
 
-    def __init__(self, envs: Any, reward_source: RewardSource) -> None:
-        self.envs = envs
-        self.reward_source = reward_source
-        self.num_envs: int = envs.num_envs
-        self.single_observation_space = envs.single_observation_space
-        self.single_action_space = envs.single_action_space
-        self.total_steps = 0
-        self.env_time_s = 0.0  # spent inside the environments' step (autoresets included)
-        self._observations: Mapping[str, Any] | None = None
-        self.next_observations: Mapping[str, Any] = {}
-        self._returns = np.zeros(self.num_envs, dtype=np.float64)
-        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
-        self._finished: list[EpisodeRecord] = []
+    env_steps: int = 0
+    gradient_steps: int = 0
+    samples: int = 0
 
-    def reset(self, seed: int | list[int] | None = None) -> tuple[Mapping[str, Any], dict[str, Any]]:
-        observations, infos = self.envs.reset(seed=seed)
-        self._observations = observations
-        self._returns[:] = 0
-        self._lengths[:] = 0
-        return observations, infos
+    def of(self, unit: BudgetUnit) -> int:
+        return int(getattr(self, unit))
 
-    def step(self, actions: np.ndarray) -> tuple[Mapping[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if self._observations is None:
-            raise RuntimeError("call reset() before step()")
-        started = time.perf_counter()
-        observations, env_rewards, terminated, truncated, infos = self.envs.step(actions)
-        self.env_time_s += time.perf_counter() - started
-        done = np.logical_or(terminated, truncated)
-        next_observations = self.next_observations = final_observations(observations, infos, done)
-        rewards = self.reward_source(
-            TransitionBatch(self._observations, np.asarray(actions), np.asarray(env_rewards), next_observations,
-                            terminated, truncated, infos)
-        )
-        self._returns += rewards
-        self._lengths += 1
-        self.total_steps += self.num_envs
-        if done.any():
-            ended = np.flatnonzero(done)
-            successes = episode_successes(infos, np.asarray(env_rewards), np.asarray(terminated))[ended]
-            self._finished += map(EpisodeRecord, self._returns[ended].tolist(), self._lengths[ended].tolist(),
-                                  successes.tolist())
-            self._returns[ended] = 0
-            self._lengths[ended] = 0
-        self._observations = observations
-        return observations, rewards, terminated, truncated, infos
-
-    def pop_episodes(self) -> list[EpisodeRecord]:
-        """Episodes finished since the last call."""
-        finished, self._finished = self._finished, []
-        return finished
-
-    def close(self) -> None:
-        self.envs.close()
+    def as_dict(self) -> dict[str, int]:
+        return {"env_steps": self.env_steps, "gradient_steps": self.gradient_steps, "samples": self.samples}
 
 
-def episode_successes(infos: Mapping[str, Any], env_rewards: np.ndarray, terminated: np.ndarray) -> np.ndarray:
-    """Per env, whether an episode that ended on this step succeeded (meaningless for the others)."""
-    final_info = infos.get("final_info")
-    if isinstance(final_info, Mapping) and "success" in final_info:
-        return np.asarray(final_info["success"], dtype=bool)
-    if "success" in infos:
-        return np.asarray(infos["success"], dtype=bool)
-    return terminated & (env_rewards > 0)
+@dataclass(frozen=True)
+class Budget:
+    """The run's budget: ``total`` of ``unit`` (``trainer.total_steps`` and ``trainer.budget_unit``)."""
 
+    total: int
+    unit: BudgetUnit = "env_steps"
 
-def final_observations(observations: Mapping[str, Any], infos: Mapping[str, Any], done: np.ndarray) -> dict[str, Any]:
-    """The observations after a step, with each finished env's final observation in place of its reset one."""
-    result = {key: (list(value) if isinstance(value, tuple) else value.copy()) for key, value in observations.items()}
-    if not done.any():
-        return result
-    for index in np.flatnonzero(done):
-        final = infos["final_obs"][index]
-        for key in result:
-            result[key][index] = final[key]
-    return {key: (tuple(value) if isinstance(value, list) else value) for key, value in result.items()}
+    def __post_init__(self) -> None:
+        if self.total <= 0:
+            raise ValueError(f"a budget must be positive, got {self.total}")
+        if self.unit not in BUDGET_UNITS:
+            raise ValueError(f"budget unit must be one of {BUDGET_UNITS}, got {self.unit!r}")
+
+    def fraction(self, progress: Progress) -> float:
+        """The share of the budget spent, in [0, 1] (schedules anneal over it)."""
+        return min(1.0, progress.of(self.unit) / self.total)
 
 
 @dataclass
 class Pipeline:
-    """Everything an optimizer needs to train: environments, a network factory and the run's randomness."""
+    """Everything an optimizer needs to train.
 
-    envs: TrackedVectorEnv
+    ``envs`` is ``None`` when the pipeline has no environment (the optimizer
+    learns from ``dataset``); ``dataset`` is ``None`` unless the config names
+    one. ``reward`` scores transitions where the optimizer consumes them.
+    ``make_network()`` builds the encoders and fuser (frozen encoders shared
+    between all networks of the run).
+    """
+
     make_network: Callable[[], MultimodalNetwork]
     seed: int
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    observation_space: Any
+    action_space: Any
+    envs: TrackedVectorEnv | None = None
+    reward: RewardSource | None = None
+    dataset: Dataset | None = None
 
-    @property
-    def action_space(self) -> Any:
-        return self.envs.single_action_space
+    @classmethod
+    def for_envs(
+        cls, envs: TrackedVectorEnv, make_network: Callable[[], MultimodalNetwork], seed: int,
+        reward: RewardSource | None = None, dataset: Dataset | None = None,
+    ) -> Pipeline:
+        """A pipeline over ``envs`` (the environment's own reward unless ``reward`` is given)."""
+        from polyfuse.rewards import EnvReward
 
-    @property
-    def observation_space(self) -> Any:
-        return self.envs.single_observation_space
+        return cls(make_network, seed, envs.single_observation_space, envs.single_action_space, envs,
+                   reward if reward is not None else EnvReward(), dataset)
 
 
 class RLOptimizer:
-    """Base class of RL optimizer plugins (DQN, PPO, …).
+    """Base class of RL optimizer plugins (DQN, PPO, DPO, …).
 
-    The trainer calls ``set_total_steps`` and ``setup`` once, then ``iterate`` until the step budget
-    is spent, evaluating with ``act`` and checkpointing with ``state_dict``
-    in between. ``action_logits`` serves supervised warm start (behaviour
-    cloning), which the trainer runs before the first ``iterate``.
+    The trainer calls ``set_budget`` and ``setup`` once, then ``iterate``
+    until ``progress`` reaches the budget, evaluating with ``act`` and
+    checkpointing with ``state_dict`` in between. Each ``iterate`` must
+    advance ``progress`` in the budget's unit; one that does not is stopped
+    with an error rather than looping forever. ``action_logits`` serves
+    supervised warm start (behaviour cloning), which the trainer runs before
+    the first ``iterate``.
+
+    ``learns_from`` says what ``setup`` needs: ``"env"`` (``pipeline.envs``)
+    or ``"dataset"`` (``pipeline.dataset``; an environment, when configured,
+    serves evaluation only).
     """
 
-    def set_total_steps(self, total_steps: int) -> None:
-        """The run's step budget (``trainer.total_steps``), told before ``setup`` and again on resume.
+    learns_from: ClassVar[Literal["env", "dataset"]] = "env"
+
+    def set_budget(self, budget: Budget) -> None:
+        """The run's budget, told before ``setup`` and again on resume (a longer run may change it).
 
         For schedules (learning-rate annealing, exploration); optimizers without one ignore it.
         """
@@ -161,10 +125,15 @@ class RLOptimizer:
         raise NotImplementedError
 
     def iterate(self) -> dict[str, float]:
-        """Step the environments and update once (a rollout + epochs, or some steps + gradient steps).
+        """One unit of work: a rollout and its epochs, some env steps and gradient steps, a few batches.
 
         Returns scalar training metrics (losses, entropy, epsilon, …).
         """
+        raise NotImplementedError
+
+    @property
+    def progress(self) -> Progress:
+        """Env steps, gradient steps and samples so far (restored by ``load_state_dict``)."""
         raise NotImplementedError
 
     def act(self, observations: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 
 from polyfuse.config import EnvConfig
 from polyfuse.envs import eval_kwargs, make_vector_env
-from polyfuse.training.api import episode_successes
+from polyfuse.training.vector_env import episode_successes
 from polyfuse.training.seeding import EVAL_SEED_BASE
 
 Policy = Callable[[Mapping[str, Any]], np.ndarray]
