@@ -76,8 +76,8 @@ class TestPlugin:
         register("test-concat", build, config=WidthConfig, description="Concat, for tests")
 
     @polyfuse.hookimpl
-    def register_reward_sources(self, register):
-        def build(config, observation_space=None, action_space=None):
+    def register_rewards(self, register):
+        def build(config, context=None):
             from polyfuse.rewards import EnvReward
 
             return EnvReward(scale=float(config.width))
@@ -87,6 +87,13 @@ class TestPlugin:
     @polyfuse.hookimpl
     def register_optimizers(self, register):
         register("test-optimizer", lambda config: ("optimizer", config.width), config=WidthConfig)
+
+    @polyfuse.hookimpl
+    def register_datasets(self, register):
+        def build(config, observation_space=None, action_space=None):
+            return ("dataset", config.width, observation_space)
+
+        register("test-dataset", build, config=WidthConfig, description="A tuple, for tests")
 
 
 @pytest.fixture
@@ -105,17 +112,22 @@ def test_hook_register_fusers(registry) -> None:
     assert fuser({"a": torch.zeros(6, 2), "b": torch.zeros(6, 3)}).shape == (6, 4)
 
 
-def test_hook_register_reward_sources(registry) -> None:
+def test_hook_register_rewards(registry) -> None:
     import numpy as np
 
-    from polyfuse.rewards import TransitionBatch
+    from polyfuse.rewards import RewardBatch
 
-    source = registry.create("rewards", "test-scaled", {"width": 2})
-    batch = TransitionBatch({}, np.zeros(2), np.array([1.0, -0.5]), {}, np.zeros(2, bool), np.zeros(2, bool), {})
-    assert source(batch).tolist() == [2.0, -1.0]
+    source = registry.create("rewards", "test-scaled", {"width": 2}, context=None)
+    batch = RewardBatch({}, np.zeros(2), np.array([1.0, -0.5]), np.zeros(2, bool), np.zeros(2, bool))
+    assert source.score(batch).tolist() == [2.0, -1.0]
 
 
 def test_hook_register_optimizers(registry) -> None:
     assert registry.create("optimizers", "test-optimizer", {"width": 7}) == ("optimizer", 7)
     component = registry.get("optimizers", "test-optimizer")
     assert component.plugin == "TestPlugin" and component.distribution == "test-plugin"
+
+
+def test_hook_register_datasets(registry) -> None:
+    assert registry.create("datasets", "test-dataset", {"width": 3}, observation_space="space") == ("dataset", 3, "space")
+    assert registry.get("dataset", "test-dataset").kind.value == "datasets"

@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import gymnasium
+import numpy as np
 import pytest
 
+import polyfuse
 from polyfuse.config import PipelineConfig, validate_pipeline
-from polyfuse.errors import PolyfuseError
+from polyfuse.errors import ConfigError, PolyfuseError
+from polyfuse.training import Pipeline, Progress, RLOptimizer
 from polyfuse.training.metrics import read_metrics
 from polyfuse.training.trainer import Trainer
 
@@ -105,3 +109,66 @@ def test_dqn_trains_through_the_same_trainer(tmp_path: Path) -> None:
     })
     summary = Trainer(config, progress=False).run()
     assert summary["steps"] >= 512 and summary["optimizer"] == "dqn"
+
+
+class IdleOptimizer(RLOptimizer):
+    """An optimizer whose iterate() does nothing: the run must stop with an error, not loop forever."""
+
+    def setup(self, pipeline: Pipeline) -> None:
+        self.action_space = pipeline.action_space
+
+    def iterate(self) -> dict[str, float]:
+        return {}
+
+    @property
+    def progress(self) -> Progress:
+        return Progress()
+
+    def act(self, observations: Any, deterministic: bool = True) -> np.ndarray:
+        return np.zeros(len(next(iter(observations.values()))), dtype=np.int64)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+
+class IdlePlugin:
+    @polyfuse.hookimpl
+    def register_optimizers(self, register: Any) -> None:
+        register("test-idle", lambda config: IdleOptimizer(), config=polyfuse.ComponentConfig)
+
+
+def test_an_optimizer_that_makes_no_progress_is_stopped_with_a_clear_error(make_registry: Any, tmp_path: Path) -> None:
+    registry = make_registry(IdlePlugin())
+    config = validate_pipeline({
+        "env": {"id": "polyfuse/DigitsVQA-v0", "num_envs": 4},
+        "modalities": {"image": {"encoder": "small-cnn"}},
+        "fuser": "concat",
+        "optimizer": "test-idle",
+        "trainer": {"total_steps": 64, "eval_episodes": 4, "output_dir": str(tmp_path)},
+    }, registry)
+    with pytest.raises(PolyfuseError, match="'test-idle' made no progress in one iterate"):
+        Trainer(config, registry, progress=False).run()
+
+
+def test_a_pipeline_needs_an_env_or_a_dataset() -> None:
+    with pytest.raises(ConfigError, match="needs an env, a dataset, or both"):
+        validate_pipeline({"modalities": {"image": {"encoder": "small-cnn"}}, "fuser": "concat",
+                           "optimizer": "dqn"})
+
+
+def test_an_env_optimizer_without_an_env_is_told_to_add_one(tmp_path: Path) -> None:
+    from polyfuse.datasets import write_preferences
+    from polyfuse.envs.digits_vqa import observation_space
+
+    images = np.zeros((2, 8, 8, 1), dtype=np.uint8)
+    write_preferences(tmp_path / "pairs", {"image": images, "question": ("is it even?", "what digit is this?")},
+                      np.array([0, 1]), np.array([1, 0]), observation_space(), gymnasium.spaces.Discrete(12))
+    config = validate_pipeline({
+        "dataset": {"name": "preferences", "params": {"path": str(tmp_path / "pairs")}},
+        "modalities": {"image": {"encoder": "small-cnn"}},
+        "fuser": "concat",
+        "optimizer": "dqn",
+        "trainer": {"total_steps": 64, "output_dir": str(tmp_path / "run")},
+    })
+    with pytest.raises(PolyfuseError, match=r"env: optimizer 'dqn' learns by stepping an environment"):
+        Trainer(config, progress=False).run()

@@ -12,12 +12,13 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Kind(str, Enum):
-    """The four kinds of component; the value is the CLI spelling."""
+    """The kinds of component; the value is the CLI spelling, the singular the config key's."""
 
     ENCODER = "encoders"
     FUSER = "fusers"
     REWARD = "rewards"
     OPTIMIZER = "optimizers"
+    DATASET = "datasets"
 
     @property
     def singular(self) -> str:
@@ -31,14 +32,16 @@ class Kind(str, Enum):
 _SINGULAR = {
     Kind.ENCODER: "encoder",
     Kind.FUSER: "fuser",
-    Kind.REWARD: "reward source",
+    Kind.REWARD: "reward",
     Kind.OPTIMIZER: "optimizer",
+    Kind.DATASET: "dataset",
 }
 _HOOK_NAMES = {
     Kind.ENCODER: "register_encoders",
     Kind.FUSER: "register_fusers",
-    Kind.REWARD: "register_reward_sources",
+    Kind.REWARD: "register_rewards",
     Kind.OPTIMIZER: "register_optimizers",
+    Kind.DATASET: "register_datasets",
 }
 
 

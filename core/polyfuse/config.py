@@ -36,9 +36,11 @@ class ComponentRef(StrictModel):
         return {"name": value} if isinstance(value, str) else value
 
 
-def component_field(kind: Kind, default: str | None = None, description: str = "") -> Any:
+def component_field(kind: Kind, default: str | None = None, description: str = "", optional: bool = False) -> Any:
     """A ComponentRef field tagged with its kind, so the JSON schema can list the installed choices."""
     extra = {KIND_MARKER: kind.value}
+    if optional:
+        return Field(None, description=description, json_schema_extra=extra)
     if default is None:
         return Field(description=description, json_schema_extra=extra)
     return Field(default_factory=lambda: ComponentRef(name=default), description=description, json_schema_extra=extra)
@@ -76,13 +78,24 @@ class WarmStartConfig(StrictModel):
 class TrainerConfig(StrictModel):
     """How long to train, how often to evaluate and checkpoint, and where results go."""
 
-    total_steps: int = Field(20_000, gt=0, description="Environment steps (summed over vector envs)")
+    total_steps: int = Field(
+        20_000, gt=0, description="The run's budget, counted in budget_unit (environment steps by default)"
+    )
+    budget_unit: Literal["env_steps", "gradient_steps", "samples"] = Field(
+        "env_steps",
+        description="What total_steps, eval_every, checkpoint_every and reward_update_every count: environment "
+        "steps (summed over the vector envs), gradient steps, or training samples; offline optimizers (dpo) "
+        "take no environment steps and need gradient_steps or samples",
+    )
+    reward_update_every: int = Field(
+        1_000, gt=0, description="Steps (in budget_unit) between update() calls of a reward that learns"
+    )
     seed: int = Field(
         0, ge=0, lt=2**30, description="Seeds torch, numpy and the environments; same seed, same result"
     )
-    eval_every: int = Field(5_000, gt=0, description="Steps between evaluations on held-out seeds")
+    eval_every: int = Field(5_000, gt=0, description="Steps (in budget_unit) between held-out evaluations")
     eval_episodes: int = Field(200, gt=0, description="Episodes per evaluation")
-    checkpoint_every: int = Field(5_000, gt=0, description="Steps between checkpoints")
+    checkpoint_every: int = Field(5_000, gt=0, description="Steps (in budget_unit) between checkpoints")
     output_dir: Path = Field(Path("runs/latest"), description="Where metrics, plots and checkpoints go")
     num_threads: int = Field(1, gt=0, description="torch threads per process (1 is fastest on small CPUs)")
     warm_start: WarmStartConfig | None = Field(None, description="Optional behaviour cloning before RL")
@@ -97,13 +110,20 @@ class FeatureCacheConfig(StrictModel):
 
 
 class PipelineConfig(StrictModel):
-    """A whole pipeline: environment, per-modality encoders, fuser, reward source, RL optimizer."""
+    """A whole pipeline: environment, per-modality encoders, fuser, reward, RL optimizer, and an optional dataset.
 
-    env: EnvConfig
+    ``env`` may be left out when the optimizer learns from ``dataset`` alone
+    (the pipeline then has no held-out evaluation).
+    """
+
+    env: EnvConfig | None = Field(None, description="The environment (required unless a dataset is given)")
     modalities: dict[str, ModalityConfig] = Field(min_length=1, description="Modality name -> encoder")
     fuser: ComponentRef = component_field(Kind.FUSER, description="How modality features are combined")
     reward: ComponentRef = component_field(Kind.REWARD, default="env", description="Where rewards come from")
     optimizer: ComponentRef = component_field(Kind.OPTIMIZER, description="The RL algorithm")
+    dataset: ComponentRef | None = component_field(
+        Kind.DATASET, optional=True, description="Offline data for optimizers that learn from a dataset (dpo)"
+    )
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     feature_cache: FeatureCacheConfig = Field(default_factory=FeatureCacheConfig)
 
@@ -115,6 +135,12 @@ class PipelineConfig(StrictModel):
                 raise ValueError(f"modality name {name!r} must be letters, digits, '-' or '_'")
         return value
 
+    @model_validator(mode="after")
+    def _has_data(self) -> PipelineConfig:
+        if self.env is None and self.dataset is None:
+            raise ValueError("a pipeline needs an env, a dataset, or both (env: {id: ...} or dataset: {name: ...})")
+        return self
+
     def component_refs(self) -> list[tuple[str, Kind, ComponentRef]]:
         """Every component reference with its config path and kind."""
         refs = [(f"modalities.{m}.encoder", Kind.ENCODER, cfg.encoder) for m, cfg in self.modalities.items()]
@@ -123,6 +149,8 @@ class PipelineConfig(StrictModel):
             ("reward", Kind.REWARD, self.reward),
             ("optimizer", Kind.OPTIMIZER, self.optimizer),
         ]
+        if self.dataset is not None:
+            refs.append(("dataset", Kind.DATASET, self.dataset))
         return refs
 
 
@@ -182,6 +210,8 @@ def _parseable_component_refs(data: dict[str, Any]) -> list[tuple[str, Kind, Com
                   if isinstance(modality, dict)]
     candidates += [("fuser", Kind.FUSER, data.get("fuser")), ("reward", Kind.REWARD, data.get("reward", "env")),
                    ("optimizer", Kind.OPTIMIZER, data.get("optimizer"))]
+    if data.get("dataset") is not None:
+        candidates.append(("dataset", Kind.DATASET, data["dataset"]))
     refs = []
     for path, kind, value in candidates:
         try:

@@ -84,27 +84,32 @@ def register_fusers(register):  # type: ignore[no-untyped-def]
 
 
 @hookspec
-def register_reward_sources(register):  # type: ignore[no-untyped-def]
-    """Register reward sources, which score transitions for the RL optimizer.
+def register_rewards(register):  # type: ignore[no-untyped-def]
+    """Register rewards (reward sources), which score transitions for the RL optimizer.
 
-    Factory context: ``factory(config, observation_space=..., action_space=...)``
-    with the environment's spaces. The factory returns a
-    :class:`polyfuse.rewards.RewardSource`, which turns a batch of transitions
-    (observations, actions, the environment's rewards, infos) into rewards:
-    passing the environment's reward through, a reward model learned from
-    preferences, or feedback from people or AI judges.
+    Factory context: ``factory(config, context=...)`` where ``context`` is a
+    :class:`polyfuse.rewards.RunContext`: the environment's spaces, a
+    ``make_network()`` that builds the pipeline's encoders and fuser (frozen
+    encoders and the feature cache shared with the optimizer's networks), the
+    component's seed, the device and the run's directory. The factory returns
+    a :class:`polyfuse.rewards.RewardSource`: ``score(batch)`` turns a batch
+    of transitions into rewards where the optimizer consumes them; one that
+    learns sets ``segment_length`` to receive trajectory segments through
+    ``observe`` and learns in ``update``, which the trainer calls every
+    ``trainer.reward_update_every`` steps (see CONTRIBUTING.md for a complete
+    learning example).
 
     Example::
 
         class ClippedConfig(polyfuse.ComponentConfig):
             limit: float = Field(1.0, gt=0)
 
-        def build_clipped(config, observation_space=None, action_space=None):
+        def build_clipped(config, context):
             from my_rewards.clipped import ClippedEnvReward
             return ClippedEnvReward(config.limit)
 
         @polyfuse.hookimpl
-        def register_reward_sources(register):
+        def register_rewards(register):
             register("clipped-env", build_clipped, config=ClippedConfig,
                      description="Environment reward clipped to [-limit, limit]")
     """
@@ -114,9 +119,12 @@ def register_reward_sources(register):  # type: ignore[no-untyped-def]
 def register_optimizers(register):  # type: ignore[no-untyped-def]
     """Register RL optimizers (DQN, PPO, …), which train a policy on fused features.
 
-    Factory context: ``factory(config)``; the trainer then hands the optimizer
-    the built pipeline (environments, encoders, fuser, reward source). The
-    factory returns a :class:`polyfuse.training.RLOptimizer`.
+    Factory context: ``factory(config)``; the trainer then tells it the
+    budget and hands it the built :class:`polyfuse.training.Pipeline`
+    (environments, network factory, reward source, dataset). The factory
+    returns a :class:`polyfuse.training.RLOptimizer`; subclassing
+    :class:`polyfuse.rl.OnPolicyAlgorithm` or
+    :class:`polyfuse.rl.OffPolicyAlgorithm` leaves only the update to write.
 
     Example::
 
@@ -131,4 +139,30 @@ def register_optimizers(register):  # type: ignore[no-untyped-def]
         def register_optimizers(register):
             register("reinforce", build_reinforce, config=ReinforceConfig,
                      description="Vanilla policy gradient")
+    """
+
+
+@hookspec
+def register_datasets(register):  # type: ignore[no-untyped-def]
+    """Register datasets, which offline optimizers (DPO, behaviour cloning) learn from.
+
+    A pipeline names one as ``dataset: {name: ..., params: {...}}``.
+    Factory context: ``factory(config, observation_space=..., action_space=...)``
+    with the environment's spaces when the pipeline has an environment
+    (``None`` otherwise: the dataset then declares its own). The factory
+    returns a :class:`polyfuse.datasets.Dataset`.
+
+    Example::
+
+        class CsvPairsConfig(polyfuse.ComponentConfig):
+            path: Path
+
+        def build_csv_pairs(config, observation_space=None, action_space=None):
+            from my_data.csv_pairs import read_csv_pairs
+            return read_csv_pairs(config.path, observation_space, action_space)
+
+        @polyfuse.hookimpl
+        def register_datasets(register):
+            register("csv-pairs", build_csv_pairs, config=CsvPairsConfig,
+                     description="Preference pairs from a CSV file")
     """

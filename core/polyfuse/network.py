@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from polyfuse.components import Kind
-from polyfuse.config import PipelineConfig
-from polyfuse.config import FeatureCacheConfig
+from polyfuse.config import FeatureCacheConfig, PipelineConfig
 from polyfuse.encoding import Encoder
 from polyfuse.errors import PolyfuseError
 from polyfuse.feature_cache import CacheStats, CachedEncoder, FeatureCache, identity_namespace, shared_store
@@ -187,13 +186,18 @@ def feature_store_for(config: FeatureCacheConfig) -> FeatureCache | None:
 
 
 def build_network(
-    config: PipelineConfig, observation_space: Any, registry: Registry | None = None
+    config: PipelineConfig,
+    observation_space: Any,
+    registry: Registry | None = None,
+    frozen_encoders: dict[str, Encoder] | None = None,
 ) -> MultimodalNetwork:
     """Build encoders from ``config.modalities`` and the fuser on their output dims.
 
     ``observation_space`` is the single-environment gymnasium Dict space; each
     encoder's factory receives the subspace of the key it reads. Frozen
-    encoders are cached as ``config.feature_cache`` says.
+    encoders are cached as ``config.feature_cache`` says. ``frozen_encoders``
+    (by modality) are reused instead of built, and the frozen encoders built
+    here are added to it: see :class:`NetworkFactory`.
     """
     registry = registry or default_registry()
     spaces = getattr(observation_space, "spaces", None)
@@ -202,6 +206,7 @@ def build_network(
             f"the environment's observation space is {observation_space}; polyfuse needs a gymnasium Dict space "
             "(one entry per modality)"
         )
+    shared = frozen_encoders if frozen_encoders is not None else {}
     encoders: dict[str, Encoder] = {}
     keys: dict[str, str] = {}
     for modality, modality_config in config.modalities.items():
@@ -211,11 +216,37 @@ def build_network(
                 f"modalities.{modality}.key: the environment has no observation key {key!r}; "
                 f"its keys are {sorted(spaces)}"
             )
-        ref = modality_config.encoder
-        encoder = registry.create(Kind.ENCODER, ref.name, ref.params, space=spaces[key])
-        encoder.modality = modality
+        encoder = shared.get(modality)
+        if encoder is None:
+            ref = modality_config.encoder
+            encoder = registry.create(Kind.ENCODER, ref.name, ref.params, space=spaces[key])
+            encoder.modality = modality
+            if not encoder.trainable:
+                shared[modality] = encoder
         encoders[modality] = encoder
         keys[modality] = key
     input_dims = {modality: encoder.output_dim for modality, encoder in encoders.items()}
     fuser = registry.create(Kind.FUSER, config.fuser.name, config.fuser.params, input_dims=input_dims)
     return MultimodalNetwork(encoders, keys, fuser, feature_store=feature_store_for(config.feature_cache))
+
+
+class NetworkFactory:
+    """Builds a pipeline's encoders + fuser as often as asked: the policy's, a critic's, a reward model's.
+
+    Frozen encoders are pure functions, so every network of a run shares one
+    instance of each (one sentence-transformer in memory, however many
+    networks read text); trainable encoders and fusers are built anew each
+    time. ``networks`` lists what was built (the trainer sums their feature-cache counts).
+    """
+
+    def __init__(self, config: PipelineConfig, observation_space: Any, registry: Registry | None = None) -> None:
+        self.config = config
+        self.observation_space = observation_space
+        self.registry = registry or default_registry()
+        self.networks: list[MultimodalNetwork] = []
+        self._frozen: dict[str, Encoder] = {}
+
+    def __call__(self) -> MultimodalNetwork:
+        network = build_network(self.config, self.observation_space, self.registry, self._frozen)
+        self.networks.append(network)
+        return network

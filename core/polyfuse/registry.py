@@ -15,14 +15,12 @@ from polyfuse.plugins import PluginInfo, PluginSource, load_plugins
 
 KIND_ALIASES = {
     **{kind.value: kind for kind in Kind},
-    **{kind.value.rstrip("s"): kind for kind in Kind},
-    "reward": Kind.REWARD,
-    "reward-sources": Kind.REWARD,
+    **{kind.singular: kind for kind in Kind},
 }
 
 
 def parse_kind(kind: Kind | str) -> Kind:
-    """Accept a :class:`Kind` or its CLI spelling (``fusers``; the singular works too)."""
+    """Accept a :class:`Kind` or its CLI spelling (``fusers``; the singular ``fuser`` works too)."""
     if isinstance(kind, Kind):
         return kind
     try:

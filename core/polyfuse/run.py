@@ -75,11 +75,12 @@ def run_command(args: argparse.Namespace, registry: Registry) -> int:
 
 def format_summary(summary: dict[str, Any]) -> str:
     held_out, paths = summary["eval"], summary["paths"]
+    unit = summary["budget_unit"].replace("_", " ")
+    first = (f"held-out ({held_out['episodes']} episodes): success {held_out['success']:.3f}, "
+             f"mean return {held_out['return']:.3f}" if held_out else "no env configured: no held-out evaluation")
     return "\n".join([
-        f"held-out ({held_out['episodes']} episodes): success {held_out['success']:.3f}, "
-        f"mean return {held_out['return']:.3f}",
-        f"{summary['steps']} steps in {summary['wall_time_s']:.1f} s "
-        f"({summary['steps_per_second']:.0f} steps/s)",
+        first,
+        f"{summary['steps']} {unit} in {summary['wall_time_s']:.1f} s ({summary['steps_per_second']:.0f}/s)",
         f"metrics:    {paths['metrics']}",
         f"plot:       {paths['plot']}",
         f"checkpoint: {paths['checkpoint']}",

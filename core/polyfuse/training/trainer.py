@@ -28,10 +28,11 @@ from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig
 from polyfuse.envs import check_env_id, make_vector_env
 from polyfuse.errors import PolyfuseError
-from polyfuse.network import MultimodalNetwork, build_network
+from polyfuse.network import NetworkFactory
 from polyfuse.registry import Registry, default_registry
-from polyfuse.rewards import RewardSource
-from polyfuse.training.api import EpisodeRecord, Pipeline, RLOptimizer, TrackedVectorEnv
+from polyfuse.rewards import RewardSource, RunContext
+from polyfuse.training.api import Budget, Pipeline, RLOptimizer
+from polyfuse.training.vector_env import EpisodeRecord, TrackedVectorEnv
 from polyfuse.training.checkpoint import (
     CHECKPOINT_DIR,
     checkpoint_location,
@@ -53,11 +54,14 @@ LOG_POINTS = 200
 """About this many train lines per run in metrics.jsonl, however small the optimizer's iterations."""
 RESUMABLE_CHANGES = frozenset({"trainer.total_steps", "trainer.output_dir"})
 """Config fields a resumed run may change: train longer, or from a moved folder."""
+STALLED_ITERATIONS = 10_000
+"""Iterations in a row that may leave the budget's counter unchanged (e.g. DQN filling its replay
+buffer before its first gradient step) before the run is stopped as stalled."""
 
 
 @dataclass
 class RunState:
-    """What the trainer itself must carry across a checkpoint."""
+    """What the trainer itself must carry across a checkpoint; ``steps`` counts the budget's unit."""
 
     steps: int = 0
     episodes: int = 0
@@ -121,7 +125,7 @@ class Trainer:
         self.progress = progress
         self.output_dir = Path(config.trainer.output_dir)
         self._stop_signal: int | None = None
-        self._networks: list[MultimodalNetwork] = []
+        self.network_factory: NetworkFactory | None = None  # set when the run builds its networks
         self._session_start = time.monotonic()
         self._earlier_sessions_s = 0.0
 
@@ -129,7 +133,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         self._session_start = time.monotonic()
-        check_env_id(self.config.env.id)  # before touching output_dir
+        if self.config.env is not None:
+            check_env_id(self.config.env.id)  # before touching output_dir
         checkpoint = self._prepare_output_dir()
         state = RunState.from_dict(checkpoint["trainer"]) if checkpoint else RunState()
         self._earlier_sessions_s = state.wall_time_s
@@ -138,24 +143,24 @@ class Trainer:
         seed_everything(trainer_config.seed)
         env_seed = derive_seed(trainer_config.seed, 1, state.steps) if checkpoint else trainer_config.seed
         with self._stop_on_signals(), ExitStack() as cleanup:
-            envs, reward_source, optimizer = self._build(env_seed)
-            cleanup.callback(envs.close)
-            evaluator = Evaluator(self.config.env, trainer_config.eval_episodes)
-            cleanup.callback(evaluator.close)
+            envs, reward, optimizer = self._build(env_seed, cleanup)
+            evaluator = None
+            if self.config.env is not None:
+                evaluator = Evaluator(self.config.env, trainer_config.eval_episodes)
+                cleanup.callback(evaluator.close)
             log = MetricsLog(self.output_dir, resume_step=state.steps if checkpoint else None)
             cleanup.callback(log.close)
             if checkpoint:
                 optimizer.load_state_dict(checkpoint["optimizer"])
-                reward_source.load_state_dict(checkpoint["reward"])
-                envs.total_steps = state.steps
+                reward.load_state_dict(checkpoint["reward"])
                 set_rng_state(checkpoint["rng"])
             else:
                 self._warm_start(optimizer, log)
                 self._evaluate(optimizer, evaluator, state, log)
-            self._train(optimizer, envs, evaluator, state, log)
+            self._train(optimizer, envs, reward, evaluator, state, log)
             if self._stop_signal is None and state.last_eval_step != state.steps:
                 self._evaluate(optimizer, evaluator, state, log)
-            self._save(optimizer, reward_source, state)
+            self._save(optimizer, reward, state)
         plot = plot_learning_curve(read_metrics(log.path), self.output_dir / PLOT_FILE, self._title())
         if self._stop_signal is not None:
             return {"interrupted": signal.Signals(self._stop_signal).name, "steps": state.steps,
@@ -167,73 +172,123 @@ class Trainer:
     def _train(
         self,
         optimizer: RLOptimizer,
-        envs: TrackedVectorEnv,
-        evaluator: Evaluator,
+        envs: TrackedVectorEnv | None,
+        reward: RewardSource,
+        evaluator: Evaluator | None,
         state: RunState,
         log: MetricsLog,
     ) -> None:
-        """Iterate the optimizer until the step budget is spent or a stop signal arrives."""
+        """Iterate the optimizer until the budget is spent or a stop signal arrives."""
         trainer_config = self.config.trainer
-        total = trainer_config.total_steps
+        total, unit = trainer_config.total_steps, trainer_config.budget_unit
         log_every = max(total // LOG_POINTS, 1)
         interval = _Interval(state.steps)
-        bar = tqdm(total=total, initial=min(state.steps, total), unit="step", file=sys.stderr,
-                   disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
+        stalled = 0
+        bar = tqdm(total=total, initial=min(state.steps, total), unit=unit.removesuffix("s").replace("_", " "),
+                   file=sys.stderr, disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
         try:
             while state.steps < total and self._stop_signal is None:
-                before = state.steps
-                started, env_before = time.perf_counter(), envs.env_time_s
-                interval.add(optimizer.iterate())
-                state.env_time_s += envs.env_time_s - env_before
-                state.steps = envs.total_steps
-                for episode in envs.pop_episodes():
-                    state.episodes += 1
-                    state.recent.append(episode)
+                before, progress_before = state.steps, optimizer.progress
+                started, env_before = time.perf_counter(), envs.env_time_s if envs else 0.0
+                interval.add(optimizer.iterate(), "optimizer/")
+                progress = optimizer.progress
+                state.steps = progress.of(unit)
+                stalled = stalled + 1 if state.steps == before else 0
+                self._check_progress(progress_before, progress, stalled)
+                if envs is not None:
+                    state.env_time_s += envs.env_time_s - env_before
+                    for episode in envs.pop_episodes():
+                        state.episodes += 1
+                        state.recent.append(episode)
+                    if reward.segment_length is not None:
+                        reward.observe(envs.pop_segments())
+                if _crossed(before, state.steps, trainer_config.reward_update_every):
+                    interval.add(reward.update(), "reward/")
                 bar.update(min(state.steps, total) - min(before, total))
                 if _crossed(before, state.steps, log_every) or state.steps >= total:
                     bar.set_postfix(self._postfix(state), refresh=False)
-                    log.write(self._train_record(state, interval))
+                    log.write(self._train_record(state, interval, progress))
                     interval = _Interval(state.steps)
                 state.train_time_s += time.perf_counter() - started
                 if _crossed(before, state.steps, trainer_config.eval_every):
                     self._evaluate(optimizer, evaluator, state, log)
                 if _crossed(before, state.steps, trainer_config.checkpoint_every) and state.steps < total:
-                    self._save(optimizer, envs.reward_source, state)
+                    self._save(optimizer, reward, state)
             if interval.iterations:  # stopped by a signal between two log points
-                log.write(self._train_record(state, interval))
+                log.write(self._train_record(state, interval, optimizer.progress))
         finally:
             bar.close()
 
+    def _check_progress(self, before: Any, after: Any, stalled: int) -> None:
+        """Stop a run whose optimizer does nothing, instead of looping forever."""
+        unit, name = self.config.trainer.budget_unit, self.config.optimizer.name
+        if after == before:
+            raise PolyfuseError(
+                f"optimizer {name!r} made no progress in one iterate() (env steps, gradient steps and samples "
+                f"unchanged at {before.as_dict()}); the run cannot reach its budget. If it learns from a dataset, "
+                "check that the dataset is not empty; if it is a plugin's optimizer, its iterate() must advance "
+                "`progress`"
+            )
+        if stalled >= STALLED_ITERATIONS:
+            raise PolyfuseError(
+                f"optimizer {name!r} has not advanced trainer.budget_unit ({unit}) in {stalled} iterations "
+                f"(progress: {after.as_dict()}); choose a budget_unit it counts"
+            )
+
     # -- building --------------------------------------------------------------------------------
 
-    def _build(self, env_seed: int) -> tuple[TrackedVectorEnv, RewardSource, RLOptimizer]:
-        """Vector envs, reward source, network factory and optimizer, set up and ready to iterate."""
-        config = self.config
-        vector_env = make_vector_env(
-            config.env.id, config.env.kwargs, num_envs=config.env.num_envs,
-            vectorization=config.env.vectorization, seed=env_seed,
-        )
-        reward_source = self.registry.create(
-            Kind.REWARD, config.reward.name, config.reward.params,
-            observation_space=vector_env.single_observation_space,
-            action_space=vector_env.single_action_space,
-        )
-        envs = TrackedVectorEnv(vector_env, reward_source)
+    def _build(self, env_seed: int, cleanup: ExitStack) -> tuple[TrackedVectorEnv | None, RewardSource, RLOptimizer]:
+        """Environments, dataset, reward, network factory and optimizer, set up and ready to iterate."""
+        config, registry = self.config, self.registry
+        vector_env = None
+        if config.env is not None:
+            vector_env = make_vector_env(
+                config.env.id, config.env.kwargs, num_envs=config.env.num_envs,
+                vectorization=config.env.vectorization, seed=env_seed,
+            )
+            cleanup.callback(vector_env.close)
+        observation_space = vector_env.single_observation_space if vector_env is not None else None
+        action_space = vector_env.single_action_space if vector_env is not None else None
+        dataset = None
+        if config.dataset is not None:
+            dataset = registry.create(Kind.DATASET, config.dataset.name, config.dataset.params,
+                                      observation_space=observation_space, action_space=action_space)
+            observation_space = observation_space or dataset.observation_space
+            action_space = action_space or dataset.action_space
+        self.network_factory = make_network = NetworkFactory(config, observation_space, registry)
+        reward = registry.create(Kind.REWARD, config.reward.name, config.reward.params, context=RunContext(
+            observation_space, action_space, make_network, derive_seed(config.trainer.seed, 3), self.output_dir,
+        ))
+        envs = TrackedVectorEnv(vector_env, reward.segment_length) if vector_env is not None else None
+        optimizer = registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
+        self._check_data(optimizer, envs, dataset)
+        optimizer.set_budget(Budget(config.trainer.total_steps, config.trainer.budget_unit))
+        optimizer.setup(Pipeline(make_network, env_seed, observation_space, action_space, envs, reward, dataset))
+        return envs, reward, optimizer
 
-        def make_network() -> MultimodalNetwork:
-            network = build_network(config, envs.single_observation_space, self.registry)
-            self._networks.append(network)
-            return network
-
-        optimizer = self.registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
-        optimizer.set_total_steps(config.trainer.total_steps)
-        optimizer.setup(Pipeline(envs=envs, make_network=make_network, seed=env_seed))
-        return envs, reward_source, optimizer
+    def _check_data(self, optimizer: RLOptimizer, envs: TrackedVectorEnv | None, dataset: Any) -> None:
+        name, unit = self.config.optimizer.name, self.config.trainer.budget_unit
+        if optimizer.learns_from == "env" and envs is None:
+            raise PolyfuseError(f"env: optimizer {name!r} learns by stepping an environment; add env: {{id: ...}}")
+        if optimizer.learns_from == "dataset":
+            if dataset is None:
+                raise PolyfuseError(
+                    f"dataset: optimizer {name!r} learns from a dataset; add dataset: {{name: preferences, "
+                    "params: {path: ...}}"
+                )
+            if unit == "env_steps":
+                raise PolyfuseError(
+                    f"trainer.budget_unit: optimizer {name!r} learns from a dataset and takes no environment "
+                    "steps; set budget_unit: gradient_steps (or samples)"
+                )
 
     def _warm_start(self, optimizer: RLOptimizer, log: MetricsLog) -> None:
         warm = self.config.trainer.warm_start
         if warm is None:
             return
+        if self.config.env is None:
+            raise PolyfuseError("trainer.warm_start: behaviour cloning follows the environment's expert; "
+                                "add env: {id: ...} or remove trainer.warm_start")
         seed = derive_seed(self.config.trainer.seed, 2)
         batch, labels = collect_demonstrations(self.config.env, warm.episodes, seed)
         metrics = behaviour_cloning(optimizer, batch, labels, warm, seed)
@@ -244,8 +299,10 @@ class Trainer:
     # -- evaluation, checkpoints, records ---------------------------------------------------------
 
     def _evaluate(
-        self, optimizer: RLOptimizer, evaluator: Evaluator, state: RunState, log: MetricsLog
+        self, optimizer: RLOptimizer, evaluator: Evaluator | None, state: RunState, log: MetricsLog
     ) -> None:
+        if evaluator is None:  # no environment: nothing held out to evaluate on
+            return
         metrics = evaluator.evaluate(lambda observations: optimizer.act(observations, deterministic=True))
         state.last_eval, state.last_eval_step = metrics, state.steps
         log.write({"kind": "eval", "step": state.steps, "time_s": round(self._wall_time(), 3), **metrics})
@@ -254,7 +311,7 @@ class Trainer:
         """Seconds this run has taken so far, over all its sessions (resumes)."""
         return self._earlier_sessions_s + time.monotonic() - self._session_start
 
-    def _save(self, optimizer: RLOptimizer, reward_source: RewardSource, state: RunState) -> None:
+    def _save(self, optimizer: RLOptimizer, reward: RewardSource, state: RunState) -> None:
         state.wall_time_s = self._wall_time()
         trainer_state = state.to_dict()
         save_checkpoint(self.output_dir, {
@@ -262,25 +319,26 @@ class Trainer:
             "trainer": trainer_state,
             "rng": rng_state(),
             "optimizer": optimizer.state_dict(),
-            "reward": reward_source.state_dict(),
+            "reward": reward.state_dict(),
         })
 
-    def _train_record(self, state: RunState, interval: _Interval) -> dict[str, Any]:
+    def _train_record(self, state: RunState, interval: _Interval, progress: Any) -> dict[str, Any]:
         return {
             "kind": "train",
             "step": state.steps,
             "time_s": round(self._wall_time(), 3),
             "steps_per_second": round(interval.steps_per_second(state.steps), 1),
+            **progress.as_dict(),
             "episodes": state.episodes,
             **state.train_metrics(),
-            **{f"optimizer/{k}": json_number(v) for k, v in interval.means().items()},
+            **{k: json_number(v) for k, v in interval.means().items()},
             **{f"cache/{k}": v for k, v in self._cache_stats().items()},
         }
 
     def _cache_stats(self) -> dict[str, float]:
         """Feature-cache counters summed over the networks built (for those that have a cache)."""
         totals: dict[str, float] = {}
-        for network in self._networks:
+        for network in self.network_factory.networks if self.network_factory else []:
             stats = network.cache_stats() if hasattr(network, "cache_stats") else {}
             for key, value in stats.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -308,7 +366,9 @@ class Trainer:
             "env_time_s": round(state.env_time_s, 2),
             "eval": {key.removeprefix("eval/"): value for key, value in (state.last_eval or {}).items()},
             "train": {key.removeprefix("train/"): value for key, value in state.train_metrics().items()},
-            "env": self.config.env.id,
+            "env": self.config.env.id if self.config.env else None,
+            "dataset": self.config.dataset.name if self.config.dataset else None,
+            "budget_unit": self.config.trainer.budget_unit,
             "optimizer": self.config.optimizer.name,
             "seed": self.config.trainer.seed,
             "paths": self._paths(plot),
@@ -326,7 +386,8 @@ class Trainer:
     def _title(self) -> str:
         modalities = ", ".join(f"{m}: {c.encoder.name}" for m, c in self.config.modalities.items())
         config = self.config
-        return f"{config.env.id} | {modalities} | {config.fuser.name} | {config.optimizer.name}"
+        data = config.env.id if config.env else f"dataset {config.dataset.name if config.dataset else ''}"
+        return f"{data} | {modalities} | {config.fuser.name} | {config.optimizer.name}"
 
     # -- output folder and signals ------------------------------------------------------------------
 
@@ -407,9 +468,10 @@ class _Interval:
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
 
-    def add(self, metrics: dict[str, float]) -> None:
-        self.iterations += 1
-        for key, value in metrics.items():
+    def add(self, metrics: dict[str, float], prefix: str) -> None:
+        """Record one iteration's metrics (``prefix`` is ``optimizer/`` or ``reward/``)."""
+        self.iterations += prefix == "optimizer/"
+        for key, value in ((prefix + k, v) for k, v in metrics.items()):
             self._sums[key] = self._sums.get(key, 0.0) + float(value)
             self._counts[key] = self._counts.get(key, 0) + 1
 
