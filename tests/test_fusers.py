@@ -15,6 +15,7 @@ import torch
 from polyfuse import Kind
 from polyfuse.builtins.fusers import register_fusers
 from polyfuse.components import Component, make_component
+from polyfuse.contracts import check_fuser
 from polyfuse.fusion import Fuser
 
 torch.set_num_threads(1)
@@ -87,125 +88,50 @@ def gappy_mask(input_dims: dict[str, int]) -> dict[str, torch.Tensor]:
 
 
 def test_all_builtin_fusers_are_registered_with_descriptions() -> None:
-    assert set(FUSERS) == EXPECTED_NAMES
+    assert set(FUSERS) == EXPECTED_NAMES == {name for name, _, _ in VARIANTS}
     for component in FUSERS.values():
         assert component.description
         assert issubclass(component.config, pydantic.BaseModel)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
-def test_default_config_builds(name: str) -> None:
-    fuser = build(name, {}, LAYOUTS[3])
-    out = fuser(random_features(LAYOUTS[3]))
-    assert out.shape == (BATCH, fuser.output_dim)
+CONTRACT_CASES = [(name, {}) for name in sorted(EXPECTED_NAMES)] + [(name, p) for name, p, _ in VARIANTS]
+CONTRACT_IDS = [f"{name}-defaults" for name in sorted(EXPECTED_NAMES)] + VARIANT_IDS
 
 
-@pytest.mark.parametrize("n_modalities", [1, 2, 3])
-@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
-def test_output_shape(name: str, params: dict[str, Any], expected_dim: int | None, n_modalities: int) -> None:
-    dims = LAYOUTS[n_modalities]
-    expected = sum(dims.values()) if expected_dim is None else expected_dim
-    fuser = build(name, params, dims)
-    assert fuser.output_dim == expected
-    out = fuser(random_features(dims))
-    assert out.shape == (BATCH, expected)
-    assert torch.isfinite(out).all()
-
-
-@pytest.mark.parametrize("n_modalities", [1, 2, 3])
-@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
-def test_every_parameter_gets_gradient(
-    name: str, params: dict[str, Any], expected_dim: int | None, n_modalities: int
-) -> None:
-    """Case A (all modalities present) must reach every parameter except concat's placeholders,
-    which by design only stand in for missing features; case B (``gappy_mask``: every modality
-    missing for some samples, present for others) must reach every parameter, placeholders included."""
-    dims = LAYOUTS[n_modalities]
-    fuser = build(name, params, dims)
-    features = random_features(dims)
-    target = torch.randn(BATCH, fuser.output_dim, generator=torch.Generator().manual_seed(2))
-
-    def grads(present: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor | None]:
-        fuser.zero_grad(set_to_none=True)
-        fused = fuser(features, present)
-        if fused.requires_grad:  # a plain concatenation of complete inputs records no graph at all
-            (fused * target).sum().backward()
-        return {n: p.grad for n, p in fuser.named_parameters()}
-
-    assert list(fuser.named_parameters()), "a fuser with nothing to learn"
-    placeholders = {n for n, _ in fuser.named_parameters() if n.startswith("placeholders.")}
-    assert bool(placeholders) == (name == "concat")
-
-    for param_name, grad in grads(None).items():  # case A
-        if param_name in placeholders:
-            assert grad is None or not grad.any(), f"{param_name} changed although nothing is missing"
-        else:
-            assert grad is not None and grad.abs().sum() > 0, f"{param_name} gets no gradient"
-    for param_name, grad in grads(gappy_mask(dims)).items():  # case B
-        assert grad is not None and grad.abs().sum() > 0, f"{param_name} gets no gradient with gaps"
-        assert torch.isfinite(grad).all()
-
-
-@pytest.mark.parametrize("garbage", ["noise", "nan"])
-@pytest.mark.parametrize("n_modalities", [1, 2, 3])
-@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
-def test_masked_features_do_not_leak(
-    name: str, params: dict[str, Any], expected_dim: int | None, n_modalities: int, garbage: str
-) -> None:
-    """A sample's output must not depend on the features of a modality masked out for it."""
-    dims = LAYOUTS[n_modalities]
-    fuser = build(name, params, dims)
-    features = {m: x.requires_grad_() for m, x in random_features(dims).items()}
-    present = gappy_mask(dims)
-    reference = fuser(features, present)
-
-    changed = {}
-    for modality, x in features.items():
-        missing = ~present[modality][:, None]
-        fill = torch.full_like(x, float("nan")) if garbage == "nan" else 100 * torch.randn_like(x)
-        changed[modality] = torch.where(missing, fill, x.detach()).requires_grad_()
-    out = fuser(changed, present)
-
-    torch.testing.assert_close(out, reference)
-    assert torch.isfinite(out).all()
-    out.sum().backward()
-    for modality, x in changed.items():
-        assert x.grad is not None and torch.isfinite(x.grad).all()
-        assert not x.grad[~present[modality]].any(), f"gradient reaches masked {modality!r} features"
-    for param_name, param in fuser.named_parameters():
-        assert param.grad is None or torch.isfinite(param.grad).all(), f"garbage reaches {param_name}.grad"
+@pytest.mark.parametrize(("name", "params"), CONTRACT_CASES, ids=CONTRACT_IDS)
+def test_follows_the_fuser_contract(name: str, params: dict[str, Any]) -> None:
+    check_fuser(lambda dims: FUSERS[name].build(params, input_dims=dims))
 
 
 @pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
-def test_absent_modality_equals_all_false_mask(
-    name: str, params: dict[str, Any], expected_dim: int | None
-) -> None:
+def test_output_dim_follows_the_params(name: str, params: dict[str, Any], expected_dim: int | None) -> None:
     dims = LAYOUTS[3]
-    fuser = build(name, params, dims)
-    features = random_features(dims)
-    masked = fuser(features, {"audio": torch.zeros(BATCH, dtype=torch.bool)})
-    absent = fuser({m: x for m, x in features.items() if m != "audio"})
-    torch.testing.assert_close(absent, masked)
-    assert absent.shape == (BATCH, fuser.output_dim)
-    # And a present modality does matter, so the check above is not vacuous.
-    assert not torch.allclose(fuser(features), absent)
+    expected = sum(dims.values()) if expected_dim is None else expected_dim
+    assert build(name, params, dims).output_dim == expected
 
 
-@pytest.mark.parametrize(("name", "params", "expected_dim"), VARIANTS, ids=VARIANT_IDS)
-def test_bad_inputs_raise_helpful_errors(name: str, params: dict[str, Any], expected_dim: int | None) -> None:
-    dims = LAYOUTS[2]
-    fuser = build(name, params, dims)
-    features = random_features(dims)
+def test_concat_placeholders_learn_only_from_gaps() -> None:
+    fuser = build("concat", {"output_dim": 16}, LAYOUTS[3])
+    features = random_features(LAYOUTS[3])
+    fuser(features).sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in fuser.placeholders)
+    fuser(features, gappy_mask(LAYOUTS[3])).sum().backward()
+    assert all(p.grad is not None and p.grad.any() for p in fuser.placeholders)
+
+
+def test_batch_layout_errors_name_the_modality_and_the_fix() -> None:
+    fuser = Fuser(LAYOUTS[2], output_dim=1)
+    features = random_features(LAYOUTS[2])
     with pytest.raises(ValueError, match=r"'image'.*expected features of shape \(6, 7\), got \(6, 4\)"):
-        fuser({**features, "image": torch.randn(BATCH, 4)})
+        fuser.batch_layout({**features, "image": torch.randn(BATCH, 4)}, None)
     with pytest.raises(ValueError, match=r"expected features of shape"):
-        fuser({**features, "text": torch.randn(BATCH, 5, 1)})
+        fuser.batch_layout({**features, "text": torch.randn(BATCH, 5, 1)}, None)
     with pytest.raises(ValueError, match=r"unknown modalities \['depth'\].*built for \['image', 'text'\]"):
-        fuser({**features, "depth": torch.randn(BATCH, 3)})
+        fuser.batch_layout({**features, "depth": torch.randn(BATCH, 3)}, None)
     with pytest.raises(ValueError, match=r"presence mask of 'text' must have shape \(6,\)"):
-        fuser(features, {"text": torch.ones(BATCH, 1, dtype=torch.bool)})
+        fuser.batch_layout(features, {"text": torch.ones(BATCH, 1, dtype=torch.bool)})
     with pytest.raises(ValueError, match="no modality given"):
-        fuser({})
+        fuser.batch_layout({}, None)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))

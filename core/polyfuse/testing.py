@@ -7,6 +7,11 @@ installing anything::
         registry = make_registry(my_plugin_module)
         fuser = registry.create("fusers", "max-pool", {}, input_dims={"a": 4})
 
+A fuser's or encoder's tests check its whole contract in one line with
+:func:`check_fuser` and :func:`check_encoder` (from :mod:`polyfuse.contracts`)::
+
+    check_fuser(lambda dims: MaxPoolFuser(dims, hidden_dim=8))
+
 An RL optimizer's tests train on small environments of their own through
 :func:`snapshot_vector_env` and :func:`pipeline_for`, and check resuming with
 :meth:`SnapshotVectorEnv.snapshot`.
@@ -20,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from polyfuse.contracts import check_encoder, check_fuser  # noqa: F401 - re-exported
 from polyfuse.plugins import PluginSource, entry_point_sources
 from polyfuse.registry import Registry
 

@@ -1,6 +1,8 @@
 import torch
 
 import polyfuse_maxpool.plugin
+from polyfuse.testing import check_fuser
+from polyfuse_maxpool.fuser import MaxPoolFuser
 
 
 def test_max_pool_through_the_registry(make_registry):
@@ -10,10 +12,5 @@ def test_max_pool_through_the_registry(make_registry):
     assert out.shape == (3, fuser.output_dim) == (3, 8)
 
 
-def test_missing_modality_is_ignored(make_registry):
-    registry = make_registry(polyfuse_maxpool.plugin, installed=False)
-    fuser = registry.create("fusers", "max-pool", {}, input_dims={"image": 4, "text": 6})
-    image = torch.randn(2, 4)
-    only_image = fuser({"image": image})
-    masked = fuser({"image": image, "text": torch.randn(2, 6)}, {"text": torch.tensor([False, False])})
-    assert torch.equal(only_image, masked)
+def test_max_pool_follows_the_fuser_contract():
+    check_fuser(lambda dims: MaxPoolFuser(dims, hidden_dim=8))
