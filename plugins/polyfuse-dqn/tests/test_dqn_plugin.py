@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from pydantic import ValidationError
-
 import polyfuse_dqn.plugin
+import pytest
 from polyfuse.training import RLOptimizer
 from polyfuse_dqn.plugin import DQNConfig
+from pydantic import ValidationError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

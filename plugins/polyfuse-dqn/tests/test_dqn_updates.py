@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
+from polyfuse.rl.replay import Transitions
 from polyfuse_dqn.dqn import DQN
 from polyfuse_dqn.plugin import DQNConfig
-from polyfuse_dqn.replay import Transitions
 from polyfuse_dqn.updates import linear_schedule, td_targets, update_target
+from torch import nn
 
 NEXT_Q_ONLINE = torch.tensor([[1.0, 5.0, 2.0], [3.0, 0.0, 1.0]])
 NEXT_Q_TARGET = torch.tensor([[10.0, 4.0, 7.0], [2.0, 9.0, 6.0]])
@@ -42,7 +41,6 @@ class FixedQ(nn.Module):
 @pytest.mark.parametrize(("double", "expected"), [(False, [6.0, 2.25, 7.0]), (True, [3.0, 0.5, 7.0])])
 def test_the_optimizer_wires_double_dqn_and_discounts(double: bool, expected: list[float]) -> None:
     dqn = DQN(DQNConfig(double_dqn=double, gamma=0.5))
-    dqn.device = torch.device("cpu")
     dqn.q_network = FixedQ(torch.cat([NEXT_Q_ONLINE, torch.zeros(1, 3)]))
     dqn.target_network = FixedQ(torch.cat([NEXT_Q_TARGET, torch.full((1, 3), 50.0)]))
     batch = Transitions(
@@ -51,6 +49,7 @@ def test_the_optimizer_wires_double_dqn_and_discounts(double: bool, expected: li
         rewards=np.array([1.0, 0.0, 7.0], dtype=np.float32),
         next_observations={"id": np.array([0, 1, 2])},
         terminated=np.array([False, False, True]),  # the third is terminal: its 50s must not count
+        truncated=np.array([False, False, False]),
         horizons=np.array([1, 2, 1]),  # gamma ** horizon = 0.5, 0.25
     )
     assert dqn._targets(batch).tolist() == expected
@@ -68,7 +67,6 @@ class CountingQ(FixedQ):
 
 def test_terminal_transitions_skip_the_next_state_networks() -> None:
     dqn = DQN(DQNConfig(double_dqn=True, gamma=0.5))
-    dqn.device = torch.device("cpu")
     dqn.q_network = CountingQ(torch.cat([NEXT_Q_ONLINE, torch.zeros(1, 3)]))
     dqn.target_network = CountingQ(torch.cat([NEXT_Q_TARGET, torch.full((1, 3), 50.0)]))
     batch = Transitions(
@@ -77,12 +75,13 @@ def test_terminal_transitions_skip_the_next_state_networks() -> None:
         rewards=np.array([7.0, 1.0, 0.0], dtype=np.float32),
         next_observations={"id": np.array([2, 0, 1]), "text": ("x", "y", "z")},
         terminated=np.array([True, False, False]),
+        truncated=np.array([False, False, False]),
         horizons=np.array([1, 1, 2]),
     )
     assert dqn._targets(batch).tolist() == [7.0, 3.0, 0.5], "the same targets as evaluating every row"
     assert dqn.target_network.batch_sizes == dqn.q_network.batch_sizes == [2], "the terminal row is left out"
     ended = Transitions(batch.observations, batch.actions, batch.rewards, batch.next_observations,
-                        np.array([True, True, True]), batch.horizons)
+                        np.array([True, True, True]), batch.truncated, batch.horizons)
     assert dqn._targets(ended).tolist() == [7.0, 1.0, 0.0]
     assert dqn.target_network.batch_sizes == [2], "nothing bootstraps: no network runs"
 
@@ -132,7 +131,7 @@ def test_hard_updates_happen_every_interval(make_pipeline) -> None:
         target, online = parameters(dqn.target_network), parameters(dqn.q_network)
         changed = not all(torch.equal(a, b) for a, b in zip(target, initial))
         assert changed == expected_changed
-        if dqn.num_updates % 3 == 0:
+        if dqn.gradient_steps % 3 == 0:
             assert all(torch.equal(a, b) for a, b in zip(target, online))
             initial = target
         else:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.nn import functional as F
-
-from polyfuse_ppo import functional as PF
+from polyfuse.rl.distributions import kl_divergence
 from polyfuse_ppo.plugin import PPOConfig
 from polyfuse_ppo.ppo import PPO
+from torch.nn import functional as F
 
 SMALL = dict(n_steps=8, n_epochs=4, batch_size=16, learning_rate=3e-3, ent_coef=0.0, hidden_sizes=[16])
 
@@ -64,7 +63,7 @@ def kl_from_start_after_training(make_pipeline: Any, kl_coef: float, iterations:
     start = ppo.action_logits(observations).detach()
     metrics = [ppo.iterate() for _ in range(iterations)]
     end = ppo.action_logits(observations).detach()
-    drift = PF.kl_divergence(end, start, (2,)).mean().item()
+    drift = kl_divergence(end, start, (2,)).mean().item()
     success = sum(e.success for e in ppo.envs.pop_episodes()[-64:]) / 64
     if kl_coef > 0:
         assert abs(metrics[-1]["kl_to_reference"] - drift) < 0.5  # what it reports is that drift, on rollouts

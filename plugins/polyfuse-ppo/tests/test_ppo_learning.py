@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from polyfuse_ppo.plugin import PPOConfig
 from polyfuse_ppo.ppo import PPO
 

@@ -1,17 +1,13 @@
-"""The optimizer's behaviour around the update: schedules, early stop, acting, rollouts and refusals."""
+"""The optimizer's behaviour around the update: metrics, early stop, clipping, acting, rewards and refusals."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-import pytest
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
-
-import polyfuse_ppo.ppo as ppo_module
-from polyfuse.errors import PolyfuseError
+from polyfuse.rl.testing import ScriptedReward
+from polyfuse.training import Progress
 from polyfuse_ppo.plugin import PPOConfig
 from polyfuse_ppo.ppo import PPO
 
@@ -32,31 +28,8 @@ def test_iterate_reports_the_documented_metrics_as_floats(make_pipeline: Any) ->
     assert set(metrics) == METRICS
     assert all(isinstance(value, float) for value in metrics.values())
     assert metrics["gradient_steps"] == 8.0 and metrics["early_stopped"] == 0.0
-    assert ppo.num_timesteps == 8 * 4 and ppo.envs.total_steps == 8 * 4
+    assert ppo.progress == Progress(env_steps=8 * 4, gradient_steps=8, samples=2 * 8 * 4)
     assert set(build(make_pipeline("chain"), kl_coef=0.1).iterate()) == METRICS | {"kl_to_reference"}
-
-
-def test_linear_schedule_anneals_to_zero_over_total_steps(make_pipeline: Any) -> None:
-    ppo = build(make_pipeline(), lr_schedule="linear", total_steps=4 * 32, learning_rate=0.01)  # 4 iterations
-    rates = [ppo.iterate()["learning_rate"] for _ in range(5)]
-    assert rates == pytest.approx([0.01, 0.0075, 0.005, 0.0025, 0.0])
-    assert ppo.adam.param_groups[0]["lr"] == 0.0
-
-
-def test_linear_schedule_takes_the_budget_from_the_trainer_when_not_configured(make_pipeline: Any) -> None:
-    ppo = build(make_pipeline(), lr_schedule="linear", learning_rate=0.01)
-    with pytest.raises(PolyfuseError, match="total_steps"):
-        ppo.iterate()
-    ppo.set_total_steps(64)
-    assert [ppo.iterate()["learning_rate"] for _ in range(2)] == pytest.approx([0.01, 0.005])
-    configured = build(make_pipeline(), lr_schedule="linear", learning_rate=0.01, total_steps=128)
-    configured.set_total_steps(64)  # the config's explicit budget wins
-    assert configured.current_learning_rate() == 0.01 and configured.total_steps == 128
-
-
-def test_constant_schedule_keeps_the_rate(make_pipeline: Any) -> None:
-    ppo = build(make_pipeline(), learning_rate=0.02)
-    assert [ppo.iterate()["learning_rate"] for _ in range(3)] == [0.02] * 3
 
 
 def test_target_kl_stops_the_epochs_early(make_pipeline: Any) -> None:
@@ -64,6 +37,8 @@ def test_target_kl_stops_the_epochs_early(make_pipeline: Any) -> None:
     metrics = ppo.iterate()
     assert metrics["early_stopped"] == 1.0
     assert metrics["gradient_steps"] < 10 * 4
+    # the minibatch that stopped the epochs made no step: progress counts the steps made
+    assert ppo.progress.gradient_steps == metrics["gradient_steps"] and ppo.progress.samples == 16 * ppo.gradient_steps
     relaxed = build(make_pipeline(num_envs=8), target_kl=10.0, n_epochs=10, learning_rate=0.05, batch_size=16).iterate()
     assert relaxed["early_stopped"] == 0.0 and relaxed["gradient_steps"] == 40.0
 
@@ -82,35 +57,6 @@ def test_every_gradient_step_is_clipped_to_max_grad_norm(make_pipeline: Any, mon
     build(make_pipeline(), max_grad_norm=1e-3).iterate()
     assert len(norms) == 8
     assert max(norms) <= 1e-3 * 1.0001
-
-
-def test_truncated_steps_bootstrap_from_the_final_observation(make_pipeline: Any, monkeypatch: Any) -> None:
-    captured: dict[str, Any] = {}
-    finals: list[dict[str, Any]] = []
-    compute_gae, stack = ppo_module.PF.compute_gae, ppo_module.stack
-
-    def capture_gae(*args: Any) -> Any:
-        captured["args"] = args  # the rollout is over, the update not begun: values are the rollout's
-        with torch.no_grad():
-            captured["expected"] = [captured["ppo"].model.value(final) for final in finals]
-        return compute_gae(*args)
-
-    def capture_stack(samples: Any) -> Any:
-        finals.append(stack(samples))
-        return finals[-1]
-
-    monkeypatch.setattr(ppo_module.PF, "compute_gae", capture_gae)
-    monkeypatch.setattr(ppo_module, "stack", capture_stack)
-    ppo = captured["ppo"] = build(make_pipeline("chain", max_steps=1), n_steps=3)  # all truncated at once
-    ppo.iterate()
-    rewards, values, terminated, truncated, last_values, final_values = captured["args"][:6]
-    assert truncated.all() and not terminated.any()
-    assert len(finals) == 3
-    for t in range(3):
-        # The final observation (position after the press), not the reset one that follows it.
-        torch.testing.assert_close(final_values[t], captured["expected"][t])
-    moved = np.concatenate([f["vector"][:, 1] for f in finals])
-    assert moved.any()  # some presses were right: their final obs are at position 1, resets are at 0
 
 
 def test_sampled_actions_do_not_change_the_training_run(make_pipeline: Any) -> None:
@@ -164,17 +110,12 @@ def test_minibatches_of_batch_size_cover_the_rollout(make_pipeline: Any) -> None
     assert build(make_pipeline(), n_steps=3, batch_size=1000, n_epochs=2).iterate()["gradient_steps"] == 2
 
 
-def test_refuses_what_it_cannot_train(make_pipeline: Any, helpers: Any) -> None:
-    class BoxActions(helpers.WordBandit):
-        def __init__(self) -> None:
-            super().__init__()
-            self.action_space = gym.spaces.Box(-1, 1, (2,))
-
-    box = SyncVectorEnv([BoxActions], autoreset_mode=AutoresetMode.SAME_STEP)
-    with pytest.raises(PolyfuseError, match="Discrete and MultiDiscrete"):
-        build(helpers.pipeline_for(box))
-    next_step = SyncVectorEnv([helpers.WordBandit], autoreset_mode=AutoresetMode.NEXT_STEP)
-    with pytest.raises(PolyfuseError, match="SAME_STEP"):
-        build(helpers.pipeline_for(next_step))
-    with pytest.raises(RuntimeError, match="setup"):
-        PPO(PPOConfig()).iterate()
+def test_learns_from_the_reward_source_scoring_each_rollout_once(make_pipeline: Any) -> None:
+    """The reward source pays for the action the environment does not reward: PPO learns that one."""
+    reward = ScriptedReward(lambda batch: 1.0 - batch.env_rewards)
+    ppo = build(make_pipeline(num_envs=8, reward=reward), n_epochs=4, batch_size=32, learning_rate=3e-3, ent_coef=0.0)
+    for iteration in range(15):
+        ppo.iterate()
+        assert len(reward.batches) == iteration + 1 and len(reward.batches[-1]) == 8 * 8
+    observations = {"vector": np.zeros((2, 4), np.float32), "text": ("go left", "go right")}
+    assert ppo.act(observations).tolist() == [1, 0]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-from pydantic import ValidationError
-
 import polyfuse_ppo.plugin
+import pytest
 from polyfuse.catalogue import load_catalogue
 from polyfuse.components import Kind
 from polyfuse.registry import Registry, default_registry
 from polyfuse_ppo.plugin import PPOConfig
+from pydantic import ValidationError
 
 
 def test_plugin_registers_ppo(make_registry) -> None:  # type: ignore[no-untyped-def]
@@ -56,7 +55,7 @@ def test_registration_imports_no_torch() -> None:
 def test_defaults() -> None:
     config = PPOConfig()
     assert config.model_dump() == {
-        "learning_rate": 1e-3, "lr_schedule": "constant", "total_steps": None, "n_steps": 64, "n_epochs": 4,
+        "learning_rate": 1e-3, "lr_schedule": "constant", "n_steps": 64, "n_epochs": 4,
         "batch_size": 64, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "clip_range_vf": None,
         "normalize_advantage": True, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5, "target_kl": None,
         "kl_coef": 0.0, "shared_trunk": True, "hidden_sizes": [64], "activation": "tanh", "ortho_init": True,
@@ -82,13 +81,9 @@ def test_every_field_is_documented() -> None:
         {"hidden_sizes": [0]},
         {"lr_schedule": "cosine"},
         {"target_kl": 0},
+        {"total_steps": 20_000},  # the run's budget comes from the trainer (set_budget), not a param
     ],
 )
 def test_invalid_params_are_refused(params: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValidationError):
         PPOConfig.model_validate(params)
-
-
-def test_linear_schedule_with_budget_is_valid() -> None:
-    config = PPOConfig.model_validate({"lr_schedule": "linear", "total_steps": 20_000})
-    assert config.total_steps == 20_000

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from polyfuse.errors import PolyfuseError
+from polyfuse.training import Budget
 from polyfuse.training.checkpoint import load_checkpoint, save_checkpoint
 from polyfuse_ppo.plugin import PPOConfig
 from polyfuse_ppo.ppo import PPO
@@ -34,6 +34,7 @@ def assert_same_parameters(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor
 
 def run(pipeline: Any, iterations: int, **params: Any) -> tuple[PPO, list[dict[str, float]]]:
     ppo = PPO(PPOConfig(**{**SMALL, **params}))
+    ppo.set_budget(Budget(400))
     ppo.setup(pipeline)
     return ppo, [ppo.iterate() for _ in range(iterations)]
 
@@ -41,7 +42,7 @@ def run(pipeline: Any, iterations: int, **params: Any) -> tuple[PPO, list[dict[s
 @pytest.mark.parametrize(
     "params",
     [
-        dict(kl_coef=0.5, lr_schedule="linear", total_steps=400, clip_range_vf=0.2),
+        dict(kl_coef=0.5, lr_schedule="linear", clip_range_vf=0.2),
         dict(shared_trunk=False, target_kl=0.05),
     ],
     ids=["kl-linear-vfclip", "separate-trunks-targetkl"],
@@ -59,6 +60,7 @@ def test_resuming_from_a_checkpoint_gives_the_same_next_updates(
 
     # A new process: another pipeline seed (the trainer derives one on resume), then the checkpoint.
     resumed = PPO(PPOConfig(**{**SMALL, **params}))
+    resumed.set_budget(Budget(400))
     resumed.setup(helpers.pipeline_for(paused_envs, seed=999))
     resumed.load_state_dict(load_checkpoint(tmp_path / "checkpoint")["optimizer"])
     after_resume = [resumed.iterate() for _ in range(2)]
@@ -66,8 +68,8 @@ def test_resuming_from_a_checkpoint_gives_the_same_next_updates(
     for a, b in zip(continued, after_resume):
         assert same_metrics(a, b), (a, b)
     assert_same_parameters(expected_parameters, parameters(resumed))
-    assert resumed.num_iterations == original.num_iterations == 4
-    assert resumed.num_timesteps == original.num_timesteps
+    assert resumed.iterations == original.iterations == 4
+    assert resumed.progress == original.progress
     if params.get("kl_coef"):
         assert "kl_to_reference" in after_resume[0]
         assert_same_parameters(original.reference.state_dict(), resumed.reference.state_dict())
@@ -121,8 +123,9 @@ def test_the_seed_not_the_global_generator_decides(make_pipeline: Any) -> None:
 def test_state_dict_holds_only_checkpointable_values(make_pipeline: Any) -> None:
     ppo, _ = run(make_pipeline(), 1, kl_coef=0.1)
     state = ppo.state_dict()
-    assert set(state) >= {"model", "optimizer", "reference", "counters", "rng", "format", "observations"}
-    assert state["counters"] == {"num_timesteps": 32, "num_updates": 8, "num_iterations": 1}
+    assert set(state) == {"model", "optimizer", "reference", "counters", "rng", "format", "config"}
+    assert state["counters"] == {"env_steps": 32, "gradient_steps": 8, "samples": 64, "iterations": 1}
+    assert set(state["rng"]) == {"rollout", "shuffle", "act"}
 
     def check(value: Any) -> None:
         if isinstance(value, dict):

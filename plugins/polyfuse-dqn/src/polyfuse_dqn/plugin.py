@@ -9,48 +9,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
+from polyfuse import hookimpl
+from polyfuse.rl.configs import OffPolicyConfig
 from pydantic import Field, model_validator
-
-from polyfuse import ComponentConfig, hookimpl
 
 if TYPE_CHECKING:
     from polyfuse_dqn.dqn import DQN
 
 
-class DQNConfig(ComponentConfig):
-    """Params of the ``dqn`` optimizer.
+class DQNConfig(OffPolicyConfig):
+    """Params of the ``dqn`` optimizer (replay, n-step and loop params from :class:`OffPolicyConfig`).
 
     Step counts (``learning_starts``, ``exploration_steps``) are environment
-    steps summed over the vector envs, like ``trainer.total_steps``.
+    steps summed over the vector envs.
     """
 
     learning_rate: float = Field(5e-4, gt=0, le=1, description="Adam learning rate.")
-    buffer_size: int = Field(
-        50_000, gt=0, description="Replay buffer capacity in transitions; the oldest are overwritten first."
-    )
-    learning_starts: int = Field(
-        1_000, ge=0, description="Environment steps collected (exploring) before the first gradient step."
-    )
-    batch_size: int = Field(
-        64, gt=0, description="Transitions per gradient step, sampled uniformly with replacement."
-    )
-    gamma: float = Field(0.99, ge=0, le=1, description="Discount factor.")
-    n_step: int = Field(
-        1,
-        ge=1,
-        le=100,
-        description="Rewards summed before bootstrapping (n-step returns). An episode end inside the n steps "
-        "cuts the sum: termination stops bootstrapping, truncation bootstraps from the final observation.",
-    )
-    train_frequency: int = Field(
-        1,
-        gt=0,
-        description="Vector-env steps per iterate(); each iterate collects train_frequency * num_envs "
-        "transitions, then makes gradient_steps updates.",
-    )
-    gradient_steps: int = Field(
-        1, gt=0, description="Gradient steps per iterate() once learning has started."
-    )
     target_update_interval: int = Field(
         250,
         gt=0,
@@ -80,11 +54,10 @@ class DQNConfig(ComponentConfig):
     exploration_steps: int | None = Field(
         None,
         gt=0,
-        description="The step budget exploration_fraction refers to. null: the run's step budget "
-        "(trainer.total_steps, which the trainer tells the optimizer), so epsilon reaches epsilon_end at "
-        "exploration_fraction of the run.",
+        description="The environment steps exploration_fraction refers to. null: the run's budget "
+        "(trainer.total_steps) when it counts environment steps, so epsilon reaches epsilon_end at "
+        "exploration_fraction of the run; with another trainer.budget_unit, set it.",
     )
-    max_grad_norm: float = Field(10.0, gt=0, description="Gradients are clipped to this global L2 norm.")
     huber_delta: float = Field(
         1.0, gt=0, description="Huber loss threshold: quadratic below, linear above (1 = smooth L1)."
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,16 +25,6 @@ def td_targets(
         choice = next_q_online.argmax(dim=1, keepdim=True)
         next_values = next_q_target.gather(1, choice).squeeze(1)
     return rewards + discounts * next_values
-
-
-def bootstrap_discounts(terminated: np.ndarray, horizons: np.ndarray, gamma: float) -> np.ndarray:
-    """``gamma ** horizon`` for each transition, 0 where the episode terminated (nothing to bootstrap from).
-
-    A truncated episode (time limit) still bootstraps: its final observation
-    has a future the cut did not take away.
-    """
-    discounts = float(gamma) ** np.asarray(horizons, dtype=np.float64)
-    return np.where(np.asarray(terminated, dtype=bool), 0.0, discounts)
 
 
 @torch.no_grad()

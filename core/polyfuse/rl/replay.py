@@ -16,17 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from polyfuse_dqn.observations import Batch, as_text_array, batch_length, is_text
-from polyfuse_dqn.rng import generator_state, set_generator_state
+from polyfuse.observations import Batch, as_text_array, batch_length, is_text
 
 
 @dataclass
 class Transitions:
     """A batch of (n-step) transitions.
 
-    ``rewards`` are the discounted sums over ``horizons`` steps; the TD target
-    bootstraps with ``gamma ** horizons`` from ``next_observations`` unless
-    ``terminated``.
+    ``actions`` are the environment's (as ``step`` took them). ``rewards``
+    are the discounted sums over ``horizons`` steps; the TD target bootstraps
+    with ``gamma ** horizons`` from ``next_observations`` unless
+    ``terminated``. ``truncated``: the episode was cut (a time limit, or a
+    resume) where the transition ends.
     """
 
     observations: Batch
@@ -34,17 +35,31 @@ class Transitions:
     rewards: np.ndarray
     next_observations: Batch
     terminated: np.ndarray
+    truncated: np.ndarray
     horizons: np.ndarray
 
     def __len__(self) -> int:
         return len(self.actions)
 
+    def bootstrap_discounts(self, gamma: float) -> np.ndarray:
+        """``gamma ** horizon`` for each transition, 0 where the episode terminated (nothing to bootstrap from).
 
-_SCALARS = {"actions": np.int64, "rewards": np.float32, "terminated": np.bool_, "horizons": np.int64}
+        A truncated episode still bootstraps: its final observation has a
+        future the cut did not take away.
+        """
+        discounts = float(gamma) ** np.asarray(self.horizons, dtype=np.float64)
+        return np.where(np.asarray(self.terminated, dtype=bool), 0.0, discounts)
+
+
+_SCALARS = {"rewards": np.float32, "terminated": np.bool_, "truncated": np.bool_, "horizons": np.int64}
 
 
 class ReplayBuffer:
-    """Holds the last ``capacity`` transitions; sampled uniformly with replacement by a seeded Generator."""
+    """Holds the last ``capacity`` transitions; sampled uniformly with replacement by ``rng``.
+
+    The buffer's checkpoint holds its contents, not ``rng``: the generator
+    belongs to (and is checkpointed by) whoever hands it over.
+    """
 
     def __init__(self, capacity: int, rng: np.random.Generator) -> None:
         if capacity <= 0:
@@ -56,14 +71,10 @@ class ReplayBuffer:
         self._text_keys: set[str] = set()
         self._observations: dict[str, np.ndarray] = {}
         self._next_observations: dict[str, np.ndarray] = {}
-        self._scalars: dict[str, np.ndarray] = {}
+        self._columns: dict[str, np.ndarray] = {}  # actions and the scalars
 
     def __len__(self) -> int:
         return self.size
-
-    @property
-    def keys(self) -> list[str]:
-        return list(self._observations)
 
     def add(self, transitions: Transitions) -> None:
         """Append a batch of transitions, overwriting the oldest once full."""
@@ -75,7 +86,7 @@ class ReplayBuffer:
             if batch_length(batch) != count:
                 raise ValueError(f"{name} hold {batch_length(batch)} samples for {count} actions")
         if not self._observations:
-            self._allocate(transitions.observations)
+            self._allocate(transitions)
         elif set(transitions.observations) != set(self._observations):
             raise ValueError(
                 f"observation keys changed from {sorted(self._observations)} "
@@ -91,7 +102,7 @@ class ReplayBuffer:
                     array[rows] = as_text_array(value)[skip:]
                 else:
                     array[rows] = np.asarray(value)[skip:]
-        for name, array in self._scalars.items():
+        for name, array in self._columns.items():
             array[rows] = np.asarray(getattr(transitions, name))[skip:]
         self.position = int((self.position + count - skip) % self.capacity)
         self.size = min(self.capacity, self.size + count - skip)
@@ -106,11 +117,8 @@ class ReplayBuffer:
         """The transitions stored at ``rows`` (copies)."""
         return Transitions(
             observations=self._read(self._observations, rows),
-            actions=self._scalars["actions"][rows],
-            rewards=self._scalars["rewards"][rows],
             next_observations=self._read(self._next_observations, rows),
-            terminated=self._scalars["terminated"][rows],
-            horizons=self._scalars["horizons"][rows],
+            **{name: array[rows] for name, array in self._columns.items()},
         )
 
     def _read(self, stored: Mapping[str, np.ndarray], rows: np.ndarray) -> Batch:
@@ -119,7 +127,8 @@ class ReplayBuffer:
             for key, array in stored.items()
         }
 
-    def _allocate(self, observations: Mapping[str, Any]) -> None:
+    def _allocate(self, transitions: Transitions) -> None:
+        observations = transitions.observations
         self._text_keys = {key for key, value in observations.items() if is_text(value)}
         for key, value in observations.items():
             if key in self._text_keys:
@@ -129,10 +138,12 @@ class ReplayBuffer:
                 value = np.asarray(value)
                 self._observations[key] = np.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype)
                 self._next_observations[key] = np.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype)
-        self._scalars = {name: np.zeros(self.capacity, dtype=dtype) for name, dtype in _SCALARS.items()}
+        actions = np.asarray(transitions.actions)
+        self._columns = {"actions": np.zeros((self.capacity, *actions.shape[1:]), dtype=actions.dtype)}
+        self._columns.update({name: np.zeros(self.capacity, dtype=dtype) for name, dtype in _SCALARS.items()})
 
     def state_dict(self) -> dict[str, Any]:
-        """The filled part of the buffer, its write position and its generator.
+        """The filled part of the buffer and its write position.
 
         Like ``torch.nn.Module.state_dict`` the arrays are views of the
         buffer: save them (or copy them) before adding more transitions.
@@ -145,15 +156,13 @@ class ReplayBuffer:
             "text_keys": sorted(self._text_keys),
             "observations": {key: array[filled] for key, array in self._observations.items()},
             "next_observations": {key: array[filled] for key, array in self._next_observations.items()},
-            **{name: array[filled] for name, array in self._scalars.items()},
-            "rng": generator_state(self.rng),
+            **{name: array[filled] for name, array in self._columns.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a saved buffer; a buffer of another capacity keeps the newest transitions that fit."""
-        set_generator_state(self.rng, state["rng"])
         self.position, self.size = 0, 0
-        self._text_keys, self._observations, self._next_observations, self._scalars = set(), {}, {}, {}
+        self._text_keys, self._observations, self._next_observations, self._columns = set(), {}, {}, {}
         size, capacity, position = int(state["size"]), int(state["capacity"]), int(state["position"])
         if size == 0:
             return
@@ -173,11 +182,8 @@ class ReplayBuffer:
         self.add(
             Transitions(
                 observations=columns(state["observations"]),
-                actions=np.asarray(state["actions"])[order],
-                rewards=np.asarray(state["rewards"])[order],
                 next_observations=columns(state["next_observations"]),
-                terminated=np.asarray(state["terminated"])[order],
-                horizons=np.asarray(state["horizons"])[order],
+                **{name: np.asarray(state[name])[order] for name in ("actions", *_SCALARS)},
             )
         )
         if capacity == self.capacity:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from polyfuse_dqn.nstep import NStepAccumulator
-from polyfuse_dqn.updates import bootstrap_discounts
+from polyfuse.rl.nstep import NStepAccumulator
 
 GAMMA = 0.5
 
@@ -26,7 +24,7 @@ def final(step: int, num_envs: int = 2) -> dict:
 
 
 def rows(transitions) -> list[tuple]:
-    """(step, env, action, reward, next text, terminated, horizon) per transition."""
+    """(step, env, action, reward, next text, terminated, horizon) per transition (truncated: see cut())."""
     if transitions is None:
         return []
     return [
@@ -66,10 +64,25 @@ def test_three_step_returns_with_termination_and_truncation() -> None:
         (3, 1, 13, 8.0, "final s4 e1", False, 1),
     ]
     assert accumulator.pending_count == 0
-    np.testing.assert_allclose(
-        bootstrap_discounts(np.array([r[5] for r in ended]), np.array([r[6] for r in ended]), GAMMA),
-        [0, 0, 0, 0.125, 0.25, 0.5],
-    )
+    closed = accumulator.push(observations(4), np.array([4, 14]), np.zeros(2), no, no, observations(5))
+    assert closed is None  # the new episodes start from scratch
+
+
+def test_transitions_say_whether_the_episode_was_cut_where_they_end() -> None:
+    """Truncated: cut by a time limit (or a resume) where the transition ends; never when it terminated."""
+    accumulator = NStepAccumulator(2, GAMMA, num_envs=2)
+    no = np.array([False, False])
+    assert accumulator.push(observations(0), np.array([0, 10]), np.ones(2), no, no, observations(1)) is None
+    completed = accumulator.push(observations(1), np.array([1, 11]), np.ones(2), no, no, observations(2))
+    assert completed.truncated.tolist() == [False, False]  # full windows inside running episodes
+    ended = accumulator.push(observations(2), np.array([2, 12]), np.ones(2), np.array([True, False]),
+                             np.array([True, True]), final(3))
+    assert ended.terminated.tolist() == [True, True, False, False]
+    assert ended.truncated.tolist() == [False, False, True, True]
+    np.testing.assert_allclose(ended.bootstrap_discounts(GAMMA), [0, 0, 0.25, 0.5])
+    one_step = NStepAccumulator(1, GAMMA, num_envs=2).push(
+        observations(0), np.array([0, 1]), np.ones(2), np.array([True, False]), np.array([True, True]), final(1))
+    assert one_step.truncated.tolist() == [False, True]
 
 
 def test_terminated_and_truncated_together_counts_as_terminated() -> None:

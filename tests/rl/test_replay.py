@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
+from polyfuse.rl.replay import ReplayBuffer, Transitions
+from polyfuse.rl.rng import generator_state, set_generator_state
 from polyfuse.training.checkpoint import load_checkpoint, save_checkpoint
-from polyfuse_dqn.replay import ReplayBuffer, Transitions
 
 
 def transitions(first: int, count: int) -> Transitions:
@@ -30,6 +30,7 @@ def transitions(first: int, count: int) -> Transitions:
         rewards=ids.astype(np.float32) / 10,
         next_observations=next_observations,
         terminated=ids % 2 == 0,
+        truncated=ids % 5 == 1,
         horizons=np.ones(count, dtype=np.int64) + ids % 3,
     )
 
@@ -74,6 +75,7 @@ def test_mixed_modalities_come_back_as_they_went_in() -> None:
     np.testing.assert_allclose(batch.next_observations["vector"][:, 0], [4.5, 1.5, 4.5])
     np.testing.assert_allclose(batch.rewards, [0.4, 0.1, 0.4])
     assert batch.terminated.tolist() == [True, False, True]
+    assert batch.truncated.tolist() == [False, True, False]
     assert batch.horizons.tolist() == [2, 2, 2]
 
 
@@ -97,13 +99,16 @@ def test_sampling_is_determined_by_the_generator() -> None:
 
 
 def test_state_round_trip_through_a_checkpoint_keeps_contents_and_sampling(tmp_path) -> None:
+    """The buffer's state and its generator's (checkpointed by the buffer's owner) restore sampling exactly."""
     buffer = ReplayBuffer(8, np.random.default_rng(3))
     buffer.add(transitions(0, 6))
     buffer.add(transitions(6, 5))  # wrapped: position 3
     buffer.sample(5)
-    save_checkpoint(tmp_path, {"replay": buffer.state_dict()})
+    save_checkpoint(tmp_path, {"replay": buffer.state_dict(), "rng": generator_state(buffer.rng)})
     restored = ReplayBuffer(8, np.random.default_rng(999))
-    restored.load_state_dict(load_checkpoint(tmp_path / "checkpoint")["replay"])
+    saved = load_checkpoint(tmp_path / "checkpoint")
+    restored.load_state_dict(saved["replay"])
+    set_generator_state(restored.rng, saved["rng"])
     assert (restored.position, len(restored)) == (buffer.position, len(buffer)) == (3, 8)
     for expected, got in zip((buffer.sample(16) for _ in range(3)), (restored.sample(16) for _ in range(3))):
         assert got.actions.tolist() == expected.actions.tolist()
@@ -112,6 +117,7 @@ def test_state_round_trip_through_a_checkpoint_keeps_contents_and_sampling(tmp_p
         np.testing.assert_array_equal(got.observations["image"], expected.observations["image"])
         np.testing.assert_array_equal(got.next_observations["vector"], expected.next_observations["vector"])
         np.testing.assert_array_equal(got.terminated, expected.terminated)
+        np.testing.assert_array_equal(got.truncated, expected.truncated)
         np.testing.assert_array_equal(got.horizons, expected.horizons)
     buffer.add(transitions(11, 2))
     restored.add(transitions(11, 2))
@@ -143,3 +149,18 @@ def test_observation_keys_must_not_change() -> None:
     del other.observations["label"], other.next_observations["label"]
     with pytest.raises(ValueError, match="observation keys changed"):
         buffer.add(other)
+
+
+def test_actions_keep_their_shape_and_dtype() -> None:
+    """Multi-dimensional or float actions are stored as given (off-policy learners for any action space)."""
+    batch = transitions(0, 3)
+    batch.actions = np.array([[0.5, -1.0], [0.25, 0.0], [1.0, 1.0]], dtype=np.float32)
+    buffer = ReplayBuffer(4, np.random.default_rng(0))
+    buffer.add(batch)
+    stored = buffer.gather(np.arange(3)).actions
+    assert stored.dtype == np.float32 and stored.tolist() == batch.actions.tolist()
+
+
+def test_bootstrap_discounts_are_gamma_to_the_horizon_unless_terminated() -> None:
+    batch = transitions(0, 4)  # horizons 1, 2, 3, 1; terminated at 0 and 2
+    np.testing.assert_allclose(batch.bootstrap_discounts(0.5), [0.0, 0.25, 0.0, 0.5])

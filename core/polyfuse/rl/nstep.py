@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from polyfuse_dqn.observations import Single, batch_length, select, stack
-from polyfuse_dqn.replay import Transitions
+from polyfuse.observations import Single, batch_length, select, stack
+from polyfuse.rl.replay import Transitions
 
-Pending = tuple[Single, int, float]  # observation, action, reward
-# observation, action, discounted reward, next observation, terminated, horizon
-Row = tuple[Single, int, float, Single, bool, int]
+Pending = tuple[Single, Any, float]  # observation, action, reward
+# observation, action, discounted reward, next observation, terminated, truncated, horizon
+Row = tuple[Single, Any, float, Single, bool, bool, int]
 
 
 class NStepAccumulator:
@@ -49,17 +49,17 @@ class NStepAccumulator:
 
         ``observations`` are those the actions were taken in; ``next_observations``
         the ones after the step, with each finished env's final observation in
-        place of its reset one (``polyfuse.training.api.final_observations``).
+        place of its reset one (``TrackedVectorEnv.next_observations``).
         """
         if batch_length(observations) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} environments, got {batch_length(observations)}")
         if self.n == 1:  # every step completes at once: the whole batch is the transitions
             return _transitions(observations, actions, rewards, next_observations, terminated,
-                                np.ones(self.num_envs))
+                                np.asarray(truncated) & ~np.asarray(terminated), np.ones(self.num_envs))
         rows: list[Row] = []
         for env in range(self.num_envs):
             queue = self._pending[env]
-            queue.append((select(observations, env), int(actions[env]), float(rewards[env])))
+            queue.append((select(observations, env), np.array(actions[env]), float(rewards[env])))
             if terminated[env] or truncated[env]:
                 rows += self._close(queue, select(next_observations, env), terminated=bool(terminated[env]))
             elif len(queue) == self.n:
@@ -69,19 +69,17 @@ class NStepAccumulator:
     def _complete(self, queue: deque[Pending], next_observation: Single) -> Row:
         """The oldest pending step, now with its full n rewards."""
         observation, action, _ = queue[0]
-        row = (observation, action, self._discounted(queue), next_observation, False, len(queue))
+        row = (observation, action, self._discounted(queue), next_observation, False, False, len(queue))
         queue.popleft()
         return row
 
-    def _close(
-        self, queue: deque[Pending], next_observation: Single, terminated: bool
-    ) -> list[Row]:
-        """Every pending step of an episode that just ended, with the rewards up to its end."""
+    def _close(self, queue: deque[Pending], next_observation: Single, terminated: bool) -> list[Row]:
+        """Every pending step of an episode that just ended (cut, unless ``terminated``), with the rewards up to its end."""
         rows = []
         while queue:
             observation, action, _ = queue[0]
             discounted = self._discounted(queue)
-            rows.append((observation, action, discounted, next_observation, terminated, len(queue)))
+            rows.append((observation, action, discounted, next_observation, terminated, not terminated, len(queue)))
             queue.popleft()
         return rows
 
@@ -96,8 +94,9 @@ class NStepAccumulator:
     def _batch(rows: list[Row]) -> Transitions | None:
         if not rows:
             return None
-        observations, actions, rewards, next_observations, terminated, horizons = zip(*rows)
-        return _transitions(stack(observations), actions, rewards, stack(next_observations), terminated, horizons)
+        observations, actions, rewards, next_observations, terminated, truncated, horizons = zip(*rows)
+        return _transitions(stack(observations), actions, rewards, stack(next_observations), terminated, truncated,
+                            horizons)
 
     @property
     def pending_count(self) -> int:
@@ -112,13 +111,11 @@ class NStepAccumulator:
         return {
             "env": np.asarray([env for env, _ in entries], dtype=np.int64),
             "observations": stack([item[0] for _, item in entries]),
-            "actions": np.asarray([item[1] for _, item in entries], dtype=np.int64),
+            "actions": np.asarray([item[1] for _, item in entries]),
             "rewards": np.asarray([item[2] for _, item in entries], dtype=np.float64),
         }
 
-    def close_saved(
-        self, state: Mapping[str, Any], last_observations: Mapping[str, Any]
-    ) -> Transitions | None:
+    def close_saved(self, state: Mapping[str, Any], last_observations: Mapping[str, Any]) -> Transitions | None:
         """Close the pending steps of a saved accumulator as truncated episodes.
 
         A resumed run starts new episodes, so the episodes that were running
@@ -131,7 +128,7 @@ class NStepAccumulator:
         observations = state["observations"]
         queues: dict[int, deque[Pending]] = {}
         for index, env in enumerate(envs.tolist()):
-            item = (select(observations, index), int(state["actions"][index]), float(state["rewards"][index]))
+            item = (select(observations, index), np.array(state["actions"][index]), float(state["rewards"][index]))
             queues.setdefault(env, deque()).append(item)
         rows = []
         for env, queue in queues.items():
@@ -145,14 +142,16 @@ def _transitions(
     rewards: Any,
     next_observations: Mapping[str, Any],
     terminated: Any,
+    truncated: Any,
     horizons: Any,
 ) -> Transitions:
     """Transitions with the replay buffer's dtypes."""
     return Transitions(
         observations=dict(observations),
-        actions=np.asarray(actions, dtype=np.int64),
+        actions=np.asarray(actions),
         rewards=np.asarray(rewards, dtype=np.float32),
         next_observations=dict(next_observations),
         terminated=np.asarray(terminated, dtype=np.bool_),
+        truncated=np.asarray(truncated, dtype=np.bool_),
         horizons=np.asarray(horizons, dtype=np.int64),
     )

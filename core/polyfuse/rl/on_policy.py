@@ -1,0 +1,201 @@
+"""On-policy actor-critics (PPO, A2C): collect a rollout with the current policy, learn from it, discard it.
+
+Each ``iterate`` collects ``n_steps`` steps from every vector env, scores the
+whole rollout with the pipeline's reward source in one call (so a reward
+model that learns is read once per rollout, never stale), computes GAE
+advantages (Schulman et al. 2016) and hands the rollout to the subclass's
+:meth:`OnPolicyAlgorithm._update`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from polyfuse.observations import ObservationColumns, check_dict, copy_batch, stack
+from polyfuse.rewards import RewardBatch
+from polyfuse.rl import distributions
+from polyfuse.rl.advantages import compute_gae
+from polyfuse.rl.base import Algorithm, GeneratorKind
+from polyfuse.rl.configs import OnPolicyConfig
+from polyfuse.rl.distributions import ActionLayout
+from polyfuse.rl.heads import ActorCritic
+from polyfuse.training.api import Pipeline
+
+
+@dataclass
+class Rollout:
+    """One rollout, flattened to ``T * N`` samples (sample ``t * N + i`` is env ``i`` at step ``t``).
+
+    ``actions`` are zero-based indices ``(T*N, D)`` (see
+    :mod:`polyfuse.rl.distributions`); ``rewards`` are the reward source's.
+    """
+
+    observations: ObservationColumns
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.observations.size
+
+
+class OnPolicyAlgorithm(Algorithm):
+    """Rollouts, GAE, an actor-critic (``self.model``) and Adam (``self.adam``); a subclass writes the update.
+
+    A subclass sets ``name`` (and ``state_format``), implements
+    :meth:`_update` (the rollout in, scalar metrics out; each gradient step
+    through :meth:`Algorithm._descend`, which counts progress) and may add
+    state entries and random streams (listing ``rollout`` and ``act`` too,
+    in the order its seeds should be drawn). Its config subclasses
+    :class:`~polyfuse.rl.configs.OnPolicyConfig`.
+
+    The environments are reset without a seed: seed them when building them
+    (``polyfuse.envs.make_vector_env`` does), so that a resumed run, whose
+    environments the trainer seeds anew, plays new episodes.
+    """
+
+    config: OnPolicyConfig
+    random_streams: ClassVar[Mapping[str, GeneratorKind]] = {"rollout": "torch", "act": "torch"}
+
+    def _build(self, pipeline: Pipeline) -> None:
+        config = self.config
+        self.layout = ActionLayout.of(pipeline.action_space, self.name)
+        self.envs = pipeline.envs
+        self.model = ActorCritic(
+            pipeline.make_network,
+            self.layout.num_logits,
+            shared_trunk=config.shared_trunk,
+            hidden_sizes=config.hidden_sizes,
+            activation=config.activation,
+            ortho_init=config.ortho_init,
+        )
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.adam = torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps, fused=True)
+
+    def setup(self, pipeline: Pipeline) -> None:
+        """Build the actor-critic and Adam; reset the environments."""
+        super().setup(pipeline)
+        observations, _ = self.envs.reset()
+        self._observations = check_dict(observations, self.name)
+
+    # --- learning ---------------------------------------------------------------------------------
+
+    def current_learning_rate(self) -> float:
+        """The learning rate of the next iterate: constant, or linear from learning_rate to 0 over the budget."""
+        config = self.config
+        if config.lr_schedule == "constant":
+            return config.learning_rate
+        budget = self._require_budget("lr_schedule 'linear'", "set optimizer.params.lr_schedule: constant")
+        return config.learning_rate * (1.0 - budget.fraction(self.progress))
+
+    def _iterate(self) -> dict[str, float]:
+        """Collect one rollout, then update on it; returns the update's metrics and the learning rate."""
+        learning_rate = self.current_learning_rate()
+        assert self.adam is not None
+        for group in self.adam.param_groups:
+            group["lr"] = learning_rate
+        metrics = self._update(self._collect())
+        metrics["learning_rate"] = learning_rate
+        return metrics
+
+    def _update(self, rollout: Rollout) -> dict[str, float]:
+        """Learn from ``rollout``; returns scalar metrics (losses, entropy, …)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _collect(self) -> Rollout:
+        steps, envs, nvec = self.config.n_steps, self.envs.num_envs, self.layout.nvec
+        shape = (steps, envs)
+        actions = torch.zeros((*shape, len(nvec)), dtype=torch.long)
+        log_probs = torch.zeros(shape)
+        values = torch.zeros(shape)
+        final_values = torch.zeros(shape)
+        env_rewards = np.zeros(shape, dtype=np.float32)
+        terminated = np.zeros(shape, dtype=bool)
+        truncated = np.zeros(shape, dtype=bool)
+        batches: list[Mapping[str, Any]] = []
+        env_actions: list[np.ndarray] = []
+        observations = self._observations
+        for t in range(steps):
+            logits, value = self.model(observations)
+            action = distributions.sample(logits, nvec, self.rng["rollout"])
+            batches.append(copy_batch(observations))
+            actions[t] = action
+            log_probs[t] = distributions.log_prob(logits, action, nvec)
+            values[t] = value
+            env_actions.append(self.layout.to_env(action))
+            observations, env_rewards[t], terminated[t], truncated[t], infos = self.envs.step(env_actions[-1])
+            cut = np.flatnonzero(truncated[t] & ~terminated[t])
+            if cut.size:
+                final = stack([infos["final_obs"][i] for i in cut])
+                final_values[t, torch.as_tensor(cut)] = self.model.value(final)
+        self._observations = observations
+        self.env_steps += steps * envs
+        stored = ObservationColumns.of_batches(batches)
+        rewards = torch.from_numpy(self._score(RewardBatch(
+            stored.all(), np.concatenate(env_actions), env_rewards.reshape(-1), terminated.reshape(-1),
+            truncated.reshape(-1),
+        ))).reshape(shape)
+        advantages, returns = compute_gae(
+            rewards, values, torch.from_numpy(terminated), torch.from_numpy(truncated), self.model.value(observations),
+            final_values, self.config.gamma, self.config.gae_lambda,
+        )
+        return Rollout(
+            stored,
+            actions.reshape(steps * envs, -1),
+            log_probs.reshape(-1),
+            values.reshape(-1),
+            rewards.reshape(-1),
+            advantages.reshape(-1),
+            returns.reshape(-1),
+        )
+
+    # --- acting -----------------------------------------------------------------------------------
+
+    def act(self, observations: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
+        """The most likely actions, or actions sampled from the policy when not ``deterministic``.
+
+        Sampled actions draw from their own generator, so evaluating never
+        changes the training run. Returns ``(B,)`` for a Discrete action
+        space, ``(B, D)`` for MultiDiscrete, in the space's own values.
+        """
+        self._require_setup()
+        with torch.no_grad():
+            logits = self.model.logits(check_dict(observations, self.name))
+        nvec = self.layout.nvec
+        indices = distributions.mode(logits, nvec) if deterministic else \
+            distributions.sample(logits, nvec, self.rng["act"])
+        return self.layout.to_env(indices)
+
+    def action_logits(self, observations: Mapping[str, Any]) -> torch.Tensor:
+        """The policy's logits ``(B, n)``, differentiable; MultiDiscrete: each dimension's side by side."""
+        self._require_setup()
+        return self.model.logits(check_dict(observations, self.name))
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The policy's trainable parameters (trunk + policy head; a separate critic trunk is left out)."""
+        self._require_setup()
+        return [p for p in self.model.policy.parameters() if p.requires_grad]
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Besides :meth:`Algorithm.state_dict`'s: the actor-critic.
+
+        Environment state is not saved: a resumed run starts from the
+        observations of the environments it is set up with.
+        """
+        return {**super().state_dict(), "model": self.model.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.model.load_state_dict(state["model"])

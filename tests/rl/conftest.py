@@ -1,0 +1,6 @@
+"""The RL test tasks of polyfuse.rl.testing as fixtures; one torch thread."""
+
+import torch
+from polyfuse.rl.testing import helpers, make_pipeline  # noqa: F401 (pytest fixtures)
+
+torch.set_num_threads(1)
