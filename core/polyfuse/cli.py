@@ -102,6 +102,18 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     return run_command(args, registry)
 
 
+def cmd_preferences(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.config import EnvConfig
+    from polyfuse.datasets.collect import collect_expert_preferences
+
+    if args.pairs <= 0:
+        raise PolyfuseError(f"--pairs must be positive, got {args.pairs}")
+    folder = collect_expert_preferences(EnvConfig(id=args.env_id, num_envs=8), args.pairs, args.seed, args.output)
+    print(f"{args.pairs} preference pairs written to {folder} (use it as dataset: {{name: preferences, "
+          f"params: {{path: {folder}}}}})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyfuse",
@@ -143,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override trainer.seed")
     run.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
     run.set_defaults(handler=cmd_run)
+
+    preferences = commands.add_parser(
+        "preferences", help="collect synthetic preference pairs from an environment's expert (for dpo)"
+    )
+    preferences.add_argument("env_id", help="gymnasium id of an environment with expert labels, e.g. polyfuse/DigitsVQA-v0")
+    preferences.add_argument("-o", "--output", required=True, help="folder to write the pairs to")
+    preferences.add_argument("--pairs", type=int, default=2000, help="how many pairs (default 2000)")
+    preferences.add_argument("--seed", type=int, default=0, help="seeds the environment and the rejected actions")
+    preferences.set_defaults(handler=cmd_preferences)
     return parser
 
 
