@@ -37,16 +37,19 @@ class Algorithm(RLOptimizer):
       (``{"explore": "numpy", "act": "torch"}``), built in ``setup`` as
       ``self.rng[name]`` from ``pipeline.seed`` and checkpointed here;
 
-    and implements :meth:`_build` (networks, ``self.adam``, buffers),
-    :meth:`_iterate` (one unit of work), ``act``, ``action_logits`` and
-    ``trainable_parameters``. It extends :meth:`state_dict` and
+    and implements :meth:`_build` (networks, and ``self.adam``: a torch
+    optimizer with one parameter group), :meth:`_iterate` (one unit of work),
+    ``act``, ``action_logits`` and ``trainable_parameters``. It extends
+    :meth:`_check_pipeline` with its own refusals, and :meth:`state_dict` and
     :meth:`load_state_dict` with its own entries (networks, buffers), calling
     ``super()`` first. :meth:`_start` runs before the first ``iterate``, after
     any warm start (target and reference networks copy the policy there).
 
-    Progress: ``env_steps``, ``gradient_steps`` (counted by :meth:`_descend`)
-    and ``samples`` are the subclass's to advance as it collects and learns;
-    ``iterations`` counts ``iterate`` calls.
+    Progress: each gradient step goes through :meth:`_descend`, which clips
+    gradients to ``config.max_grad_norm`` and counts ``gradient_steps`` and
+    ``samples``; ``env_steps`` is the subclass's to advance as it collects;
+    ``iterations`` counts ``iterate`` calls. Rewards come from
+    :meth:`_score`, which checks what the reward source returns.
     """
 
     name: ClassVar[str]

@@ -69,7 +69,6 @@ class OnPolicyAlgorithm(Algorithm):
     def _build(self, pipeline: Pipeline) -> None:
         config = self.config
         self.layout = ActionLayout.of(pipeline.action_space, self.name)
-        self.envs = pipeline.envs
         self.model = ActorCritic(
             pipeline.make_network,
             self.layout.num_logits,
@@ -84,6 +83,7 @@ class OnPolicyAlgorithm(Algorithm):
     def setup(self, pipeline: Pipeline) -> None:
         """Build the actor-critic and Adam; reset the environments."""
         super().setup(pipeline)
+        self.envs = pipeline.envs
         observations, _ = self.envs.reset()
         self._observations = check_dict(observations, self.name)
 
