@@ -8,7 +8,7 @@ shift
 for plugin in "$@"; do
   name=$(basename "$plugin")
   target="build/isolated/$name"
-  rm -rf "$target"
+  rm -rf "$target" "$plugin/build"  # a stale build/ would install modules deleted since
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
     --target "$target" "$plugin"
   echo "== $name installed alone with the core =="

@@ -84,7 +84,10 @@ def test_schema_includes_plugin_configs(tmp_path: Path) -> None:
 def test_user_mistakes_are_one_line_errors() -> None:
     kind = polyfuse("list", "fusors")
     assert kind.returncode == 2
-    assert kind.stderr == "error: unknown component kind 'fusors'; choose one of: encoders, fusers, rewards, optimizers\n"
+    assert kind.stderr == (
+        "error: unknown component kind 'fusors'; did you mean 'fusers'? "
+        "choose one of: encoders, fusers, rewards, optimizers, datasets\n"
+    )
     missing = polyfuse("validate", "does-not-exist.yaml")
     assert missing.returncode == 2
     assert missing.stderr == "error: config file not found: does-not-exist.yaml\n"

@@ -138,9 +138,10 @@ def test_a_learning_reward_trains_alongside_the_policy(optimizer: str, registry:
     assert reward.updates == 1024 // 64, "update() on the reward_update_every schedule"
     assert sum(len(a) for a in reward.actions) == 1024, "every step reached the reward in a segment (1-step episodes)"
     assert reward.scored >= 512, "the optimizer trained on the reward's scores"
-    train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
-    assert train[-1]["reward/updates"] == 1024 // 64 and train[-1]["reward/loss"] >= 0
-    assert train[-1]["reward/transitions"] == 1024
+    logged = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "reward/updates" in r]
+    updates = [r["reward/updates"] for r in logged]  # each line: the mean over the updates since the last
+    assert updates == sorted(updates) and 1024 // 64 - 4 <= updates[-1] <= 1024 // 64
+    assert all(r["reward/loss"] >= 0 for r in logged) and 768 <= logged[-1]["reward/transitions"] <= 1024
 
 
 def test_the_rewards_network_shares_frozen_encoders_with_the_policy(registry: Any, tmp_path: Path) -> None:
@@ -159,8 +160,8 @@ def test_a_learning_rewards_state_survives_resume(registry: Any, tmp_path: Path)
     Trainer(config_for("dqn", tmp_path, registry, total_steps=1024), registry, resume=True, progress=False).run()
     resumed = BUILT[-1]
     assert resumed.updates == 1024 // 64, "the update count continued from the checkpoint"
-    train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
-    assert [r["reward/updates"] for r in train if "reward/updates" in r][-1] == 1024 // 64
+    updates = [r["reward/updates"] for r in read_metrics(tmp_path / "metrics.jsonl") if "reward/updates" in r]
+    assert updates == sorted(updates) and updates[-1] > 512 // 64, "the logged count went on from the checkpoint"
 
 
 def test_dqn_scores_replayed_transitions_with_the_current_reward(registry: Any, tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ def parse_kind(kind: Kind | str) -> Kind:
         return KIND_ALIASES[kind.lower()]
     except KeyError:
         choices = ", ".join(k.value for k in Kind)
-        raise PolyfuseError(f"unknown component kind {kind!r}; choose one of: {choices}") from None
+        close = difflib.get_close_matches(kind.lower(), [k.value for k in Kind], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise PolyfuseError(f"unknown component kind {kind!r}; {hint}choose one of: {choices}") from None
 
 
 class Registry:

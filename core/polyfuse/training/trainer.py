@@ -202,8 +202,8 @@ class Trainer:
                         state.recent.append(episode)
                     if reward.segment_length is not None:
                         reward.observe(envs.pop_segments())
-                if _crossed(before, state.steps, trainer_config.reward_update_every):
-                    interval.add(reward.update(), "reward/")
+                for _ in range(_crossings(before, state.steps, trainer_config.reward_update_every)):
+                    interval.add(reward.update(), "reward/")  # one update per period, however long the iterate
                 bar.update(min(state.steps, total) - min(before, total))
                 if _crossed(before, state.steps, log_every) or state.steps >= total:
                     bar.set_postfix(self._postfix(state), refresh=False)
@@ -453,9 +453,13 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [] if saved == current else [prefix.rstrip(".")]
 
 
+def _crossings(before: int, after: int, every: int) -> int:
+    """How many multiples of ``every`` lie in ``(before, after]`` (schedules that survive resume)."""
+    return after // every - before // every
+
+
 def _crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of ``every`` lies in ``(before, after]`` (schedules that survive resume)."""
-    return after // every > before // every
+    return _crossings(before, after, every) > 0
 
 
 class _Interval:
