@@ -171,3 +171,12 @@ def test_dqn_scores_replayed_transitions_with_the_current_reward(registry: Any, 
     collected, gradient_steps = 512, (512 - 128) // 16 + 1
     assert reward.scored >= gradient_steps * 32, "each gradient step scored its sampled batch"
     assert reward.scored != collected, "rewards were not scored once at collection"
+
+
+def test_contributing_shows_this_reward_verbatim() -> None:
+    """CONTRIBUTING.md's worked example is this tested class, not a sketch that drifts."""
+    import inspect
+
+    guide = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    for cls in (RegressionConfig, RegressionReward):
+        assert inspect.getsource(cls) in guide, f"update CONTRIBUTING.md's listing of {cls.__name__}"
