@@ -10,7 +10,8 @@ from polyfuse.config import load_pipeline
 from polyfuse.training.trainer import Trainer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-CONFIGS = ["digits_vqa_ppo.yaml", "digits_vqa_dqn.yaml", "babyai_goto_local_ppo.yaml", "digits_vqa_dpo.yaml"]
+CONFIGS = ["digits_vqa_ppo.yaml", "digits_vqa_dqn.yaml", "babyai_goto_local_ppo.yaml", "digits_vqa_dpo.yaml",
+           "digits_vqa_a2c.yaml"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -1,0 +1,112 @@
+"""Synchronous advantage actor-critic (Mnih et al. 2016, as Stable-Baselines3's A2C) and REINFORCE (Williams 1992).
+
+Rollouts, reward scoring, GAE, the actor-critic and the learning-rate schedule
+come from :class:`polyfuse.rl.on_policy.OnPolicyAlgorithm`. A2C's own part is
+the update: one gradient step on the whole rollout, on
+``-mean(A log pi(a|s)) - ent_coef * entropy + vf_coef * 0.5 * mean((V - R)^2)``,
+with RMSprop (SB3's default) or Adam. ``returns: monte-carlo`` replaces the
+bootstrapped returns by discounted reward sums to each episode's end
+(REINFORCE), with the critic as a baseline or (``baseline: false``) not at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from polyfuse.rewards import RewardBatch
+from polyfuse.rl import distributions
+from polyfuse.rl.advantages import compute_gae, explained_variance, normalize, value_loss
+from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout
+from polyfuse.training.api import Pipeline
+
+from polyfuse_a2c.plugin import A2CConfig
+
+
+def monte_carlo_returns(
+    rewards: torch.Tensor, ends: torch.Tensor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discounted reward sums to the episode's end for ``(T, N)`` steps, and which steps' episodes end in them.
+
+    ``ends[t, i]``: env ``i``'s episode ended (terminated or truncated) with step
+    ``t``. Returns ``(returns, complete)``; where ``complete`` is false the sum is
+    cut by the rollout's end and is not a return.
+    """
+    zeros = torch.zeros_like(rewards)
+    # GAE with zero values, lambda 1 and every end a termination is the discounted sum of rewards.
+    returns, _ = compute_gae(rewards, zeros, ends, torch.zeros_like(ends), zeros[0], zeros, gamma, 1.0)
+    complete = ends.int().flip(0).cummax(0).values.flip(0).bool()
+    return returns, complete
+
+
+class A2C(OnPolicyAlgorithm):
+    """The ``a2c`` optimizer: see :class:`polyfuse_a2c.plugin.A2CConfig` for its params."""
+
+    name = "a2c"
+    state_format = 1
+    config: A2CConfig
+
+    def __init__(self, config: A2CConfig) -> None:
+        super().__init__(config)
+        self._ends: torch.Tensor | None = None
+
+    def _build(self, pipeline: Pipeline) -> None:
+        super()._build(pipeline)
+        config = self.config
+        if config.optimizer == "rmsprop":
+            assert self.adam is not None
+            self.adam = torch.optim.RMSprop(
+                self.adam.param_groups[0]["params"], lr=config.learning_rate, alpha=config.rmsprop_alpha,
+                eps=config.rmsprop_eps,
+            )
+
+    def _score(self, batch: RewardBatch) -> np.ndarray:
+        # The rollout's episode ends, for Monte-Carlo returns: OnPolicyAlgorithm scores each rollout in one
+        # call (rows t * N + i, as the rollout's), and its Rollout does not carry them.
+        self._ends = torch.from_numpy(batch.terminated | batch.truncated)
+        return super()._score(batch)
+
+    def _update(self, rollout: Rollout) -> dict[str, float]:
+        loss, samples, metrics = self.loss(rollout, self._ends)
+        if loss is not None:
+            self._descend(loss, samples)
+        return metrics
+
+    def loss(self, rollout: Rollout, ends: torch.Tensor | None) -> tuple[torch.Tensor | None, int, dict[str, float]]:
+        """The loss of the gradient step on ``rollout``, its sample count and metrics (a loss of None: no step).
+
+        ``ends`` ``(T*N,)``: whether each step ended its episode (read by
+        ``returns: monte-carlo``, which leaves out the steps of episodes still
+        running at the rollout's end; with none ended, there is no step).
+        """
+        config, nvec = self.config, self.layout.nvec
+        rows = torch.arange(rollout.size)
+        advantages, returns = rollout.advantages, rollout.returns
+        metrics: dict[str, float] = {}
+        if config.returns == "monte-carlo":
+            assert ends is not None and len(ends) == rollout.size, "monte-carlo returns need the rollout's ends"
+            shape = (-1, self.envs.num_envs)
+            returns, complete = monte_carlo_returns(rollout.rewards.reshape(shape), ends.reshape(shape), config.gamma)
+            rows = torch.nonzero(complete.reshape(-1)).squeeze(-1)
+            metrics["complete_fraction"] = len(rows) / rollout.size
+            if not len(rows):
+                return None, 0, metrics
+            returns = returns.reshape(-1)[rows]
+            advantages = returns - rollout.values[rows] if config.baseline else returns
+        observations = rollout.observations.take(rows.numpy())
+        if config.baseline:
+            logits, values = self.model(observations)
+        else:
+            logits = self.model.logits(observations)
+        if config.normalize_advantage:
+            advantages = normalize(advantages)
+        policy_loss = -(advantages * distributions.log_prob(logits, rollout.actions[rows], nvec)).mean()
+        entropy = distributions.entropy(logits, nvec).mean()
+        loss = policy_loss - config.ent_coef * entropy
+        metrics.update(policy_loss=policy_loss.item(), entropy=entropy.item())
+        if config.baseline:
+            fit = value_loss(values, returns)
+            loss = loss + config.vf_coef * fit
+            metrics.update(value_loss=fit.item(),
+                           explained_variance=explained_variance(rollout.values[rows], returns))
+        return loss, len(rows), metrics
+
