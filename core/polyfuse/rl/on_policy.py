@@ -32,7 +32,8 @@ class Rollout:
     """One rollout, flattened to ``T * N`` samples (sample ``t * N + i`` is env ``i`` at step ``t``).
 
     ``actions`` are zero-based indices ``(T*N, D)`` (see
-    :mod:`polyfuse.rl.distributions`); ``rewards`` are the reward source's.
+    :mod:`polyfuse.rl.distributions`); ``rewards`` are the reward source's;
+    ``terminated``/``truncated`` say whether each step ended its episode.
     """
 
     observations: ObservationColumns
@@ -42,6 +43,8 @@ class Rollout:
     rewards: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
 
     @property
     def size(self) -> int:
@@ -157,6 +160,8 @@ class OnPolicyAlgorithm(Algorithm):
             rewards.reshape(-1),
             advantages.reshape(-1),
             returns.reshape(-1),
+            torch.from_numpy(terminated.reshape(-1)),
+            torch.from_numpy(truncated.reshape(-1)),
         )
 
     # --- acting -----------------------------------------------------------------------------------

@@ -43,13 +43,18 @@ def a2c_with_flat_heads(make_pipeline: Any, value: float = 0.0, **params: Any) -
 
 
 def rollout(rewards: list[float], advantages: list[float], returns: list[float], values: float = 0.0,
-            actions: list[int] | None = None) -> Rollout:
-    """A rollout of one state (``go left``, vector 0) repeated: T = len / 2 steps of N = 2 envs."""
+            actions: list[int] | None = None, ends: torch.Tensor | None = None) -> Rollout:
+    """A rollout of one state (``go left``, vector 0) repeated: T = len / 2 steps of N = 2 envs.
+
+    ``ends``: the steps that end their episode (terminated), none by default.
+    """
     size = len(rewards)
+    terminated = torch.zeros(size, dtype=torch.bool) if ends is None else ends
     observations = ObservationColumns({"vector": np.zeros((size, 4), np.float32), "text": ("go left",) * size})
     actions = actions or [0, 1] * (size // 2)
     return Rollout(observations, torch.tensor(actions).reshape(-1, 1), torch.full((size,), -LN2),
-                   torch.full((size,), values), torch.tensor(rewards), torch.tensor(advantages), torch.tensor(returns))
+                   torch.full((size,), values), torch.tensor(rewards), torch.tensor(advantages), torch.tensor(returns),
+                   terminated, torch.zeros(size, dtype=torch.bool))
 
 
 def bias_gradients(a2c: A2C, loss: torch.Tensor) -> tuple[list[float], float | None]:
@@ -64,7 +69,7 @@ GAE = {"rewards": [0.0] * 4, "advantages": [2.0, -1.0, 0.5, 1.5], "returns": [1.
 
 def test_a2c_loss_and_gradient(make_pipeline: Any) -> None:
     a2c = a2c_with_flat_heads(make_pipeline, ent_coef=0.1, vf_coef=0.5)
-    loss, samples, metrics = a2c.loss(rollout(**GAE), torch.zeros(4, dtype=torch.bool))
+    loss, samples, metrics = a2c.loss(rollout(**GAE))
     assert samples == 4
     # -mean(A log 1/2) = mean(A) ln 2; entropy ln 2; 0.5 * mean(R^2) with V = 0
     assert metrics["policy_loss"] == pytest.approx(0.75 * LN2)
@@ -80,7 +85,7 @@ def test_a2c_loss_and_gradient(make_pipeline: Any) -> None:
 
 def test_normalized_advantages_centre_the_policy_loss(make_pipeline: Any) -> None:
     a2c = a2c_with_flat_heads(make_pipeline, normalize_advantage=True)
-    _, _, metrics = a2c.loss(rollout(**GAE), torch.zeros(4, dtype=torch.bool))
+    _, _, metrics = a2c.loss(rollout(**GAE))
     assert metrics["policy_loss"] == pytest.approx(0.0, abs=1e-6)
 
 
@@ -104,7 +109,7 @@ MC_RETURNS = [1.0, 0.0, 0.0, 2.5, 1.0]  # gamma 0.5; row 4 (env 0, step 2) is cu
 
 def test_reinforce_with_baseline(make_pipeline: Any) -> None:
     a2c = a2c_with_flat_heads(make_pipeline, value=0.5, returns="monte-carlo", gamma=0.5)
-    loss, samples, metrics = a2c.loss(rollout(**MC, values=0.5), MC_ENDS)
+    loss, samples, metrics = a2c.loss(rollout(**MC, values=0.5, ends=MC_ENDS))
     assert samples == 5 and metrics["complete_fraction"] == pytest.approx(5 / 6)
     advantages = np.array(MC_RETURNS) - 0.5  # the rollout's own advantages and returns are not read
     assert metrics["policy_loss"] == pytest.approx(advantages.mean() * LN2)
@@ -115,7 +120,7 @@ def test_reinforce_with_baseline(make_pipeline: Any) -> None:
 
 def test_reinforce_without_baseline_neither_uses_nor_trains_the_critic(make_pipeline: Any) -> None:
     a2c = a2c_with_flat_heads(make_pipeline, value=100.0, returns="monte-carlo", baseline=False, gamma=0.5)
-    loss, samples, metrics = a2c.loss(rollout(**MC, values=100.0), MC_ENDS)
+    loss, samples, metrics = a2c.loss(rollout(**MC, values=100.0, ends=MC_ENDS))
     assert samples == 5 and set(metrics) == {"complete_fraction", "policy_loss", "entropy"}
     assert metrics["policy_loss"] == pytest.approx(np.mean(MC_RETURNS) * LN2)
     policy, value = bias_gradients(a2c, loss)
@@ -125,4 +130,4 @@ def test_reinforce_without_baseline_neither_uses_nor_trains_the_critic(make_pipe
 
 def test_a_rollout_without_an_episode_end_makes_no_step(make_pipeline: Any) -> None:
     a2c = a2c_with_flat_heads(make_pipeline, returns="monte-carlo")
-    assert a2c.loss(rollout(**MC), torch.zeros(6, dtype=torch.bool)) == (None, 0, {"complete_fraction": 0.0})
+    assert a2c.loss(rollout(**MC)) == (None, 0, {"complete_fraction": 0.0})

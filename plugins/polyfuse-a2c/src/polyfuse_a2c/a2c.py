@@ -11,9 +11,7 @@ bootstrapped returns by discounted reward sums to each episode's end
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from polyfuse.rewards import RewardBatch
 from polyfuse.rl import distributions
 from polyfuse.rl.advantages import compute_gae, explained_variance, normalize, value_loss
 from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout
@@ -45,10 +43,6 @@ class A2C(OnPolicyAlgorithm):
     state_format = 1
     config: A2CConfig
 
-    def __init__(self, config: A2CConfig) -> None:
-        super().__init__(config)
-        self._ends: torch.Tensor | None = None
-
     def _build(self, pipeline: Pipeline) -> None:
         super()._build(pipeline)
         config = self.config
@@ -59,31 +53,24 @@ class A2C(OnPolicyAlgorithm):
                 eps=config.rmsprop_eps,
             )
 
-    def _score(self, batch: RewardBatch) -> np.ndarray:
-        # The rollout's episode ends, for Monte-Carlo returns: OnPolicyAlgorithm scores each rollout in one
-        # call (rows t * N + i, as the rollout's), and its Rollout does not carry them.
-        self._ends = torch.from_numpy(batch.terminated | batch.truncated)
-        return super()._score(batch)
-
     def _update(self, rollout: Rollout) -> dict[str, float]:
-        loss, samples, metrics = self.loss(rollout, self._ends)
+        loss, samples, metrics = self.loss(rollout)
         if loss is not None:
             self._descend(loss, samples)
         return metrics
 
-    def loss(self, rollout: Rollout, ends: torch.Tensor | None) -> tuple[torch.Tensor | None, int, dict[str, float]]:
+    def loss(self, rollout: Rollout) -> tuple[torch.Tensor | None, int, dict[str, float]]:
         """The loss of the gradient step on ``rollout``, its sample count and metrics (a loss of None: no step).
 
-        ``ends`` ``(T*N,)``: whether each step ended its episode (read by
-        ``returns: monte-carlo``, which leaves out the steps of episodes still
-        running at the rollout's end; with none ended, there is no step).
+        ``returns: monte-carlo`` leaves out the steps of episodes still running
+        at the rollout's end; with none ended, there is no step.
         """
         config, nvec = self.config, self.layout.nvec
         rows = torch.arange(rollout.size)
         advantages, returns = rollout.advantages, rollout.returns
         metrics: dict[str, float] = {}
         if config.returns == "monte-carlo":
-            assert ends is not None and len(ends) == rollout.size, "monte-carlo returns need the rollout's ends"
+            ends = rollout.terminated | rollout.truncated
             shape = (-1, self.envs.num_envs)
             returns, complete = monte_carlo_returns(rollout.rewards.reshape(shape), ends.reshape(shape), config.gamma)
             rows = torch.nonzero(complete.reshape(-1)).squeeze(-1)
