@@ -161,6 +161,18 @@ def make_network(observation_space: gym.spaces.Dict, frozen_text: bool = False) 
     return MultimodalNetwork(encoders, {"vector": "vector", "text": "text"}, fuser)
 
 
+def assert_checkpointable(state: Any) -> None:
+    """Every leaf of an optimizer's ``state_dict()`` is something a checkpoint stores without pickle."""
+    if isinstance(state, dict):
+        for value in state.values():
+            assert_checkpointable(value)
+    elif isinstance(state, (list, tuple)):
+        for value in state:
+            assert_checkpointable(value)
+    else:
+        assert state is None or isinstance(state, (torch.Tensor, np.ndarray, bool, int, float, str)), type(state)
+
+
 def make_vector_env(env: str = "bandit", num_envs: int = 4, seed: int = 0, **kwargs: Any) -> SnapshotVectorEnv:
     """``num_envs`` copies of ``ENVS[env](**kwargs)``, seeded once with ``seed``."""
     factory = ENVS[env]

@@ -14,6 +14,7 @@ from polyfuse.training import Budget
 from polyfuse.training.checkpoint import load_checkpoint, save_checkpoint
 from polyfuse_dpo.dpo import DPO
 from polyfuse_dpo.plugin import DPOConfig
+from polyfuse.rl.testing import assert_checkpointable
 
 SMALL = {"batch_size": 16, "learning_rate": 3e-3, "hidden_sizes": [16]}
 
@@ -116,18 +117,7 @@ def test_state_dict_holds_only_checkpointable_values(make_pairs_pipeline: Any) -
     assert set(state["rng"]) == {"shuffle", "act"}
     assert state["shuffle"]["cursor"] == 32 and state["shuffle"]["epochs"] == 1
     assert sorted(state["shuffle"]["order"].tolist()) == list(range(40))
-
-    def check(value: Any) -> None:
-        if isinstance(value, dict):
-            for v in value.values():
-                check(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                check(v)
-        else:
-            assert value is None or isinstance(value, (torch.Tensor, np.ndarray, bool, int, float, str)), type(value)
-
-    check(state)
+    assert_checkpointable(state)
 
 
 def test_load_state_dict_refuses_another_format_another_dataset_and_needs_setup(make_pairs_pipeline: Any) -> None:

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from polyfuse.errors import PolyfuseError
@@ -14,6 +13,7 @@ from polyfuse.training import Budget
 from polyfuse.training.checkpoint import load_checkpoint, save_checkpoint
 from polyfuse_ppo.plugin import PPOConfig
 from polyfuse_ppo.ppo import PPO
+from polyfuse.rl.testing import assert_checkpointable
 
 SMALL = dict(n_steps=8, n_epochs=2, batch_size=8, learning_rate=1e-3, hidden_sizes=[16])
 
@@ -126,18 +126,7 @@ def test_state_dict_holds_only_checkpointable_values(make_pipeline: Any) -> None
     assert set(state) == {"model", "optimizer", "reference", "counters", "rng", "format", "config"}
     assert state["counters"] == {"env_steps": 32, "gradient_steps": 8, "samples": 64, "iterations": 1}
     assert set(state["rng"]) == {"rollout", "shuffle", "act"}
-
-    def check(value: Any) -> None:
-        if isinstance(value, dict):
-            for v in value.values():
-                check(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                check(v)
-        else:
-            assert value is None or isinstance(value, (torch.Tensor, np.ndarray, bool, int, float, str)), type(value)
-
-    check(state)
+    assert_checkpointable(state)
 
 
 def test_load_state_dict_refuses_another_format_and_needs_setup(make_pipeline: Any) -> None:
