@@ -55,10 +55,10 @@ def test_registration_imports_no_torch() -> None:
 def test_defaults() -> None:
     config = PPOConfig()
     assert config.model_dump() == {
-        "learning_rate": 1e-3, "lr_schedule": "constant", "n_steps": 64, "n_epochs": 4,
+        "learning_rate": 1e-3, "lr_schedule": "constant", "n_steps": 64, "n_epochs": 8,
         "batch_size": 64, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "clip_range_vf": None,
         "normalize_advantage": True, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5, "target_kl": None,
-        "kl_coef": 0.0, "shared_trunk": True, "hidden_sizes": [64], "activation": "tanh", "ortho_init": True,
+        "kl_coef": 0.0, "shared_trunk": True, "hidden_sizes": [64], "activation": "relu", "ortho_init": True,
         "adam_eps": 1e-5,
     }
 
