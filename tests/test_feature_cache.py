@@ -290,3 +290,85 @@ def test_a_copied_network_shares_the_cache_and_follows_replaced_weights() -> Non
     encoder.scale.requires_grad_(True)  # unfrozen later: computed every time, never cached
     network({"m": ["open the door"]})
     assert len(encoder.calls) == 3
+
+
+def test_an_entry_replaced_by_a_directory_costs_that_entry_only(tmp_path: Path) -> None:
+    texts = ["go to the red ball", "open the door", "pick up the key"]
+    expected = CachedEncoder(HashingTextEncoder(), FeatureCache(10, tmp_path))(texts)
+    first = min(entry_files(tmp_path))  # not necessarily texts[0]'s: any entry will do
+    for path in entry_files(tmp_path):
+        path.unlink()
+    first.mkdir()
+    (first / "stray").write_text("not an entry")
+    encoder = HashingTextEncoder()
+    cached = CachedEncoder(encoder, FeatureCache(10, tmp_path))
+    assert torch.equal(cached(texts), expected)
+    assert len(entry_files(tmp_path)) == 3 and first.is_file()  # the bad one repaired, the others written
+    fresh = HashingTextEncoder()
+    assert torch.equal(CachedEncoder(fresh, FeatureCache(10, tmp_path))(texts), expected)
+    assert fresh.calls == []  # a later run finds every entry
+
+
+def test_an_unrepairable_entry_does_not_stop_other_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from polyfuse.feature_cache import disk
+
+    store = disk.DiskStore(tmp_path)
+    real_replace = disk.os.replace
+
+    def failing_replace(source, target):
+        if str(target).endswith("bad.pfc"):
+            raise IsADirectoryError(21, "Is a directory", str(target))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(disk.os, "replace", failing_replace)
+    with pytest.warns(RuntimeWarning, match="bad.pfc"):
+        store.save("ns", "bad", torch.ones(2))
+    store.save("ns", "good", torch.ones(2))
+    assert torch.equal(store.load("ns", "good"), torch.ones(2))
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_a_full_disk_stops_writes_with_one_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import warnings
+
+    from polyfuse.feature_cache import disk
+
+    store = disk.DiskStore(tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(disk.tempfile, "mkstemp", full)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for key in ("a", "b", "c"):
+            store.save("ns", key, torch.ones(2))
+    assert len(caught) == 1 and "no longer saved" in str(caught[0].message)
+
+
+def test_stale_temporary_files_are_cleaned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    cache = FeatureCache(10, tmp_path)
+    CachedEncoder(HashingTextEncoder(), cache)(["open the door"])
+    (path,) = entry_files(tmp_path)
+    stale, live = path.parent / ".tmp-stale", path.parent / ".tmp-live"
+    stale.write_bytes(b"left by a killed process")
+    live.write_bytes(b"being written by another process")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    path.unlink()
+    CachedEncoder(HashingTextEncoder(), FeatureCache(10, tmp_path))(["open the door"])
+    assert path.is_file() and live.exists() and not stale.exists()
+
+
+def test_a_file_where_a_folder_belongs_is_replaced(tmp_path: Path) -> None:
+    expected = CachedEncoder(HashingTextEncoder(), FeatureCache(10, tmp_path))(["open the door"])
+    (path,) = entry_files(tmp_path)
+    path.unlink()
+    path.parent.rmdir()
+    path.parent.write_text("a file where the fan-out folder belongs")
+    assert torch.equal(CachedEncoder(HashingTextEncoder(), FeatureCache(10, tmp_path))(["open the door"]), expected)
+    assert path.is_file()
