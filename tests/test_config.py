@@ -131,3 +131,79 @@ def test_schema_validates_a_good_config_and_rejects_a_bad_one(registry) -> None:
     bad["fuser"] = "no-such-fuser"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+# -- YAML within bounds: resource attacks and silent surprises get one clean message --------------------------
+
+
+def billion_laughs(levels: int = 9) -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_expansion_is_refused_quickly(tmp_path: Path, registry) -> None:
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(billion_laughs())
+    assert path.stat().st_size < 1024
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than 100000 values"):
+        load_pipeline(path, registry)
+    assert time.perf_counter() - started < 2
+    inside_kwargs = yaml.safe_dump(good_config()).replace("num_envs: 2", "num_envs: 2\n  kwargs: {x: *a9}")
+    path.write_text(billion_laughs() + inside_kwargs)
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_pipeline(path, registry)
+
+
+def test_a_few_aliases_still_work(tmp_path: Path, registry) -> None:
+    path = tmp_path / "anchors.yaml"
+    text = yaml.safe_dump(good_config()).replace("hidden_dim: 32", "hidden_dim: &width 32")
+    path.write_text(text + "x-notes: {width: *width}\n")
+    data = yaml.safe_load(path.read_text())
+    data.pop("x-notes")
+    assert validate_pipeline(data, registry).fuser.params == {"hidden_dim": 32}
+
+
+def test_duplicate_keys_name_both_lines(tmp_path: Path, registry) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("fuser: gated\nmodalities: {image: {encoder: small-cnn}}\nfuser: concat\noptimizer: test-rl\n")
+    with pytest.raises(ConfigError, match="fuser: the key appears twice, at lines 1 and 3"):
+        load_pipeline(path, registry)
+    path.write_text("fuser: {name: gated, params: {hidden_dim: 3, hidden_dim: 4}}\n")
+    with pytest.raises(ConfigError, match="fuser.params.hidden_dim: the key appears twice"):
+        load_pipeline(path, registry)
+
+
+def test_non_utf8_and_deep_nesting_are_clean_errors(tmp_path: Path, registry) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("env: {id: caf\u00e9}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text: byte 0xe9 at line 1"):
+        load_pipeline(path, registry)
+    path.write_text("x: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested more than 64 levels deep"):
+        load_pipeline(path, registry)
+
+
+def test_echoed_values_are_bounded(registry) -> None:
+    data = good_config()
+    data["fuser"]["params"]["hidden_dim"] = "x" * 5_000_000
+    data["modalities"]["image"]["encoder"]["name"] = "y" * 5_000_000
+    with pytest.raises(ConfigError) as info:
+        validate_pipeline(data, registry)
+    assert len(str(info.value)) < 2000
+    assert "(5000000 characters)" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_need_a_finite_number(registry, value: float) -> None:
+    data = good_config()
+    data["optimizer"] = {"name": "test-rl", "params": {"learning_rate": value}}
+    data["trainer"] = {"warm_start": {"episodes": 3, "learning_rate": value}}
+    with pytest.raises(ConfigError) as info:
+        validate_pipeline(data, registry)
+    problems = dict(info.value.problems)
+    assert problems["optimizer.params.learning_rate"].startswith("needs a finite number")
+    assert problems["trainer.warm_start.learning_rate"].startswith("needs a finite number")

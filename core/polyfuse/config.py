@@ -7,6 +7,7 @@ fixes a config in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from polyfuse.components import Kind
 from polyfuse.errors import ConfigError, PolyfuseError, UnknownComponentError
 from polyfuse.registry import Registry, default_registry
+from polyfuse.yaml_safety import YamlProblem, decode, echo, load_yaml, shorten
 
 KIND_MARKER = "x-polyfuse-kind"
 
@@ -165,10 +167,33 @@ def _pydantic_problems(error: ValidationError, prefix: str = "") -> list[tuple[s
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
         message = item["msg"]
-        if item["type"] not in {"missing", "extra_forbidden"} and "input" in item:
-            message += f" (got {item['input']!r})"
+        value = item.get("input")
+        if _non_finite(value):
+            message = f"needs a finite number, got {value}"
+        elif item["type"] not in {"missing", "extra_forbidden"} and "input" in item:
+            message += f" (got {echo(value)})"
         problems.append((path, message))
     return problems
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _non_finite_problems(data: Any, path: str) -> list[tuple[str, str]]:
+    """NaN and infinities anywhere in validated settings: no setting means them, and NaN passes every bound."""
+    if _non_finite(data):
+        return [(path, f"needs a finite number, got {data} (.nan and .inf are not settings)")]
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in _non_finite_problems(value, f"{path}.{key}")]
+    if isinstance(data, list):
+        return [p for i, value in enumerate(data) for p in _non_finite_problems(value, f"{path}.{i}")]
+    return []
+
+
+def _bounded(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Problems with paths and messages cut to a readable length: a 5 MB value is never printed back whole."""
+    return sorted({(shorten(path, 200), shorten(message, 500)) for path, message in problems})
 
 
 def validate_pipeline(data: Any, registry: Registry | None = None, source: str = "config") -> PipelineConfig:
@@ -197,8 +222,12 @@ def validate_pipeline(data: Any, registry: Registry | None = None, source: str =
             ref.params = component.config.model_validate(ref.params).model_dump(mode="json")
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc, prefix=f"{path}.params"))
+        else:
+            problems.extend(_non_finite_problems(ref.params, f"{path}.params"))
+    if config is not None:
+        problems.extend(_non_finite_problems(config.trainer.model_dump(), "trainer"))
     if problems or config is None:
-        raise ConfigError(source, sorted(problems))
+        raise ConfigError(source, _bounded(problems))
     return config
 
 
@@ -222,20 +251,29 @@ def _parseable_component_refs(data: dict[str, Any]) -> list[tuple[str, Kind, Com
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file, turning I/O and syntax errors into user-facing errors."""
+    """Parse a YAML file within bounds (see :mod:`polyfuse.yaml_safety`), turning every failure into a user error."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise PolyfuseError(f"config file not found: {path}") from None
+        raise PolyfuseError(f"config file not found: {shorten(str(path))}") from None
+    except IsADirectoryError:
+        raise PolyfuseError(f"config {shorten(str(path))} is a folder; give the path of a YAML file") from None
     except OSError as exc:
-        raise PolyfuseError(f"cannot read config {path}: {exc.strerror}") from None
+        raise PolyfuseError(f"cannot read config {shorten(str(path))}: {exc.strerror}") from None
+    return parse_yaml(raw, str(path))
+
+
+def parse_yaml(raw: bytes | str, source: str) -> Any:
+    """Parse config text; ``source`` names it in errors."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(decode(raw) if isinstance(raw, bytes) else raw)
+    except YamlProblem as exc:
+        raise ConfigError(source, [(exc.path, exc.message)]) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         position = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(path), [("", f"invalid YAML{position}: {problem}")]) from None
+        raise ConfigError(source, [("", f"invalid YAML{position}: {shorten(problem, 300)}")]) from None
 
 
 def load_pipeline(path: str | Path, registry: Registry | None = None) -> PipelineConfig:
