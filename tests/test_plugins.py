@@ -156,3 +156,94 @@ def test_installed_entry_points_are_discovered() -> None:
     assert {p.name for p in core} >= {"builtin-fusers", "builtin-rewards", "builtin-encoders"}
     assert all(p.status == "loaded" for p in core), [p.errors for p in core]
     assert registry.get("fusers", "gated").plugin == "builtin-fusers"
+
+
+def fine_source() -> PluginSource:
+    return plugin_source(fuser_plugin("good"), name="fine")
+
+
+class PluginAbort(BaseException):
+    """Stands for any BaseException a plugin raises that is not the user's Ctrl-C."""
+
+
+@pytest.mark.parametrize("error", [SystemExit(1), SystemExit("bye"), PluginAbort("odd"), GeneratorExit()])
+def test_plugin_exiting_at_import_is_isolated(error: BaseException) -> None:
+    registry = Registry.load([failing_source("quitter", error), fine_source()])
+    assert status(registry, "quitter").status == "broken"
+    assert type(error).__name__ in status(registry, "quitter").errors[0]
+    assert [c.name for c in registry.list("fusers")] == ["good"]
+
+
+def test_hook_exiting_is_contained() -> None:
+    class Quitter:
+        @polyfuse.hookimpl
+        def register_fusers(self, register):
+            raise SystemExit(3)
+
+    registry = Registry.load([plugin_source(Quitter(), name="quitter"), fine_source()])
+    assert status(registry, "quitter").status == "broken"
+    assert "SystemExit" in status(registry, "quitter").errors[0]
+    assert [c.name for c in registry.list("fusers")] == ["good"]
+
+
+def test_ctrl_c_while_loading_is_not_swallowed() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        Registry.load([failing_source("slow", KeyboardInterrupt())])
+
+
+def test_broken_plugins_notice_is_one_short_line() -> None:
+    from polyfuse.plugins import broken_plugins_notice
+
+    registry = Registry.load(
+        [failing_source("a", ImportError("x" * 5000)), failing_source("b", SystemExit(1)),
+         fine_source()]
+    )
+    notice = broken_plugins_notice(registry.plugins)
+    assert notice is not None and "\n" not in notice and len(notice) < 200
+    assert "a, b" in notice and "polyfuse plugins" in notice
+    assert broken_plugins_notice(Registry.load([fine_source()]).plugins) is None
+
+
+def test_cli_survives_an_installed_plugin_that_calls_sys_exit(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "quitting_plugin.py").write_text("import sys\nsys.exit(1)\n")
+    info = tmp_path / "quitting_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: quitting-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[polyfuse]\nquitter = quitting_plugin\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from polyfuse.cli import main; sys.exit(main(sys.argv[1:]))",
+         "plugins", "--json"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert '"quitter"' in result.stdout, result.stderr
+    assert "SystemExit" in result.stdout
+
+
+def test_run_warns_once_about_broken_plugins(monkeypatch, capsys) -> None:
+    import argparse
+
+    import sys
+
+    from polyfuse import run
+
+    class FakeTrainer:
+        def __init__(self, config, registry, resume=False) -> None:
+            pass
+
+        def run(self) -> dict:
+            return {"interrupted": "SIGTERM", "steps": 0, "paths": {"checkpoint": "nowhere"}}
+
+    monkeypatch.setitem(sys.modules, "polyfuse.training.trainer", types.SimpleNamespace(Trainer=FakeTrainer))
+    monkeypatch.setattr(run, "resolve_config", lambda args, registry: types.SimpleNamespace(
+        trainer=types.SimpleNamespace(output_dir="out")))
+    registry = Registry.load([failing_source("quitter", SystemExit(1)), fine_source()])
+    args = argparse.Namespace(config=None, resume=False, json=False, output_dir=None, steps=None, seed=None)
+    run.run_command(args, registry)
+    err = capsys.readouterr().err
+    assert err.count("failed to load") == 1 and "quitter" in err
+    run.run_command(args, Registry.load([fine_source()]))
+    assert "failed to load" not in capsys.readouterr().err

@@ -4,6 +4,9 @@ Every plugin, the core's built-ins included, is an entry point in the
 ``polyfuse`` group. Each is loaded and asked to register on its own, so a
 plugin that fails to import, registers a duplicate name or an invalid
 component is reported as broken while every other plugin keeps working.
+That includes a plugin that calls ``sys.exit()`` or raises another
+``BaseException`` while loading: only the user's Ctrl-C (``KeyboardInterrupt``)
+gets through, since no plugin may end the program that loads it.
 
 Environment switches (read when plugins load):
 
@@ -118,9 +121,11 @@ def load_plugins(
         try:
             plugin = source.load()
             manager.register(plugin, name=source.name)
-        except Exception as exc:  # a broken plugin must not take the others down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin, even one calling sys.exit(), must not end the others
             info.status = "broken"
-            info.errors.append(f"failed to load: {type(exc).__name__}: {exc}")
+            info.errors.append(f"failed to load: {describe_error(exc)}")
             continue
         try:
             manager.check_pending()  # a misspelt hook name would otherwise be ignored silently
@@ -133,6 +138,29 @@ def load_plugins(
         if info.errors:
             info.status = "broken"
     return infos, components
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message``, spelling out ``sys.exit()`` (a bare ``SystemExit: 1`` looks like a crash)."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+MAX_NAMES_IN_NOTICE = 4
+
+
+def broken_plugins_notice(plugins: Iterable[PluginInfo]) -> str | None:
+    """One short line naming the plugins that failed to load (``None`` if none did), for commands that
+    would otherwise just miss their components; the details stay in ``polyfuse plugins``."""
+    broken = [p.name for p in plugins if p.status == "broken"]
+    if not broken:
+        return None
+    names = ", ".join(name[:40] for name in broken[:MAX_NAMES_IN_NOTICE])
+    if len(broken) > MAX_NAMES_IN_NOTICE:
+        names += f" and {len(broken) - MAX_NAMES_IN_NOTICE} more"
+    plural = "s" if len(broken) > 1 else ""
+    return f"warning: {len(broken)} installed plugin{plural} failed to load ({names}); see `polyfuse plugins`"
 
 
 def _collect_components(
@@ -163,8 +191,10 @@ def _collect_components(
 
         try:
             caller(register=register)
-        except Exception as exc:
-            info.errors.append(f"{kind.hook_name} raised {type(exc).__name__}: {exc}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            info.errors.append(f"{kind.hook_name} raised {describe_error(exc)}")
             continue
         for component in registered:
             components[kind][component.name] = component

@@ -56,8 +56,12 @@ def _checkpoint_config(default: dict[str, Any], output_dir: str | None) -> tuple
 
 
 def run_command(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.plugins import broken_plugins_notice
     from polyfuse.training.trainer import Trainer
 
+    notice = broken_plugins_notice(registry.plugins)
+    if notice:  # once per run, before anything else: a missing component is then no mystery
+        print(notice, file=sys.stderr)
     config = resolve_config(args, registry)
     summary = Trainer(config, registry, resume=args.resume).run()
     if "interrupted" in summary:

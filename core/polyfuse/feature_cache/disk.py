@@ -118,7 +118,7 @@ class DiskStore:
         return torch.frombuffer(payload, dtype=torch.uint8).view(dtype).reshape(shape)
 
     def save(self, namespace: str, key: str, tensor: torch.Tensor) -> None:
-        """Write one entry; a failed write warns once and skips that entry, a full or read-only disk stops saving."""
+        """Write one entry; a failed write skips that entry (warned once), a full disk stops all saves."""
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         header = json.dumps({"dtype": str(flat.dtype).removeprefix("torch."), "shape": list(tensor.shape)})
         header_bytes = header.encode()
