@@ -35,8 +35,8 @@ from polyfuse.training.api import Budget, Pipeline, RLOptimizer
 from polyfuse.training.vector_env import EpisodeRecord, TrackedVectorEnv
 from polyfuse.training.checkpoint import (
     CHECKPOINT_DIR,
-    checkpoint_location,
-    load_checkpoint,
+    CHECKPOINT_PATHS,
+    load_latest_checkpoint,
     save_checkpoint,
 )
 from polyfuse.training.evaluation import Evaluator
@@ -46,8 +46,7 @@ from polyfuse.training.seeding import check_seed, derive_seed, rng_state, seed_e
 from polyfuse.training.warm_start import behaviour_cloning, collect_demonstrations
 
 SUMMARY_FILE = "summary.json"
-RUN_FILES = (METRICS_FILE, SUMMARY_FILE, PLOT_FILE, TENSORBOARD_DIR,
-             CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.tmp", f"{CHECKPOINT_DIR}.old")
+RUN_FILES = (METRICS_FILE, SUMMARY_FILE, PLOT_FILE, TENSORBOARD_DIR, *CHECKPOINT_PATHS)
 EPISODE_WINDOW = 100
 """Train return and success are means over this many most recent episodes."""
 LOG_POINTS = 200
@@ -151,9 +150,7 @@ class Trainer:
             log = MetricsLog(self.output_dir, resume_step=state.steps if checkpoint else None)
             cleanup.callback(log.close)
             if checkpoint:
-                optimizer.load_state_dict(checkpoint["optimizer"])
-                reward.load_state_dict(checkpoint["reward"])
-                set_rng_state(checkpoint["rng"])
+                self._restore(checkpoint, optimizer, reward)
             else:
                 self._warm_start(optimizer, log)
                 self._evaluate(optimizer, evaluator, state, log)
@@ -320,7 +317,35 @@ class Trainer:
             "rng": rng_state(),
             "optimizer": optimizer.state_dict(),
             "reward": reward.state_dict(),
-        })
+        }, frozen=self._frozen_encoders())
+
+    def _frozen_encoders(self) -> list[torch.nn.Module]:
+        """The run's frozen encoders (stored once beside the checkpoints instead of in each)."""
+        unique: dict[int, torch.nn.Module] = {}
+        for network in self.network_factory.networks if self.network_factory else []:
+            for encoder in getattr(network, "encoders", {}).values():
+                if not encoder.trainable and any(True for _ in encoder.state_dict()):
+                    unique.setdefault(id(encoder), encoder)
+        return list(unique.values())
+
+    def _restore(self, checkpoint: dict[str, Any], optimizer: RLOptimizer, reward: RewardSource) -> None:
+        """Load a checkpoint's states; one that does not fit this run is an error naming it, not a traceback."""
+        part = "optimizer"
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            part = "reward"
+            reward.load_state_dict(checkpoint["reward"])
+            part = "rng"
+            set_rng_state(checkpoint["rng"])
+        except PolyfuseError:
+            raise
+        except (KeyError, IndexError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+            location = getattr(self, "_checkpoint_location", self.output_dir / CHECKPOINT_DIR)
+            raise PolyfuseError(
+                f"cannot restore the {part} state from {location}: {type(exc).__name__}: {str(exc)[:300]}; "
+                "the checkpoint does not fit this run's pipeline (damaged, or written by another version); "
+                "start a new run without --resume"
+            ) from None
 
     def _train_record(self, state: RunState, interval: _Interval, progress: Any) -> dict[str, Any]:
         return {
@@ -394,12 +419,14 @@ class Trainer:
     def _prepare_output_dir(self) -> dict[str, Any] | None:
         """Load the checkpoint to resume from, or clear an earlier run's results for a fresh one."""
         if self.resume:
-            location = checkpoint_location(self.output_dir)
-            if location is None:
+            found = load_latest_checkpoint(self.output_dir, required=("config", "trainer", "rng", "optimizer",
+                                                                       "reward"))
+            if found is None:
                 raise PolyfuseError(
                     f"nothing to resume: {self.output_dir} has no checkpoint; run without --resume to start"
                 )
-            checkpoint = load_checkpoint(location)
+            location, checkpoint = found
+            self._checkpoint_location = location
             check_resumable(checkpoint["config"], self.config.model_dump(mode="json"), location)
             return checkpoint
         existing = [self.output_dir / name for name in RUN_FILES if (self.output_dir / name).exists()]

@@ -14,7 +14,6 @@ Only the policy's tensors are read from the safetensors file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from polyfuse.training.checkpoint import (
     STATE_FILE,
     TENSORS_FILE,
     checkpoint_location,
+    lazy_tensors,
     read_checkpoint_tree,
     unflatten_state,
 )
@@ -50,10 +50,8 @@ def read_policy_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str]
             f"from (its state holds {sorted(state)}); use a run of ppo, a2c or dpo"
         )
     wanted = {key[len(prefix):]: value for key, value in subtree.items() if key.startswith(prefix)}
-    from safetensors import safe_open
-
-    with safe_open(str(location / TENSORS_FILE), framework="pt") as handle:
-        weights = unflatten_state(wanted, _LazyTensors(handle))
+    with lazy_tensors(location) as tensors:  # frozen encoders' tensors live beside the checkpoint
+        weights = unflatten_state(wanted, tensors)
     return weights, optimizer
 
 
@@ -74,19 +72,3 @@ def _optimizer_name(tree: Any) -> str:
     config = tree.get("config") if isinstance(tree, dict) else None
     optimizer = config.get("optimizer") if isinstance(config, dict) else None
     return str(optimizer.get("name")) if isinstance(optimizer, dict) else "unknown"
-
-
-class _LazyTensors(Mapping[str, torch.Tensor]):
-    """A safetensors file as the mapping :func:`unflatten_state` reads, loading only the tensors asked for."""
-
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._handle.get_tensor(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._handle.keys())
-
-    def __len__(self) -> int:
-        return len(self._handle.keys())
