@@ -40,6 +40,7 @@ from polyfuse.training.checkpoint import (
     save_checkpoint,
 )
 from polyfuse.training.evaluation import Evaluator
+from polyfuse.training.lock import RunLock
 from polyfuse.training.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, json_number, read_metrics
 from polyfuse.training.plotting import PLOT_FILE, plot_learning_curve
 from polyfuse.training.seeding import check_seed, derive_seed, rng_state, seed_everything, set_rng_state
@@ -131,6 +132,15 @@ class Trainer:
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        """Train; ``output_dir`` stays locked (see :mod:`polyfuse.training.lock`) until the summary is out."""
+        self._lock: RunLock | None = None
+        try:
+            return self._run()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _run(self) -> dict[str, Any]:
         self._session_start = time.monotonic()
         if self.config.env is not None:
             check_env_id(self.config.env.id)  # before touching output_dir
@@ -417,7 +427,12 @@ class Trainer:
     # -- output folder and signals ------------------------------------------------------------------
 
     def _prepare_output_dir(self) -> dict[str, Any] | None:
-        """Load the checkpoint to resume from, or clear an earlier run's results for a fresh one."""
+        """Lock the folder (one run at a time), then load the checkpoint to resume or clear old results."""
+        if self.resume and not self.output_dir.is_dir():  # no folder to lock: do not create one just to fail
+            raise PolyfuseError(
+                f"nothing to resume: {self.output_dir} has no checkpoint; run without --resume to start"
+            )
+        self._lock = RunLock.acquire(self.output_dir)
         if self.resume:
             found = load_latest_checkpoint(self.output_dir, required=("config", "trainer", "rng", "optimizer",
                                                                        "reward"))
