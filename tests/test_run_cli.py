@@ -102,7 +102,7 @@ def test_config_mistakes_are_reported_without_traceback(
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump({**SMALL_PIPELINE, "env": {"id": "polyfuse/DigitVQA-v0"}}))
     assert main(["run", str(path), "--output-dir", str(tmp_path / "out")]) == 2
-    assert "error: no gymnasium environment named 'polyfuse/DigitVQA-v0'" in capsys.readouterr().err
+    assert "env.id: no gymnasium environment named 'polyfuse/DigitVQA-v0'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert main(["run", str(write_config(tmp_path)), "--output-dir", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err

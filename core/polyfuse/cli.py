@@ -76,8 +76,10 @@ def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
 
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.config import load_pipeline
+    from polyfuse.preflight import check_pipeline
 
     config = load_pipeline(args.config, registry)
+    check_pipeline(config, registry, source=args.config)
     print(f"{args.config}: valid")
     if args.verbose:
         print(json.dumps(config.model_dump(mode="json"), indent=2))

@@ -20,6 +20,8 @@ from polyfuse.registry import Registry, default_registry
 from polyfuse.yaml_safety import YamlProblem, decode, echo, load_yaml, shorten
 
 KIND_MARKER = "x-polyfuse-kind"
+MAX_NAME_LENGTH = 200
+"""Longer component names are refused unread: no registry name is near that long."""
 
 
 class StrictModel(BaseModel):
@@ -213,6 +215,10 @@ def validate_pipeline(data: Any, registry: Registry | None = None, source: str =
         config = None
     refs = config.component_refs() if config is not None else _parseable_component_refs(data)
     for path, kind, ref in refs:
+        if len(ref.name) > MAX_NAME_LENGTH:  # difflib's suggestions would take seconds on a megabyte
+            problems.append((f"{path}.name", f"{echo(ref.name)} is not a {kind.singular} name; "
+                                             f"see `polyfuse list {kind.value}`"))
+            continue
         try:
             component = registry.get(kind, ref.name)
         except UnknownComponentError as exc:

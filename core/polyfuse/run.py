@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from polyfuse.config import PipelineConfig, read_yaml, validate_pipeline
+from polyfuse.preflight import check_pipeline
 from polyfuse.registry import Registry
 
 DEFAULT_PIPELINE = "digits_vqa.yaml"
@@ -41,7 +42,9 @@ def resolve_config(args: argparse.Namespace, registry: Registry) -> PipelineConf
         if isinstance(trainer, dict):
             overrides = {"output_dir": args.output_dir, "total_steps": args.steps, "seed": args.seed}
             trainer.update({key: value for key, value in overrides.items() if value is not None})
-    return validate_pipeline(data, registry, source=source)
+    config = validate_pipeline(data, registry, source=source)
+    check_pipeline(config, registry, source=source)
+    return config
 
 
 def _checkpoint_config(default: dict[str, Any], output_dir: str | None) -> tuple[dict[str, Any], str] | None:

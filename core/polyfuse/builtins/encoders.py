@@ -14,6 +14,7 @@ from pydantic import Field
 
 from polyfuse import ComponentConfig, hookimpl
 from polyfuse.errors import PolyfuseError
+from polyfuse.declarations import accepts_space
 
 if TYPE_CHECKING:
     from polyfuse.encoding import Encoder
@@ -112,6 +113,24 @@ def _numeric_bounds(name: str, space: Any, rescale: bool) -> tuple[Any, Any]:
     raise _space_error(name, space, wants, _other_encoder_hint(space))
 
 
+def _numeric_space(name: str) -> Callable[[Any], None]:
+    """The cheap check ``polyfuse validate`` runs (see :mod:`polyfuse.declarations`)."""
+    return lambda space: _numeric_bounds(name, space, rescale=False) and None
+
+
+def _discrete_space(name: str) -> Callable[[Any], None]:
+    return lambda space: _discrete_layout(name, space) and None
+
+
+def _image_space(space: Any) -> None:
+    from gymnasium import spaces
+
+    if not isinstance(space, spaces.Box) or len(space.shape) not in (2, 3):
+        wants = "images or grids (a Box space of shape (H, W, C) or (H, W))"
+        raise _space_error("small-cnn", space, wants, _other_encoder_hint(space))
+
+
+@accepts_space(_numeric_space("vector"))
 def build_vector(config: VectorConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.vector import VectorEncoder
 
@@ -121,6 +140,7 @@ def build_vector(config: VectorConfig, space: Any = None) -> Encoder:
     )
 
 
+@accepts_space(_numeric_space("flatten"))
 def build_flatten(config: FlattenConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.vector import VectorEncoder
 
@@ -140,26 +160,25 @@ def _discrete_layout(name: str, space: Any) -> tuple[list[int], list[int], bool]
     raise _space_error(name, space, wants, _other_encoder_hint(space))
 
 
+@accepts_space(_discrete_space("onehot"))
 def build_onehot(config: OneHotConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.discrete import OneHotEncoder
 
     return OneHotEncoder(*_discrete_layout("onehot", space))
 
 
+@accepts_space(_discrete_space("embedding"))
 def build_embedding(config: EmbeddingConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.discrete import EmbeddingEncoder
 
     return EmbeddingEncoder(*_discrete_layout("embedding", space), embedding_dim=config.embedding_dim)
 
 
+@accepts_space(_image_space)
 def build_small_cnn(config: SmallCNNConfig, space: Any = None) -> Encoder:
-    from gymnasium import spaces
-
     from polyfuse.encoders.small_cnn import SmallCNNEncoder
 
-    if not isinstance(space, spaces.Box) or len(space.shape) not in (2, 3):
-        wants = "images or grids (a Box space of shape (H, W, C) or (H, W))"
-        raise _space_error("small-cnn", space, wants, _other_encoder_hint(space))
+    _image_space(space)
     shape = tuple(space.shape) if len(space.shape) == 3 else (*space.shape, 1)
     grid_values = config.grid_values
     if config.mode == "grid" and grid_values is None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from polyfuse import hookimpl
+from polyfuse.declarations import learns_from
 from polyfuse.rl.configs import OnPolicyConfig
 from pydantic import Field, model_validator
 
@@ -88,6 +89,7 @@ def register_optimizers(register: Callable[..., Any]) -> None:
     register("a2c", build_a2c, config=A2CConfig, description=DESCRIPTION)
 
 
+@learns_from("env")
 def build_a2c(config: A2CConfig) -> A2C:
     """The optimizer; its module (and torch) is imported only when a run builds one."""
     from polyfuse_a2c.a2c import A2C

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from polyfuse import ComponentConfig, hookimpl
+from polyfuse.declarations import learns_from
 from pydantic import Field, model_validator
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class DPOConfig(ComponentConfig):
         return self
 
 
+@learns_from("dataset")
 def build_dpo(config: DPOConfig) -> DPO:
     from polyfuse_dpo.dpo import DPO
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from polyfuse import hookimpl
+from polyfuse.declarations import learns_from
 from polyfuse.rl.configs import OffPolicyConfig
 from pydantic import Field, model_validator
 
@@ -77,6 +78,7 @@ class DQNConfig(OffPolicyConfig):
         return self
 
 
+@learns_from("env")
 def build_dqn(config: DQNConfig) -> DQN:
     from polyfuse_dqn.dqn import DQN
 

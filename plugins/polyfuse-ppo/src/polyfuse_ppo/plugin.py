@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from polyfuse import hookimpl
+from polyfuse.declarations import learns_from
 from polyfuse.rl.configs import OnPolicyConfig
 from pydantic import Field
 
@@ -63,6 +64,7 @@ class PPOConfig(OnPolicyConfig):
     )
 
 
+@learns_from("env")
 def build_ppo(config: PPOConfig) -> PPO:
     from polyfuse_ppo.ppo import PPO
 

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from polyfuse import ComponentConfig, hookimpl
+from polyfuse.declarations import accepts_space
 
 
 class SbertConfig(ComponentConfig):
@@ -21,6 +22,14 @@ class SbertConfig(ComponentConfig):
     )
 
 
+def _text_space(space: Any) -> str | None:
+    """sbert reads strings; checked by `polyfuse validate` before the model is loaded."""
+    from gymnasium import spaces
+
+    return None if isinstance(space, spaces.Text) else "text (a Text space)"
+
+
+@accepts_space(_text_space)
 def build_sbert(config: SbertConfig, space: Any = None) -> Any:
     from polyfuse_sbert.encoder import SbertEncoder
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from polyfuse import ComponentConfig, hookimpl
+from polyfuse.declarations import accepts_space
 
 if TYPE_CHECKING:
     from polyfuse_timm.encoder import TimmEncoder
@@ -104,6 +105,22 @@ class TimmConfig(ComponentConfig):
         return self
 
 
+IMAGE_CHANNELS = (1, 3, 4)
+"""polyfuse.encoding.IMAGE_CHANNELS, spelled out: importing it would import torch."""
+
+
+def _image_space(space: Any) -> str | None:
+    """timm reads images; checked by `polyfuse validate` before any weights are loaded."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box) and (
+        len(space.shape) == 2 or (len(space.shape) == 3 and space.shape[2] in IMAGE_CHANNELS)
+    ):
+        return None
+    return "images (a Box space of shape (H, W, C) with C in 1, 3, 4, or (H, W))"
+
+
+@accepts_space(_image_space)
 def build_timm(config: TimmConfig, space: Any = None) -> TimmEncoder:
     from polyfuse_timm.encoder import TimmEncoder
 

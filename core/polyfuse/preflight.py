@@ -1,0 +1,251 @@
+"""What a run would refuse, found before any training: ``polyfuse validate`` and ``polyfuse run`` both ask here.
+
+Schema validation (:mod:`polyfuse.config`) knows each setting alone. This
+module knows what they mean together and on this machine: whether the env id
+exists, which observation keys and spaces it has (one env is made, its spaces
+read, and it is closed), whether each encoder reads its key's kind of space
+(from the encoder's cheap declaration, :mod:`polyfuse.declarations`, without
+loading any model), whether ``output_dir`` can be written, whether the sizes fit
+in memory (a coarse estimate), and whether the optimizer has the data it learns
+from. Every problem comes back with its config path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from polyfuse.components import Kind
+from polyfuse.config import PipelineConfig
+from polyfuse.errors import ConfigError, PolyfuseError
+from polyfuse.registry import Registry
+from polyfuse.declarations import declared_learns_from, space_mismatch
+from polyfuse.yaml_safety import shorten
+
+Problem = tuple[str, str]
+
+MAX_NUM_ENVS = 65_536
+"""More environments than this is refused outright (gymnasium makes one object, or process, per env)."""
+PER_ENV_BYTES = {"native": 1_024, "sync": 256 * 1024, "async": 64 * 1024 * 1024}
+"""Coarse memory of one environment beyond its observations: a Python object, or a whole process for async."""
+PARAMETER_BYTES = 16
+"""float32 weight, its gradient and two Adam moments."""
+
+
+def check_pipeline(config: PipelineConfig, registry: Registry, source: str = "config") -> None:
+    """Raise :class:`ConfigError` with every problem a run of ``config`` would hit before training."""
+    problems = pipeline_problems(config, registry)
+    if problems:
+        raise ConfigError(source, sorted({(shorten(p, 200), shorten(m, 500)) for p, m in problems}))
+
+
+def pipeline_problems(config: PipelineConfig, registry: Registry) -> list[Problem]:
+    """Every problem found, each as ``(config path, cause and fix)``."""
+    problems: list[Problem] = []
+    observation_space, env_problems = _env_space(config)
+    problems += env_problems
+    if observation_space is not None:
+        problems += _modality_problems(config, registry, observation_space)
+    problems += _writable("trainer.output_dir", config.trainer.output_dir)
+    if config.feature_cache.directory is not None:
+        problems += _writable("feature_cache.directory", config.feature_cache.directory)
+    problems += _data_problems(config, registry)
+    problems += _memory_problems(config, observation_space)
+    return problems
+
+
+# -- the environment and its spaces -------------------------------------------------------------------------
+
+
+def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
+    """The env's observation space (one env made and closed), or the problems making it."""
+    if config.env is None:
+        return None, []
+    if config.env.num_envs > MAX_NUM_ENVS:
+        problem = (f"{config.env.num_envs} environments is more than polyfuse steps ({MAX_NUM_ENVS} at most); "
+                   "a few to a few hundred is typical: lower it")
+        return None, [("env.num_envs", problem)]
+    from polyfuse.envs import check_env_id, make_env
+
+    try:
+        check_env_id(config.env.id)
+    except PolyfuseError as exc:
+        return None, [("env.id", str(exc))]
+    try:
+        env = make_env(config.env.id, config.env.kwargs)
+    except PolyfuseError as exc:
+        return None, [("env.kwargs", str(exc))]
+    except Exception as exc:  # noqa: BLE001 - a third-party env's constructor may raise anything
+        return None, [("env", f"{config.env.id} could not be created: {type(exc).__name__}: {exc}; check env.kwargs")]
+    try:
+        space = env.observation_space
+    finally:
+        try:
+            env.close()
+        except Exception:  # noqa: BLE001 - closing a probe env must not hide its space
+            pass
+    from gymnasium import spaces
+
+    if not isinstance(space, spaces.Dict):
+        return None, [("env.id", f"{config.env.id} observes a {type(space).__name__} space; polyfuse reads Dict "
+                                 "observations (one key per modality): wrap the env or choose another")]
+    return space, []
+
+
+def _modality_problems(config: PipelineConfig, registry: Registry, observation_space: Any) -> list[Problem]:
+    problems: list[Problem] = []
+    keys = list(observation_space.spaces)
+    for modality, modality_config in config.modalities.items():
+        key = modality_config.key or modality
+        if key not in keys:
+            where = f"modalities.{modality}.key" if modality_config.key else f"modalities.{modality}"
+            how = "set key: to one of them" if modality_config.key else "rename the modality or add key: <one of them>"
+            problems.append((where, f"{config.env.id if config.env else 'the env'} has no observation key {key!r} "
+                                    f"(it has {', '.join(map(repr, keys))}); {how}"))
+            continue
+        name = modality_config.encoder.name
+        try:
+            factory = registry.get(Kind.ENCODER, name).factory
+        except PolyfuseError:
+            continue  # reported by schema validation
+        mismatch = space_mismatch(factory, name, observation_space.spaces[key])
+        if mismatch:
+            problems.append((f"modalities.{modality}.encoder", f"{mismatch} (observation key {key!r})"))
+    return problems
+
+
+# -- folders ---------------------------------------------------------------------------------------------------
+
+
+def _writable(path: str, folder: Path) -> list[Problem]:
+    """The folder exists as a folder and is writable, or its nearest existing parent is."""
+    shown = shorten(str(folder))
+    if folder.exists() and not folder.is_dir():
+        return [(path, f"{shown} is a file, not a folder; choose another path or remove the file")]
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return [(path, f"{shown} cannot be created: {shorten(str(existing))} is a file; choose another path")]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [(path, f"{shown} cannot be written: no write permission on {shorten(str(existing))}; "
+                       "choose a folder you can write")]
+    return []
+
+
+# -- the optimizer's data ----------------------------------------------------------------------------------------
+
+
+def _data_problems(config: PipelineConfig, registry: Registry) -> list[Problem]:
+    """What the trainer's data check would refuse, from the optimizer's ``learns_from``.
+
+    Read from the factory's declaration when it has one (no torch import), else
+    from the optimizer object (factories are light until ``setup``).
+    """
+    try:
+        learns_from = declared_learns_from(registry.get(Kind.OPTIMIZER, config.optimizer.name).factory)
+        if learns_from is None:
+            optimizer = registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
+            learns_from = getattr(optimizer, "learns_from", None)
+    except PolyfuseError as exc:
+        return [("optimizer", str(exc))]
+    except Exception:  # noqa: BLE001 - a plugin factory's failure is reported by the run, with its plugin named
+        return []
+    name = config.optimizer.name
+    if learns_from == "env" and config.env is None:
+        return [("env", f"optimizer {name!r} learns by stepping an environment; add env: {{id: ...}}")]
+    if learns_from == "dataset":
+        if config.dataset is None:
+            return [("dataset", f"optimizer {name!r} learns from a dataset; add dataset: {{name: preferences, "
+                                "params: {path: ...}}")]
+        if config.trainer.budget_unit == "env_steps":
+            return [("trainer.budget_unit", f"optimizer {name!r} learns from a dataset and takes no environment "
+                                            "steps; set budget_unit: gradient_steps (or samples)")]
+    if config.trainer.warm_start is not None and config.env is None:
+        return [("trainer.warm_start", "behaviour cloning follows the environment's expert; add env: {id: ...} "
+                                       "or remove trainer.warm_start")]
+    return []
+
+
+# -- memory -------------------------------------------------------------------------------------------------------
+
+
+def machine_memory() -> int:
+    """Physical memory in bytes (a large number where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 50
+
+
+def observation_bytes(space: Any) -> int:
+    """Bytes one observation takes in a buffer (Text: 4 bytes a character)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Dict):
+        return sum(observation_bytes(s) for s in space.spaces.values())
+    if isinstance(space, spaces.Text):
+        return 4 * int(space.max_length)
+    shape = getattr(space, "shape", None) or (1,)
+    dtype = getattr(space, "dtype", None)
+    itemsize = getattr(dtype, "itemsize", 8) or 8
+    return math.prod(shape) * itemsize
+
+
+def _memory_problems(config: PipelineConfig, observation_space: Any) -> list[Problem]:
+    """A coarse estimate of the run's largest allocations against this machine's memory."""
+    available = machine_memory()
+    per_observation = observation_bytes(observation_space) if observation_space is not None else 0
+    estimates: list[tuple[str, int, str]] = []
+    if config.env is not None and config.env.num_envs <= MAX_NUM_ENVS:
+        num_envs = config.env.num_envs
+        per_env = PER_ENV_BYTES[config.env.vectorization] + 2 * per_observation
+        estimates.append(("env.num_envs", num_envs * per_env, f"{num_envs} environments"))
+    params = config.optimizer.params
+    for key in ("buffer_size", "n_steps"):
+        count = params.get(key)
+        if isinstance(count, int) and per_observation:
+            copies = 2 if key == "buffer_size" else (config.env.num_envs if config.env else 1)
+            estimates.append((f"optimizer.params.{key}", count * copies * per_observation,
+                              f"{key} {count} of {_size(per_observation)} observations"))
+    widths = [(path, width) for ref_path, _, ref in config.component_refs()
+              for path, width in _widths(ref.params, f"{ref_path}.params")]
+    widths.sort(key=lambda item: item[1], reverse=True)
+    if len(widths) >= 1:
+        second = widths[1][1] if len(widths) > 1 else 1
+        estimates.append((widths[0][0], widths[0][1] * max(second, 1) * PARAMETER_BYTES,
+                          f"a {widths[0][1]} x {second} layer"))
+    problems = [(path, f"{what}: about {_size(need)}, more than this machine's {_size(available)} of memory; "
+                       "lower it") for path, need, what in estimates if need > available]
+    total = sum(need for _, need, _ in estimates)
+    if not problems and total > available:
+        path, need, what = max(estimates, key=lambda item: item[1])
+        problems.append((path, f"the run needs about {_size(total)} (largest: {what}, {_size(need)}), more than "
+                               f"this machine's {_size(available)} of memory; lower it"))
+    return problems
+
+
+def _widths(params: Any, path: str) -> list[tuple[str, int]]:
+    """Layer widths in a component's params: ``*_dim`` values, ``hidden_sizes`` and ``channels`` entries."""
+    found: list[tuple[str, int]] = []
+    if not isinstance(params, dict):
+        return found
+    for key, value in params.items():
+        if key.endswith("_dim") and isinstance(value, int) and not isinstance(value, bool):
+            found.append((f"{path}.{key}", value))
+        elif key in {"hidden_sizes", "channels"} and isinstance(value, list):
+            found += [(f"{path}.{key}.{i}", v) for i, v in enumerate(value) if isinstance(v, int)]
+        elif isinstance(value, dict):
+            found += _widths(value, f"{path}.{key}")
+    return found
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"

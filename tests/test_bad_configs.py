@@ -1,0 +1,156 @@
+"""A corpus of bad pipeline configs: each gets a clean, bounded message from `validate`, before any training.
+
+Every file in ``bad_configs/`` says what is wrong in its first line and what the
+message must contain (the config path) in ``# expect: ...``; ``@TMP@`` stands
+for a scratch folder holding ``a-file`` (a plain file). Cases a file cannot
+hold well (an alias bomb, non-UTF-8 bytes, a 5 MB value) are generated here.
+Each goes through ``polyfuse validate`` in-process; a few go through ``polyfuse
+run`` too, which must refuse them the same way, before writing anything.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from polyfuse.cli import main
+
+CORPUS = Path(__file__).parent / "bad_configs"
+SECONDS = 5.0
+GOOD = (
+    "env: {id: polyfuse/DigitsVQA-v0, num_envs: 4, vectorization: native}\n"
+    "modalities:\n  image: {encoder: small-cnn}\n  question: {encoder: sbert}\n"
+    "fuser: {name: gated, params: {hidden_dim: 64}}\noptimizer: dqn\n"
+    "trainer: {total_steps: 1000, output_dir: @TMP@/out}\n"
+)
+
+
+def billion_laughs() -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+GENERATED: dict[str, tuple[bytes, str]] = {
+    "alias_bomb": (billion_laughs().encode(), "expands to more than"),
+    "alias_bomb_in_env_kwargs": (
+        (billion_laughs() + GOOD.replace("vectorization: native}", "vectorization: native, kwargs: {x: *a9}}"))
+        .encode(), "expands to more than"),
+    "non_utf8": (GOOD.replace("gated", "gat\u00e9d").encode("latin-1"), "not UTF-8 text: byte 0xe9 at line"),
+    "utf16": (GOOD.encode("utf-16"), "not UTF-8 text"),
+    "deeply_nested_list": (("env: {kwargs: {x: " + "[" * 100_000 + "]" * 100_000 + "}}\n").encode(), "nested more"),
+    "huge_string_hidden_dim": (GOOD.replace("hidden_dim: 64", "hidden_dim: '" + "9" * 5_000_000 + "x'").encode(),
+                               "fuser.params.hidden_dim"),
+    "huge_encoder_name": (GOOD.replace("encoder: small-cnn", "encoder: " + "c" * 5_000_000).encode(),
+                          "modalities.image.encoder.name"),
+}
+
+
+def corpus_files() -> list[Path]:
+    return sorted(CORPUS.glob("*.yaml"))
+
+
+def expectation(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# expect: "):
+            return line.removeprefix("# expect: ")
+    raise AssertionError(f"{path.name} has no '# expect: ' line")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_imports() -> None:
+    """Pay one-time imports before timing: gymnasium and minigrid, and timm, whose config checks model names.
+
+    Cold, ``polyfuse validate`` takes about 0.5 s and 75 MB (timm configs: about
+    4 s and 900 MB, importing torch); each config after that must take < 5 s.
+    """
+    import minigrid  # noqa: F401
+
+    import polyfuse.envs  # noqa: F401
+    from polyfuse_timm.models import check_model_name
+
+    check_model_name("resnet18")
+
+
+@pytest.fixture()
+def scratch(tmp_path: Path) -> Path:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    return tmp_path
+
+
+def materialise(raw: bytes, name: str, scratch: Path) -> Path:
+    path = scratch / f"{name}.yaml"
+    path.write_bytes(raw.replace(b"@TMP@", str(scratch).encode()))
+    return path
+
+
+def assert_refused(argv: list[str], expect: str, capsys: pytest.CaptureFixture[str]) -> str:
+    started = time.perf_counter()
+    code = main(argv)
+    elapsed = time.perf_counter() - started
+    out, err = capsys.readouterr()
+    assert code != 0, f"accepted: {out}"
+    assert "Traceback" not in out + err
+    assert expect in err, err[:2000]
+    assert len(err) < 4000, f"message of {len(err)} characters"
+    assert elapsed < SECONDS, f"took {elapsed:.1f} s"
+    return err
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(corpus_files()) + len(GENERATED) >= 50
+
+
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.stem)
+def test_validate_refuses_each_file(path: Path, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = materialise(path.read_bytes(), path.stem, scratch)
+    assert_refused(["validate", str(config)], expectation(path), capsys)
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_validate_refuses_each_generated_case(name: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw, expect = GENERATED[name]
+    assert_refused(["validate", str(materialise(raw, name, scratch))], expect, capsys)
+
+
+def test_the_good_base_config_is_valid(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The corpus files differ from this config by their one mistake."""
+    assert main(["validate", str(materialise(GOOD.encode(), "good", scratch))]) == 0, capsys.readouterr().err
+
+
+RUN_CASES = ["unknown_env_id", "modality_key_missing", "text_encoder_on_image", "image_encoder_on_text",
+             "output_dir_is_file", "hidden_dim_1e12", "num_envs_1e9", "dpo_without_dataset", "duplicate_fuser"]
+
+
+@pytest.mark.parametrize("stem", RUN_CASES)
+def test_run_refuses_before_training(stem: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = CORPUS / f"{stem}.yaml"
+    config = materialise(path.read_bytes(), stem, scratch)
+    assert_refused(["run", str(config)], expectation(path), capsys)
+    assert not (scratch / "out").exists(), "nothing is written before the config is known to be good"
+
+
+@pytest.mark.parametrize("name", ["alias_bomb_in_env_kwargs", "non_utf8"])
+def test_run_refuses_generated_cases(name: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw, expect = GENERATED[name]
+    assert_refused(["run", str(materialise(raw, name, scratch))], expect, capsys)
+
+
+@pytest.mark.parametrize("stem", ["hidden_dim_1e12", "num_envs_1e9", "babyai_key_missing"])
+def test_a_cold_validate_is_fast_and_small(stem: str, scratch: Path) -> None:
+    """The whole command, in a fresh process: no torch import, well under 5 s and 500 MB (peak RSS, Linux)."""
+    import subprocess
+    import sys
+
+    config = materialise((CORPUS / f"{stem}.yaml").read_bytes(), stem, scratch)
+    probe = ("import sys\nfrom polyfuse.cli import main\ncode = main(['validate', sys.argv[1]])\n"
+             "peak = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
+             "print('RSS_KB', peak, 'TORCH', 'torch' in sys.modules)\nsys.exit(code)")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", probe, str(config)], capture_output=True, text=True, timeout=60)
+    assert time.perf_counter() - started < SECONDS
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    rss_kb = int(done.stdout.split()[1])
+    assert rss_kb < 500 * 1024 and "TORCH False" in done.stdout, done.stdout
