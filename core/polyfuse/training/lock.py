@@ -92,7 +92,10 @@ class RunLock:
         self.release()
 
     def __del__(self) -> None:  # a forgotten lock must not outlive its Trainer in a long-lived process
-        self.release()
+        try:
+            self.release()
+        except Exception:  # at interpreter exit; the kernel drops the lock anyway
+            pass
 
 
 def holder_record() -> dict[str, Any]:
