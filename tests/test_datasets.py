@@ -46,6 +46,30 @@ def test_jsonl_with_inline_observations_takes_the_environments_spaces(tmp_path: 
     assert alone.observation_space["image"].shape == (8, 8, 1) and alone.action_space == gymnasium.spaces.Discrete(12)
 
 
+def test_jsonl_pixels_without_an_environment_are_read_as_uint8_images(tmp_path: Path) -> None:
+    image = (np.arange(64).reshape(8, 8, 1) % 17).tolist()
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"observation": {"image": image, "question": "is it even?"}, "chosen": 1,
+                                "rejected": 0}) + "\n")
+    pairs = read_preferences(path)
+    assert pairs.observation_space["image"] == gymnasium.spaces.Box(0, 255, (8, 8, 1), np.uint8)
+
+
+def test_jsonl_values_must_fit_the_environments_space(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    image = np.full((8, 8, 1), 300).tolist()
+    path.write_text(json.dumps({"observation": {"image": image, "question": "is it even?"}, "chosen": 1,
+                                "rejected": 0}) + "\n")
+    with pytest.raises(PolyfuseError, match="'image' is not an array of numbers of the environment's type"):
+        read_preferences(path, observation_space(), ACTIONS)
+    path.write_text(json.dumps({"observation": {"question": "is it even?"}, "chosen": 1, "rejected": 0}) + "\n")
+    with pytest.raises(PolyfuseError, match=r"lack the environment's keys \['image'\]"):
+        read_preferences(path, observation_space(), ACTIONS)
+    path.write_text(json.dumps({"observation": {"x": [1.5]}, "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(PolyfuseError, match="no pair names its actions as whole numbers"):
+        read_preferences(path)
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ('{"observation": {"image": [1]}, "chosen": 1, "rejected": 1}', "prefers an action to itself"),
     ('{"observation": {"image": [1]}, "chosen": 1, "rejected": 99}', r"'rejected' must be an action of Discrete\(12\)"),

@@ -18,6 +18,7 @@ Extra fields on a pair line (who judged, a confidence) are kept in ``extras``.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,7 @@ def write_preferences(
     numeric = {key: np.ascontiguousarray(value) for key, value in observations.items() if not is_text(value)}
     text = {key: [str(v) for v in value] for key, value in observations.items() if is_text(value)}
     save_file(numeric, str(folder / TENSORS_FILE))
+    _readable_like_the_rest(folder / TENSORS_FILE)
     (folder / TEXT_FILE).write_text(json.dumps(text), encoding="utf-8")
     with (folder / PAIRS_FILE).open("w", encoding="utf-8") as pairs:
         for row in range(count):
@@ -97,6 +99,13 @@ def write_preferences(
             "observation_space": space_to_json(observation_space), "action_space": space_to_json(action_space)}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+def _readable_like_the_rest(path: Path) -> None:
+    """safetensors writes 0600; give the file the umask's usual mode, as the JSON files beside it have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def read_preferences(
@@ -118,7 +127,7 @@ def read_preferences(
         return dataset
     if path.is_file():
         return _read_jsonl(path, observation_space, action_space)
-    raise PolyfuseError(f"dataset not found: {path} (a preferences folder or a .jsonl file)")
+    raise PolyfuseError(f"dataset.params.path: dataset not found: {path} (a preferences folder or a .jsonl file)")
 
 
 def _read_folder(folder: Path) -> PreferencePairs:
@@ -169,11 +178,18 @@ def _read_jsonl(path: Path, observation_space: spaces.Dict | None, action_space:
                                 f"{sorted(observations[0])}")
     if not observations:
         raise PolyfuseError(f"{path}: no preference pairs in the file")
+    if observation_space is not None and set(observations[0]) != set(observation_space.spaces):
+        missing = sorted(set(observation_space.spaces) - set(observations[0]))
+        if missing:
+            raise PolyfuseError(f"{path}: the observations lack the environment's keys {missing}; every line needs "
+                                f"all of {sorted(observation_space.spaces)}")
     batch = {key: _column(key, [o[key] for o in observations], observation_space, path) for key in observations[0]}
     observation_space = observation_space or spaces.Dict({key: _inferred_space(value) for key, value in batch.items()})
     if action_space is None:
-        highest = max(int(a) for a in chosen + rejected if isinstance(a, int))
-        action_space = spaces.Discrete(highest + 1)
+        actions = [a for a in chosen + rejected if isinstance(a, int) and not isinstance(a, bool) and a >= 0]
+        if not actions:
+            raise PolyfuseError(f"{path}: no pair names its actions as whole numbers ('chosen', 'rejected')")
+        action_space = spaces.Discrete(max(actions) + 1)
     checked_chosen = [_action({"chosen": a}, "chosen", action_space, f"{path} line {i + 1}") for i, a in enumerate(chosen)]
     checked_rejected = [_action({"rejected": a}, "rejected", action_space, f"{path} line {i + 1}")
                         for i, a in enumerate(rejected)]
@@ -231,17 +247,29 @@ def _column(key: str, values: list[Any], observation_space: spaces.Dict | None, 
     if all(isinstance(v, str) for v in values):
         return as_text_array(values)
     try:
-        dtype = space.dtype if isinstance(space, spaces.Box) else np.float32
+        dtype = space.dtype if isinstance(space, spaces.Box) else _natural_dtype(values)
         array = np.asarray(values, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise PolyfuseError(f"{path}: observation key {key!r} is not an array of numbers on every line ({exc})") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PolyfuseError(f"{path}: observation key {key!r} is not an array of numbers of the environment's type "
+                            f"on every line ({exc})") from None
+    if isinstance(space, spaces.Box) and array.shape[1:] == space.shape and not all(space.contains(a) for a in array):
+        raise PolyfuseError(f"{path}: observation key {key!r} holds values outside the environment's space {space}")
     if isinstance(space, spaces.Box) and array.shape[1:] != space.shape:
         raise PolyfuseError(f"{path}: observation key {key!r} has shape {array.shape[1:]}; the environment's is "
                             f"{space.shape}")
     return array
 
 
+def _natural_dtype(values: list[Any]) -> Any:
+    """uint8 when every value is a whole number in 0..255 (pixels), else float32."""
+    flat = np.asarray(values, dtype=np.float64)
+    whole = flat.size and np.all(flat == np.round(flat)) and flat.min() >= 0 and flat.max() <= 255
+    return np.uint8 if whole else np.float32
+
+
 def _inferred_space(column: np.ndarray) -> spaces.Space:
+    """Text, whole numbers in 0..255 as uint8 (pixels), other numbers as float32 without bounds."""
     if column.dtype == object:
         return spaces.Text(max(len(v) for v in column), min_length=0, charset=sorted({c for v in column for c in v}))
-    return spaces.Box(-np.inf, np.inf, column.shape[1:], np.float32)
+    return spaces.Box(0, 255, column.shape[1:], np.uint8) if column.dtype == np.uint8 \
+        else spaces.Box(-np.inf, np.inf, column.shape[1:], np.float32)

@@ -54,9 +54,10 @@ LOG_POINTS = 200
 """About this many train lines per run in metrics.jsonl, however small the optimizer's iterations."""
 RESUMABLE_CHANGES = frozenset({"trainer.total_steps", "trainer.output_dir"})
 """Config fields a resumed run may change: train longer, or from a moved folder."""
-STALLED_ITERATIONS = 10_000
-"""Iterations in a row that may leave the budget's counter unchanged (e.g. DQN filling its replay
-buffer before its first gradient step) before the run is stopped as stalled."""
+STALLED_ITERATIONS = 1_000_000
+"""Iterations in a row that may leave the budget's counter unchanged while other counters move (DQN
+filling its replay buffer one env step at a time before its first gradient step) before the run is
+stopped as stalled: far beyond any warm-up, so only a budget unit the optimizer never counts trips it."""
 
 
 @dataclass
@@ -516,7 +517,8 @@ class _Interval:
 
     def add(self, metrics: dict[str, float], prefix: str) -> None:
         """Record one iteration's metrics (``prefix`` is ``optimizer/`` or ``reward/``)."""
-        self.iterations += prefix == "optimizer/"
+        if prefix == "optimizer/":  # reward updates ride along with iterations, they are not ones
+            self.iterations += 1
         for key, value in ((prefix + k, v) for k, v in metrics.items()):
             self._sums[key] = self._sums.get(key, 0.0) + float(value)
             self._counts[key] = self._counts.get(key, 0) + 1

@@ -19,30 +19,34 @@ from torch.nn import functional
 from polyfuse.config import EnvConfig, WarmStartConfig
 from polyfuse.envs import make_vector_env
 from polyfuse.errors import PolyfuseError
+from polyfuse.observations import Batch, concatenate, copy_batch, take
 from polyfuse.training.api import RLOptimizer
 
-Batch = dict[str, np.ndarray]
 
 
-def collect_demonstrations(env: EnvConfig, episodes: int, seed: int) -> tuple[Batch, np.ndarray]:
-    """Follow the expert for ``episodes`` episodes; returns the observations and the expert's actions."""
+def collect_demonstrations(
+    env: EnvConfig, episodes: int, seed: int, max_samples: int | None = None
+) -> tuple[Batch, np.ndarray]:
+    """Follow the expert for ``episodes`` episodes (or until ``max_samples`` labelled states).
+
+    Returns the observations (a batch) and the expert's actions.
+    """
     envs = make_vector_env(env.id, env.kwargs, num_envs=env.num_envs, seed=seed, expert=True)
     try:
         observations, infos = envs.reset(seed=seed)
-        columns: dict[str, list[Any]] = {key: [] for key in observations}
+        batches: list[Batch] = []
         labels: list[np.ndarray] = []
-        finished = 0
-        while finished < episodes:
+        finished = samples = 0
+        while finished < episodes and (max_samples is None or samples < max_samples):
             actions = _expert_actions(infos, env.id)
-            for key, value in observations.items():
-                columns[key].extend(value)
+            batches.append(copy_batch(observations))
             labels.append(actions)
+            samples += len(actions)
             observations, _, terminated, truncated, infos = envs.step(actions)
             finished += int(np.sum(terminated | truncated))
     finally:
         envs.close()
-    batch = {key: _stack(values) for key, values in columns.items()}
-    return batch, np.concatenate(labels)
+    return concatenate(batches), np.concatenate(labels)
 
 
 def _expert_actions(infos: Mapping[str, Any], env_id: str) -> np.ndarray:
@@ -52,12 +56,6 @@ def _expert_actions(infos: Mapping[str, Any], env_id: str) -> np.ndarray:
             "start from; remove trainer.warm_start (DigitsVQA and BabyAI levels have labels)"
         )
     return np.asarray(infos["expert_action"], dtype=np.int64)
-
-
-def _stack(values: list[Any]) -> np.ndarray:
-    if values and isinstance(values[0], str):
-        return np.array(values, dtype=object)
-    return np.stack([np.asarray(v) for v in values])
 
 
 def behaviour_cloning(
@@ -77,7 +75,7 @@ def behaviour_cloning(
         order = order_rng.permutation(len(labels))
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
-            logits = optimizer.action_logits({key: value[index] for key, value in batch.items()})
+            logits = optimizer.action_logits(take(batch, index))
             loss = functional.cross_entropy(logits, targets[index])
             adam.zero_grad()
             loss.backward()
