@@ -207,3 +207,37 @@ def test_non_finite_numbers_need_a_finite_number(registry, value: float) -> None
     problems = dict(info.value.problems)
     assert problems["optimizer.params.learning_rate"].startswith("needs a finite number")
     assert problems["trainer.warm_start.learning_rate"].startswith("needs a finite number")
+
+
+# -- declarations that let `validate` check a pipeline without building it ------------------------------------
+
+
+def test_encoders_declare_the_spaces_they_read() -> None:
+    from gymnasium import spaces
+
+    from polyfuse.components import Kind
+    from polyfuse.declarations import space_mismatch
+    from polyfuse.registry import default_registry
+
+    registry = default_registry()
+    image, text, discrete = spaces.Box(0, 255, (8, 8, 1), "uint8"), spaces.Text(8), spaces.Discrete(4)
+    reads = {"small-cnn": image, "timm": image, "vector": image, "flatten": image, "onehot": discrete,
+             "embedding": discrete, "sbert": text}
+    for name, fits in reads.items():
+        factory = registry.get(Kind.ENCODER, name).factory
+        assert space_mismatch(factory, name, fits) is None, name
+        wrong = discrete if fits is text else text
+        assert f"{name} reads " in (space_mismatch(factory, name, wrong) or ""), name
+
+
+def test_optimizer_declarations_match_what_the_optimizers_say() -> None:
+    from polyfuse.components import Kind
+    from polyfuse.declarations import declared_learns_from
+    from polyfuse.registry import default_registry
+
+    registry = default_registry()
+    declared = {c.name: declared_learns_from(c.factory) for c in registry.list(Kind.OPTIMIZER)}
+    assert declared["dpo"] == "dataset" and declared["dqn"] == declared["ppo"] == declared["a2c"] == "env"
+    for name, source in declared.items():
+        if source is not None:
+            assert registry.create(Kind.OPTIMIZER, name, {}).learns_from == source, name
