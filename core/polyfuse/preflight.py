@@ -32,6 +32,10 @@ PER_ENV_BYTES = {"native": 1_024, "sync": 256 * 1024, "async": 64 * 1024 * 1024}
 """Coarse memory of one environment beyond its observations: a Python object, or a whole process for async."""
 PARAMETER_BYTES = 16
 """float32 weight, its gradient and two Adam moments."""
+ACTIVATION_BYTES = 16
+"""float32 activations of the widest layer a sample keeps for the backward pass (a few layers)."""
+THREADS_PER_CPU = 4
+"""trainer.num_threads past this many per CPU only slows a run (and far past it, fails)."""
 
 
 def check_pipeline(config: PipelineConfig, registry: Registry, source: str = "config") -> None:
@@ -48,6 +52,7 @@ def pipeline_problems(config: PipelineConfig, registry: Registry) -> list[Proble
     problems += env_problems
     if observation_space is not None:
         problems += _modality_problems(config, registry, observation_space)
+    problems += _thread_problems(config.trainer.num_threads)
     problems += _writable("trainer.output_dir", config.trainer.output_dir)
     if config.feature_cache.directory is not None:
         problems += _writable("feature_cache.directory", config.feature_cache.directory)
@@ -114,6 +119,14 @@ def _modality_problems(config: PipelineConfig, registry: Registry, observation_s
         if mismatch:
             problems.append((f"modalities.{modality}.encoder", f"{mismatch} (observation key {key!r})"))
     return problems
+
+
+def _thread_problems(num_threads: int) -> list[Problem]:
+    cpus = os.cpu_count() or 1
+    if num_threads <= max(THREADS_PER_CPU * cpus, 16):
+        return []
+    return [("trainer.num_threads", f"{num_threads} torch threads on a machine with {cpus} CPUs; more threads "
+                                    f"than CPUs only slow a run: set it to {cpus} or fewer")]
 
 
 # -- folders ---------------------------------------------------------------------------------------------------
@@ -219,6 +232,12 @@ def _memory_problems(config: PipelineConfig, observation_space: Any) -> list[Pro
         second = widths[1][1] if len(widths) > 1 else 1
         estimates.append((widths[0][0], widths[0][1] * max(second, 1) * PARAMETER_BYTES,
                           f"a {widths[0][1]} x {second} layer"))
+    batch = params.get("batch_size")
+    if "buffer_size" in params and isinstance(batch, int):  # a replay sample: copied out of the buffer whole
+        widest = widths[0][1] if widths else 0
+        per_sample = 2 * per_observation + ACTIVATION_BYTES * widest
+        estimates.append(("optimizer.params.batch_size", batch * per_sample,
+                          f"batches of {batch} samples of {_size(per_sample)}"))
     problems = [(path, f"{what}: about {_size(need)}, more than this machine's {_size(available)} of memory; "
                        "lower it") for path, need, what in estimates if need > available]
     total = sum(need for _, need, _ in estimates)
