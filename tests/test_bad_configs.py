@@ -43,6 +43,7 @@ GENERATED: dict[str, tuple[bytes, str]] = {
     "deeply_nested_list": (("env: {kwargs: {x: " + "[" * 100_000 + "]" * 100_000 + "}}\n").encode(), "nested more"),
     "huge_string_hidden_dim": (GOOD.replace("hidden_dim: 64", "hidden_dim: '" + "9" * 5_000_000 + "x'").encode(),
                                "fuser.params.hidden_dim"),
+    "huge_env_id": (GOOD.replace("id: polyfuse/DigitsVQA-v0", "id: " + "e" * 5_000_000).encode(), "env.id"),
     "huge_encoder_name": (GOOD.replace("encoder: small-cnn", "encoder: " + "c" * 5_000_000).encode(),
                           "modalities.image.encoder.name"),
 }
@@ -120,7 +121,8 @@ def test_the_good_base_config_is_valid(scratch: Path, capsys: pytest.CaptureFixt
     assert main(["validate", str(materialise(GOOD.encode(), "good", scratch))]) == 0, capsys.readouterr().err
 
 
-RUN_CASES = ["unknown_env_id", "num_threads_huge", "dqn_batch_size_huge", "modality_key_missing", "text_encoder_on_image", "image_encoder_on_text",
+RUN_CASES = ["unknown_env_id", "num_threads_huge", "dqn_batch_size_huge", "output_dir_nul",
+             "output_dir_name_too_long", "modality_key_missing", "text_encoder_on_image", "image_encoder_on_text",
              "output_dir_is_file", "hidden_dim_1e12", "num_envs_1e9", "dpo_without_dataset", "duplicate_fuser"]
 
 

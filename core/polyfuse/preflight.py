@@ -28,6 +28,8 @@ Problem = tuple[str, str]
 
 MAX_NUM_ENVS = 65_536
 """More environments than this is refused outright (gymnasium makes one object, or process, per env)."""
+MAX_ENV_ID_LENGTH = 200
+"""Longer env ids are refused unread: looking up near matches would take seconds."""
 PER_ENV_BYTES = {"native": 1_024, "sync": 256 * 1024, "async": 64 * 1024 * 1024}
 """Coarse memory of one environment beyond its observations: a Python object, or a whole process for async."""
 PARAMETER_BYTES = 16
@@ -72,6 +74,9 @@ def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
         problem = (f"{config.env.num_envs} environments is more than polyfuse steps ({MAX_NUM_ENVS} at most); "
                    "a few to a few hundred is typical: lower it")
         return None, [("env.num_envs", problem)]
+    if len(config.env.id) > MAX_ENV_ID_LENGTH:
+        return None, [("env.id", f"{shorten(config.env.id)} is not a gymnasium id (they look like "
+                                 "polyfuse/DigitsVQA-v0 or BabyAI-GoToLocal-v0)")]
     from polyfuse.envs import check_env_id, make_env
 
     try:
@@ -134,7 +139,17 @@ def _thread_problems(num_threads: int) -> list[Problem]:
 
 def _writable(path: str, folder: Path) -> list[Problem]:
     """The folder exists as a folder and is writable, or its nearest existing parent is."""
-    shown = shorten(str(folder))
+    shown = shorten(str(folder)).replace("\0", "\\0")
+    try:
+        if "\0" in str(folder):
+            raise ValueError("it contains a NUL character")
+        return _writable_folder(path, folder, shown)
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return [(path, f"{shown} is not a usable folder name ({reason}); choose a shorter, plain path")]
+
+
+def _writable_folder(path: str, folder: Path, shown: str) -> list[Problem]:
     if folder.exists() and not folder.is_dir():
         return [(path, f"{shown} is a file, not a folder; choose another path or remove the file")]
     existing = folder
