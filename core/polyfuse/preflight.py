@@ -88,7 +88,8 @@ def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
     except PolyfuseError as exc:
         return None, [("env.kwargs", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a third-party env's constructor may raise anything
-        return None, [("env", f"{config.env.id} could not be created: {type(exc).__name__}: {exc}; check env.kwargs")]
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None, [("env", f"{config.env.id} could not be created ({cause}); check env.kwargs")]
     try:
         space = env.observation_space
     finally:
