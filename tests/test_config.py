@@ -241,3 +241,21 @@ def test_optimizer_declarations_match_what_the_optimizers_say() -> None:
     for name, source in declared.items():
         if source is not None:
             assert registry.create(Kind.OPTIMIZER, name, {}).learns_from == source, name
+
+
+def test_the_tensor_fusers_declared_check_agrees_with_the_fuser() -> None:
+    from polyfuse.components import Kind
+    from polyfuse.declarations import modality_mismatch
+    from polyfuse.registry import default_registry
+
+    registry = default_registry()
+    component = registry.get(Kind.FUSER, "tensor")
+    dims = {"image": 8, "question": 8}
+    for factor_dim, fits in [(255, True), (256, False)]:
+        config = component.config(factor_dim=factor_dim)
+        assert (modality_mismatch(component.factory, config, list(dims)) is None) == fits
+        if fits:
+            registry.create(Kind.FUSER, "tensor", {"factor_dim": factor_dim}, input_dims=dims)
+        else:
+            with pytest.raises(ValueError, match="outer product"):
+                registry.create(Kind.FUSER, "tensor", {"factor_dim": factor_dim}, input_dims=dims)

@@ -1,6 +1,7 @@
 """What a component declares about itself, so ``polyfuse validate`` can check a config without building it.
 
-Encoders: the observation spaces they read. Optimizers: where they learn from.
+Encoders: the observation spaces they read. Fusers: how many modalities they
+can combine with given params. Optimizers: where they learn from.
 
 Building an encoder can mean loading a pretrained model (seconds, hundreds of
 megabytes) only to learn that it was given the wrong kind of observation. An
@@ -22,7 +23,7 @@ torch (``@learns_from("dataset")``); undeclared ones are built to ask them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from polyfuse.errors import PolyfuseError
@@ -31,6 +32,8 @@ SpaceCheck = Callable[[Any], "str | None"]
 Factory = TypeVar("Factory", bound=Callable[..., Any])
 ATTRIBUTE = "polyfuse_space_check"
 LEARNS_FROM = "polyfuse_learns_from"
+MODALITY_CHECK = "polyfuse_modality_check"
+ModalityCheck = Callable[[Any, Sequence[str]], "str | None"]
 
 
 def accepts_space(check: SpaceCheck) -> Callable[[Factory], Factory]:
@@ -72,3 +75,28 @@ def learns_from(source: str) -> Callable[[Factory], Factory]:
 def declared_learns_from(factory: Callable[..., Any]) -> str | None:
     """What an optimizer factory declared with :func:`learns_from` (None when it declared nothing)."""
     return getattr(factory, LEARNS_FROM, None)
+
+
+def accepts_modalities(check: ModalityCheck) -> Callable[[Factory], Factory]:
+    """Mark a fuser factory with a cheap check of its validated config against the modality names it fuses.
+
+    The check returns ``None`` when the fuser can be built, else the cause and
+    fix (e.g. a tensor product too large for this many modalities).
+    """
+
+    def mark(factory: Factory) -> Factory:
+        setattr(factory, MODALITY_CHECK, check)
+        return factory
+
+    return mark
+
+
+def modality_mismatch(factory: Callable[..., Any], config: Any, modalities: Sequence[str]) -> str | None:
+    """Why a fuser cannot combine ``modalities`` with ``config`` (None when it can, or declared nothing)."""
+    check: ModalityCheck | None = getattr(factory, MODALITY_CHECK, None)
+    if check is None:
+        return None
+    try:
+        return check(config, modalities)
+    except PolyfuseError as exc:
+        return str(exc)

@@ -21,7 +21,7 @@ from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig
 from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.registry import Registry
-from polyfuse.declarations import declared_learns_from, space_mismatch
+from polyfuse.declarations import declared_learns_from, modality_mismatch, space_mismatch
 from polyfuse.yaml_safety import shorten
 
 Problem = tuple[str, str]
@@ -54,6 +54,7 @@ def pipeline_problems(config: PipelineConfig, registry: Registry) -> list[Proble
     problems += env_problems
     if observation_space is not None:
         problems += _modality_problems(config, registry, observation_space)
+    problems += _fuser_problems(config, registry)
     problems += _thread_problems(config.trainer.num_threads)
     problems += _writable("trainer.output_dir", config.trainer.output_dir)
     if config.feature_cache.directory is not None:
@@ -125,6 +126,17 @@ def _modality_problems(config: PipelineConfig, registry: Registry, observation_s
         if mismatch:
             problems.append((f"modalities.{modality}.encoder", f"{mismatch} (observation key {key!r})"))
     return problems
+
+
+def _fuser_problems(config: PipelineConfig, registry: Registry) -> list[Problem]:
+    """The fuser's declared check against the modalities it will combine (no torch import)."""
+    try:
+        component = registry.get(Kind.FUSER, config.fuser.name)
+        fuser_config = component.config.model_validate(config.fuser.params)
+    except (PolyfuseError, ValueError):
+        return []  # reported by schema validation
+    mismatch = modality_mismatch(component.factory, fuser_config, list(config.modalities))
+    return [("fuser.params", mismatch)] if mismatch else []
 
 
 def _thread_problems(num_threads: int) -> list[Problem]:

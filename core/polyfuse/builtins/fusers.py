@@ -5,12 +5,13 @@ Loaded by ``polyfuse --help``, so torch is imported only inside the factories.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from polyfuse import ComponentConfig, hookimpl
+from polyfuse.declarations import accepts_modalities
 
 if TYPE_CHECKING:
     from polyfuse.fusion import Fuser
@@ -123,6 +124,18 @@ def build_late(config: LateConfig, input_dims: Mapping[str, int]) -> Fuser:
     )
 
 
+def _tensor_product_fits(config: TensorConfig, modalities: Sequence[str]) -> str | None:
+    """The outer product's size, checked by `polyfuse validate` (TensorFuser raises the same when built)."""
+    product_dim = (config.factor_dim + 1) ** len(modalities)
+    if product_dim <= config.max_product_dim:
+        return None
+    return (f"tensor fusion of {len(modalities)} modalities with factor_dim={config.factor_dim} needs a "
+            f"{config.factor_dim + 1}^{len(modalities)} = {product_dim}-dim outer product, above "
+            f"max_product_dim={config.max_product_dim}; lower factor_dim, use the 'low-rank' fuser "
+            "(linear in the number of modalities), or raise max_product_dim if memory allows")
+
+
+@accepts_modalities(_tensor_product_fits)
 def build_tensor(config: TensorConfig, input_dims: Mapping[str, int]) -> Fuser:
     from polyfuse.fusion.tensor import TensorFuser
 
