@@ -54,16 +54,17 @@ _MARKERS = ("__tensor__", "__ndarray__", "__textarray__", "__tuple__", "__dict__
 
 
 def flatten_state(
-    state: Any, shared: Mapping[TensorKey, str] | None = None
+    state: Any, shared: Mapping[TensorKey, str] | None = None, used: set[str] | None = None
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """Split ``state`` into a JSON-able tree and the tensors it references by name.
 
     The tensors are the state's own (views, not copies: write them before the
     state changes). A tensor found in ``shared`` (a frozen encoder's, see
-    :mod:`polyfuse.training.frozen_store`) is referenced by that name instead.
+    :mod:`polyfuse.training.frozen_store`) is referenced by that name
+    instead, and the name is added to ``used``.
     """
     tensors: dict[str, torch.Tensor] = {}
-    shared = shared or {}
+    used = used if used is not None else set()
 
     def tensor_ref(tensor: torch.Tensor, path: list[str]) -> str:
         name = "/".join(path) or "root"
@@ -76,11 +77,17 @@ def flatten_state(
     def encode(value: Any, path: list[str]) -> Any:
         if isinstance(value, torch.Tensor):
             reference = shared.get(tensor_key(value)) if shared else None
-            return {"__tensor__": reference or tensor_ref(value.detach(), path)}
+            if reference is not None:
+                used.add(reference)
+                return {"__tensor__": reference}
+            return {"__tensor__": tensor_ref(value.detach(), path)}
         if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind in "OUS":
             if isinstance(value, np.generic):
                 return encode(value.item(), path)
-            return {"__textarray__": encode(value.tolist(), path), "dtype": value.dtype.str}
+            items = value.tolist()
+            if not _all_text(items):  # objects other than strings: check and convert each
+                items = encode(items, path)
+            return {"__textarray__": items, "dtype": value.dtype.str}
         if isinstance(value, np.generic):
             return {"__ndarray__": tensor_ref(torch.from_numpy(np.array(value)), path), "scalar": True}
         if isinstance(value, np.ndarray):
@@ -134,6 +141,17 @@ def _hashable(key: Any) -> Any:
     return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
 
 
+def _all_text(items: Any) -> bool:
+    """Whether a nested list holds only strings (a replay buffer's questions: no need to visit each)."""
+    if isinstance(items, str):
+        return True
+    if not isinstance(items, list):
+        return False
+    if items and isinstance(items[0], list):
+        return all(_all_text(item) for item in items)
+    return all(type(item) is str for item in items)
+
+
 def _as_tensor(array: np.ndarray) -> torch.Tensor:
     """A tensor viewing ``array``'s memory (a copy only for arrays that are strided or read-only)."""
     array = np.ascontiguousarray(array)
@@ -156,8 +174,9 @@ def save_checkpoint(
     and their tensors referenced, not rewritten. Returns the new checkpoint's folder.
     """
     references, frozen_files = store_frozen(output_dir, frozen) if frozen else ({}, {})
-    tree, tensors = flatten_state(state, references)
-    used = {ref.split("/")[1] for ref in _references(tree) if ref.startswith(REFERENCE_PREFIX)}
+    hits: set[str] = set()
+    tree, tensors = flatten_state(state, references, hits)
+    used = {reference.split("/")[1] for reference in hits}
     staging = output_dir / f"{CHECKPOINT_DIR}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -399,17 +418,6 @@ class _Tensors(Mapping[str, torch.Tensor]):
         for name, tensor in self._read.items():
             if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
                 yield name
-
-
-def _references(tree: Any) -> Iterator[str]:
-    if isinstance(tree, list):
-        for value in tree:
-            yield from _references(value)
-    elif isinstance(tree, dict):
-        if isinstance(tree.get("__tensor__"), str):
-            yield tree["__tensor__"]
-        for value in tree.values():
-            yield from _references(value)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
