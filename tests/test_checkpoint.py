@@ -221,6 +221,12 @@ def test_a_damaged_latest_falls_back_to_the_previous_intact_one(
     assert str(location) in warning
 
 
+def test_reading_a_runs_config_skips_a_damaged_json(tmp_path: Path) -> None:
+    saves(tmp_path, 2)
+    garble(tmp_path / CHECKPOINT_DIR / STATE_FILE)
+    assert checkpoint_location(tmp_path) == tmp_path / f"{CHECKPOINT_DIR}.1"
+
+
 def test_no_intact_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     saves(tmp_path, 2)
     truncate(tmp_path / CHECKPOINT_DIR / TENSORS_FILE)
@@ -310,6 +316,14 @@ def test_a_run_resumes_past_a_damaged_checkpoint_and_stores_sbert_once(
     captured = capsys.readouterr()
     assert str(out / CHECKPOINT_DIR / TENSORS_FILE) in captured.err and "SHA-256" in captured.err
     assert json.loads(captured.out.splitlines()[-1])["steps"] >= 1280
+    document = json.loads((out / CHECKPOINT_DIR / STATE_FILE).read_text())
+    del document["state"]["optimizer"]["model"]  # consistent hashes, but not what the optimizer saved
+    (out / CHECKPOINT_DIR / STATE_FILE).write_text(json.dumps(document))
+    rehash(out / CHECKPOINT_DIR)
+    assert main(["run", str(config), "--output-dir", str(out), "--resume", "--steps", "1536"]) != 0
+    captured = capsys.readouterr()
+    assert f"cannot restore the optimizer state from {out / CHECKPOINT_DIR}: KeyError" in captured.err
+    assert "Traceback" not in captured.err
     for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.1", f"{CHECKPOINT_DIR}.2"):
         truncate(out / name / TENSORS_FILE)
     assert main(["run", str(config), "--output-dir", str(out), "--resume", "--steps", "2048"]) != 0

@@ -225,11 +225,20 @@ CHECKPOINT_PATHS = (*checkpoint_names(MAX_KEEP), f"{CHECKPOINT_DIR}.tmp", f"{CHE
 
 
 def checkpoint_location(output_dir: Path) -> Path | None:
-    """The newest checkpoint folder that was completely written, or None (its contents are not checked here)."""
+    """The newest checkpoint folder completely written and with an intact JSON part, or None.
+
+    Cheap (the tensors are not read): for reading a run's config or step with
+    :func:`read_checkpoint_tree`. :func:`load_latest_checkpoint` checks everything.
+    """
     for name in checkpoint_names(MAX_KEEP):
         candidate = output_dir / name
-        if all((candidate / file).is_file() for file in (MANIFEST_FILE, STATE_FILE, TENSORS_FILE)):
-            return candidate
+        if not (candidate / TENSORS_FILE).is_file():
+            continue
+        try:
+            _check_file(candidate / STATE_FILE, _read_manifest(candidate)["files"][STATE_FILE])
+        except DamagedCheckpoint:
+            continue
+        return candidate
     return None
 
 
