@@ -375,7 +375,7 @@ def _read_manifest(location: Path) -> dict[str, Any]:
         files, frozen = manifest["files"], manifest["frozen"]
         if not all(isinstance(v, dict) for v in (files, frozen)) or set(files) != {TENSORS_FILE, STATE_FILE}:
             raise ValueError("unexpected layout")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise DamagedCheckpoint(f"cannot read {path}: {type(exc).__name__}: {_short(exc)}") from None
     return manifest
 
