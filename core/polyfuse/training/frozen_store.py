@@ -91,6 +91,8 @@ def _stored(folder: Path, digest: str, state: dict[str, torch.Tensor]) -> FileDi
     folder.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(".tmp")
     result = write_safetensors(staging, state, {"format": "polyfuse-frozen", "digest": digest})
+    with open(staging, "rb") as file:
+        os.fsync(file.fileno())  # durable before any checkpoint refers to it
     os.replace(staging, path)
     stat = path.stat()
     _DIGESTS[(str(path), stat.st_size, stat.st_mtime_ns)] = result
