@@ -20,6 +20,8 @@ from polyfuse.registry import Registry, default_registry
 from polyfuse.yaml_safety import YamlProblem, decode, echo, load_yaml, shorten
 
 KIND_MARKER = "x-polyfuse-kind"
+MAX_EPISODES = 1_000_000
+"""Evaluation and warm-start episodes past this would run for days, holding every episode's record."""
 MAX_NAME_LENGTH = 200
 """Longer component names are refused unread: no registry name is near that long."""
 
@@ -73,9 +75,11 @@ class EnvConfig(StrictModel):
 class WarmStartConfig(StrictModel):
     """Supervised pre-training on labelled data before RL (behaviour cloning)."""
 
-    episodes: int = Field(gt=0, description="Labelled episodes to collect from the environment's expert")
+    episodes: int = Field(
+        gt=0, le=MAX_EPISODES, description="Labelled episodes to collect from the environment's expert"
+    )
     epochs: int = Field(5, gt=0, description="Passes over the labelled data")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, le=1_000_000)
     learning_rate: float = Field(1e-3, gt=0)
 
 
@@ -98,7 +102,7 @@ class TrainerConfig(StrictModel):
         0, ge=0, lt=2**30, description="Seeds torch, numpy and the environments; same seed, same result"
     )
     eval_every: int = Field(5_000, gt=0, description="Steps (in budget_unit) between held-out evaluations")
-    eval_episodes: int = Field(200, gt=0, description="Episodes per evaluation")
+    eval_episodes: int = Field(200, gt=0, le=MAX_EPISODES, description="Episodes per evaluation")
     checkpoint_every: int = Field(5_000, gt=0, description="Steps (in budget_unit) between checkpoints")
     output_dir: Path = Field(Path("runs/latest"), description="Where metrics, plots and checkpoints go")
     num_threads: int = Field(1, gt=0, description="torch threads per process (1 is fastest on small CPUs)")
@@ -216,8 +220,8 @@ def validate_pipeline(data: Any, registry: Registry | None = None, source: str =
     refs = config.component_refs() if config is not None else _parseable_component_refs(data)
     for path, kind, ref in refs:
         if len(ref.name) > MAX_NAME_LENGTH:  # difflib's suggestions would take seconds on a megabyte
-            problems.append((f"{path}.name", f"{echo(ref.name)} is not a {kind.singular} name; "
-                                             f"see `polyfuse list {kind.value}`"))
+            problems.append((f"{path}.name", (f"{echo(ref.name)} is not a {kind.singular} name; "
+                                             f"see `polyfuse list {kind.value}`")))
             continue
         try:
             component = registry.get(kind, ref.name)

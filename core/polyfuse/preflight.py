@@ -12,6 +12,7 @@ from. Every problem comes back with its config path.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -19,9 +20,9 @@ from typing import Any
 
 from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig
+from polyfuse.declarations import declared_learns_from, modality_mismatch, space_mismatch
 from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.registry import Registry
-from polyfuse.declarations import declared_learns_from, modality_mismatch, space_mismatch
 from polyfuse.yaml_safety import shorten
 
 Problem = tuple[str, str]
@@ -76,8 +77,8 @@ def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
                    "a few to a few hundred is typical: lower it")
         return None, [("env.num_envs", problem)]
     if len(config.env.id) > MAX_ENV_ID_LENGTH:
-        return None, [("env.id", f"{shorten(config.env.id)} is not a gymnasium id (they look like "
-                                 "polyfuse/DigitsVQA-v0 or BabyAI-GoToLocal-v0)")]
+        return None, [("env.id", (f"{shorten(config.env.id)} is not a gymnasium id (they look like "
+                                 "polyfuse/DigitsVQA-v0 or BabyAI-GoToLocal-v0)"))]
     from polyfuse.envs import check_env_id, make_env
 
     try:
@@ -94,15 +95,13 @@ def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
     try:
         space = env.observation_space
     finally:
-        try:
+        with contextlib.suppress(Exception):  # closing a probe env must not hide its space
             env.close()
-        except Exception:  # noqa: BLE001 - closing a probe env must not hide its space
-            pass
     from gymnasium import spaces
 
     if not isinstance(space, spaces.Dict):
-        return None, [("env.id", f"{config.env.id} observes a {type(space).__name__} space; polyfuse reads Dict "
-                                 "observations (one key per modality): wrap the env or choose another")]
+        return None, [("env.id", (f"{config.env.id} observes a {type(space).__name__} space; polyfuse reads Dict "
+                                 "observations (one key per modality): wrap the env or choose another"))]
     return space, []
 
 
@@ -114,8 +113,8 @@ def _modality_problems(config: PipelineConfig, registry: Registry, observation_s
         if key not in keys:
             where = f"modalities.{modality}.key" if modality_config.key else f"modalities.{modality}"
             how = "set key: to one of them" if modality_config.key else "rename the modality or add key: <one of them>"
-            problems.append((where, f"{config.env.id if config.env else 'the env'} has no observation key {key!r} "
-                                    f"(it has {', '.join(map(repr, keys))}); {how}"))
+            problems.append((where, (f"{config.env.id if config.env else 'the env'} has no observation key {key!r} "
+                                    f"(it has {', '.join(map(repr, keys))}); {how}")))
             continue
         name = modality_config.encoder.name
         try:
@@ -143,8 +142,8 @@ def _thread_problems(num_threads: int) -> list[Problem]:
     cpus = os.cpu_count() or 1
     if num_threads <= max(THREADS_PER_CPU * cpus, 16):
         return []
-    return [("trainer.num_threads", f"{num_threads} torch threads on a machine with {cpus} CPUs; more threads "
-                                    f"than CPUs only slow a run: set it to {cpus} or fewer")]
+    return [("trainer.num_threads", (f"{num_threads} torch threads on a machine with {cpus} CPUs; more threads "
+                                    f"than CPUs only slow a run: set it to {cpus} or fewer"))]
 
 
 # -- folders ---------------------------------------------------------------------------------------------------
@@ -173,8 +172,8 @@ def _writable_folder(path: str, folder: Path, shown: str) -> list[Problem]:
     if not existing.is_dir():
         return [(path, f"{shown} cannot be created: {shorten(str(existing))} is a file; choose another path")]
     if not os.access(existing, os.W_OK | os.X_OK):
-        return [(path, f"{shown} cannot be written: no write permission on {shorten(str(existing))}; "
-                       "choose a folder you can write")]
+        return [(path, (f"{shown} cannot be written: no write permission on {shorten(str(existing))}; "
+                       "choose a folder you can write"))]
     return []
 
 
@@ -201,14 +200,14 @@ def _data_problems(config: PipelineConfig, registry: Registry) -> list[Problem]:
         return [("env", f"optimizer {name!r} learns by stepping an environment; add env: {{id: ...}}")]
     if learns_from == "dataset":
         if config.dataset is None:
-            return [("dataset", f"optimizer {name!r} learns from a dataset; add dataset: {{name: preferences, "
-                                "params: {path: ...}}")]
+            return [("dataset", (f"optimizer {name!r} learns from a dataset; add dataset: {{name: preferences, "
+                                "params: {path: ...}}"))]
         if config.trainer.budget_unit == "env_steps":
-            return [("trainer.budget_unit", f"optimizer {name!r} learns from a dataset and takes no environment "
-                                            "steps; set budget_unit: gradient_steps (or samples)")]
+            return [("trainer.budget_unit", (f"optimizer {name!r} learns from a dataset and takes no environment "
+                                            "steps; set budget_unit: gradient_steps (or samples)"))]
     if config.trainer.warm_start is not None and config.env is None:
-        return [("trainer.warm_start", "behaviour cloning follows the environment's expert; add env: {id: ...} "
-                                       "or remove trainer.warm_start")]
+        return [("trainer.warm_start", ("behaviour cloning follows the environment's expert; add env: {id: ...} "
+                                       "or remove trainer.warm_start"))]
     return []
 
 
@@ -266,13 +265,13 @@ def _memory_problems(config: PipelineConfig, observation_space: Any) -> list[Pro
         per_sample = 2 * per_observation + ACTIVATION_BYTES * widest
         estimates.append(("optimizer.params.batch_size", batch * per_sample,
                           f"batches of {batch} samples of {_size(per_sample)}"))
-    problems = [(path, f"{what}: about {_size(need)}, more than this machine's {_size(available)} of memory; "
-                       "lower it") for path, need, what in estimates if need > available]
+    problems = [(path, (f"{what}: about {_size(need)}, more than this machine's {_size(available)} of memory; "
+                       "lower it")) for path, need, what in estimates if need > available]
     total = sum(need for _, need, _ in estimates)
     if not problems and total > available:
         path, need, what = max(estimates, key=lambda item: item[1])
-        problems.append((path, f"the run needs about {_size(total)} (largest: {what}, {_size(need)}), more than "
-                               f"this machine's {_size(available)} of memory; lower it"))
+        problems.append((path, (f"the run needs about {_size(total)} (largest: {what}, {_size(need)}), more than "
+                               f"this machine's {_size(available)} of memory; lower it")))
     return problems
 
 
