@@ -156,3 +156,19 @@ def test_a_cold_validate_is_fast_and_small(stem: str, scratch: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     rss_kb = int(done.stdout.split()[1])
     assert rss_kb < 500 * 1024 and "TORCH False" in done.stdout, done.stdout
+
+
+def test_memory_is_judged_against_the_containers_limit(
+    scratch: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a container (CI), its cgroup limit is the memory a run gets, not the host's."""
+    from polyfuse import preflight
+
+    limit = scratch / "memory.max"
+    monkeypatch.setattr(preflight, "CGROUP_LIMITS", (limit, scratch / "absent"))
+    limit.write_text("max\n")
+    assert preflight.machine_memory() > 1 << 30
+    limit.write_text(f"{512 * 1024 * 1024}\n")
+    assert preflight.machine_memory() == 512 * 1024 * 1024
+    config = materialise(GOOD.replace("num_envs: 4, vectorization: native", "num_envs: 4096").encode(), "envs", scratch)
+    assert_refused(["validate", str(config)], "env.num_envs: 4096 environments: about 1", capsys)

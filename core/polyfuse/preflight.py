@@ -214,12 +214,20 @@ def _data_problems(config: PipelineConfig, registry: Registry) -> list[Problem]:
 # -- memory -------------------------------------------------------------------------------------------------------
 
 
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+"""A container's memory limit (cgroup v2, v1): in CI it, not the host's memory, is what a run gets."""
+
+
 def machine_memory() -> int:
-    """Physical memory in bytes (a large number where the platform does not say)."""
+    """Memory a run can use, in bytes: physical memory or the container's limit, whichever is less."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 1 << 50
+        available = 1 << 50
+    for limit in CGROUP_LIMITS:
+        with contextlib.suppress(OSError, ValueError):
+            available = min(available, int(limit.read_text().strip()))  # "max" (no limit) is a ValueError
+    return available
 
 
 def observation_bytes(space: Any) -> int:
