@@ -172,3 +172,24 @@ def test_memory_is_judged_against_the_containers_limit(
     assert preflight.machine_memory() == 512 * 1024 * 1024
     config = materialise(GOOD.replace("num_envs: 4, vectorization: native", "num_envs: 4096").encode(), "envs", scratch)
     assert_refused(["validate", str(config)], "env.num_envs: 4096 environments: about 1", capsys)
+
+
+class SlowToMake:
+    """An env whose constructor never finishes in time (stands in for an absurd size in env.kwargs)."""
+
+    def __init__(self) -> None:
+        time.sleep(30)
+
+
+def test_an_env_too_slow_to_make_is_refused_in_bounded_time(
+    scratch: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gymnasium as gym
+
+    from polyfuse import preflight
+
+    monkeypatch.setattr(preflight, "ENV_PROBE_SECONDS", 1)
+    if "polyfuse-test/SlowToMake-v0" not in gym.registry:
+        gym.register("polyfuse-test/SlowToMake-v0", entry_point=f"{__name__}:SlowToMake")
+    config = materialise(GOOD.replace("polyfuse/DigitsVQA-v0", "polyfuse-test/SlowToMake-v0").encode(), "s", scratch)
+    assert_refused(["validate", str(config)], "env.kwargs: polyfuse-test/SlowToMake-v0 took more than 1 s", capsys)

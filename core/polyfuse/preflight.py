@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ Problem = tuple[str, str]
 
 MAX_NUM_ENVS = 65_536
 """More environments than this is refused outright (gymnasium makes one object, or process, per env)."""
+ENV_PROBE_SECONDS = 10
+"""Making one environment to read its spaces takes well under a second; longer means an absurd size."""
 MAX_ENV_ID_LENGTH = 200
 """Longer env ids are refused unread: looking up near matches would take seconds."""
 PER_ENV_BYTES = {"native": 1_024, "sync": 256 * 1024, "async": 64 * 1024 * 1024}
@@ -86,7 +91,11 @@ def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
     except PolyfuseError as exc:
         return None, [("env.id", str(exc))]
     try:
-        env = make_env(config.env.id, config.env.kwargs)
+        with _time_limit(ENV_PROBE_SECONDS):
+            env = make_env(config.env.id, config.env.kwargs)
+    except _ProbeTimeout:
+        return None, [("env.kwargs", f"{config.env.id} took more than {ENV_PROBE_SECONDS} s to create one "
+                                     "environment; check env.kwargs for sizes (e.g. room_size)")]
     except PolyfuseError as exc:
         return None, [("env.kwargs", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a third-party env's constructor may raise anything
@@ -103,6 +112,29 @@ def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
         return None, [("env.id", (f"{config.env.id} observes a {type(space).__name__} space; polyfuse reads Dict "
                                  "observations (one key per modality): wrap the env or choose another"))]
     return space, []
+
+
+class _ProbeTimeout(Exception):
+    """The probe env was not made within its time."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int) -> Iterator[None]:
+    """Raise :class:`_ProbeTimeout` after ``seconds`` (main thread on POSIX only; elsewhere no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _ProbeTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _modality_problems(config: PipelineConfig, registry: Registry, observation_space: Any) -> list[Problem]:
