@@ -94,8 +94,9 @@ def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
         with _time_limit(ENV_PROBE_SECONDS):
             env = make_env(config.env.id, config.env.kwargs)
     except _ProbeTimeout:
-        return None, [("env.kwargs", f"{config.env.id} took more than {ENV_PROBE_SECONDS} s to create one "
-                                     "environment; check env.kwargs for sizes (e.g. room_size)")]
+        slow = (f"{config.env.id} took more than {ENV_PROBE_SECONDS} s to create one environment; "
+                "check env.kwargs for sizes (e.g. room_size)")
+        return None, [("env.kwargs", slow)]
     except PolyfuseError as exc:
         return None, [("env.kwargs", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a third-party env's constructor may raise anything
