@@ -10,6 +10,7 @@ run`` too, which must refuse them the same way, before writing anything.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -78,6 +79,14 @@ def warm_imports() -> None:
 @pytest.fixture()
 def scratch(tmp_path: Path) -> Path:
     (tmp_path / "a-file").write_text("not a folder\n")
+    (tmp_path / "prefs").mkdir()  # the metadata of a DigitsVQA preferences folder: what validate reads
+    (tmp_path / "prefs" / "preferences.json").write_text(json.dumps({
+        "format": "polyfuse-preferences", "version": 1, "pairs": 0, "action_space": {"type": "Discrete", "n": 12},
+        "observation_space": {"type": "Dict", "spaces": {
+            "image": {"type": "Box", "shape": [8, 8, 1], "dtype": "|u1", "low": 0, "high": 255},
+            "question": {"type": "Text", "max_length": 64, "min_length": 1, "charset": " ?abcdefghijklmnopqrstuvwxyz"},
+        }},
+    }))
     return tmp_path
 
 
@@ -122,7 +131,7 @@ def test_the_good_base_config_is_valid(scratch: Path, capsys: pytest.CaptureFixt
 
 
 RUN_CASES = ["unknown_env_id", "num_threads_huge", "dqn_batch_size_huge", "output_dir_nul",
-             "output_dir_name_too_long", "tensor_product_too_large", "modality_key_missing", "text_encoder_on_image", "image_encoder_on_text",
+             "output_dir_name_too_long", "tensor_product_too_large", "dataset_text_encoder_on_image", "modality_key_missing", "text_encoder_on_image", "image_encoder_on_text",
              "output_dir_is_file", "hidden_dim_1e12", "num_envs_1e9", "dpo_without_dataset", "duplicate_fuser"]
 
 
@@ -193,3 +202,10 @@ def test_an_env_too_slow_to_make_is_refused_in_bounded_time(
         gym.register("polyfuse-test/SlowToMake-v0", entry_point=f"{__name__}:SlowToMake")
     config = materialise(GOOD.replace("polyfuse/DigitsVQA-v0", "polyfuse-test/SlowToMake-v0").encode(), "s", scratch)
     assert_refused(["validate", str(config)], "env.kwargs: polyfuse-test/SlowToMake-v0 took more than 1 s", capsys)
+
+
+def test_a_good_dataset_only_config_is_valid(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("modalities:\n  image: {encoder: small-cnn}\n  question: {encoder: sbert}\nfuser: concat\noptimizer: dpo\n"
+            "dataset: {name: preferences, params: {path: @TMP@/prefs}}\n"
+            "trainer: {budget_unit: gradient_steps, output_dir: @TMP@/out}\n")
+    assert main(["validate", str(materialise(text.encode(), "dataset", scratch))]) == 0, capsys.readouterr().err

@@ -1,7 +1,8 @@
 """What a component declares about itself, so ``polyfuse validate`` can check a config without building it.
 
 Encoders: the observation spaces they read. Fusers: how many modalities they
-can combine with given params. Optimizers: where they learn from.
+can combine with given params. Optimizers: where they learn from. Datasets: the
+observation space they hold, read cheaply (for pipelines without an env).
 
 Building an encoder can mean loading a pretrained model (seconds, hundreds of
 megabytes) only to learn that it was given the wrong kind of observation. An
@@ -33,6 +34,7 @@ Factory = TypeVar("Factory", bound=Callable[..., Any])
 ATTRIBUTE = "polyfuse_space_check"
 LEARNS_FROM = "polyfuse_learns_from"
 MODALITY_CHECK = "polyfuse_modality_check"
+DATASET_SPACE = "polyfuse_dataset_space"
 ModalityCheck = Callable[[Any, Sequence[str]], "str | None"]
 
 
@@ -100,3 +102,28 @@ def modality_mismatch(factory: Callable[..., Any], config: Any, modalities: Sequ
         return check(config, modalities)
     except PolyfuseError as exc:
         return str(exc)
+
+
+def dataset_space(read: Callable[[Any], Any]) -> Callable[[Factory], Factory]:
+    """Mark a dataset factory with a cheap reader of its observation space from its validated config.
+
+    The reader returns a gymnasium space, or ``None`` when it cannot tell
+    without loading the data.
+    """
+
+    def mark(factory: Factory) -> Factory:
+        setattr(factory, DATASET_SPACE, read)
+        return factory
+
+    return mark
+
+
+def declared_dataset_space(factory: Callable[..., Any], config: Any) -> Any:
+    """The observation space a dataset factory declares for ``config`` (None when unknown)."""
+    read = getattr(factory, DATASET_SPACE, None)
+    if read is None:
+        return None
+    try:
+        return read(config)
+    except (PolyfuseError, OSError, ValueError, KeyError, TypeError):
+        return None  # the dataset's own reader reports a bad file when the run loads it

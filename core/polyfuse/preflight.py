@@ -23,7 +23,12 @@ from typing import Any
 
 from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig
-from polyfuse.declarations import declared_learns_from, modality_mismatch, space_mismatch
+from polyfuse.declarations import (
+    declared_dataset_space,
+    declared_learns_from,
+    modality_mismatch,
+    space_mismatch,
+)
 from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.registry import Registry
 from polyfuse.yaml_safety import shorten
@@ -58,6 +63,8 @@ def pipeline_problems(config: PipelineConfig, registry: Registry) -> list[Proble
     problems: list[Problem] = []
     observation_space, env_problems = _env_space(config)
     problems += env_problems
+    if config.env is None:
+        observation_space = _dataset_space(config, registry)
     if observation_space is not None:
         problems += _modality_problems(config, registry, observation_space)
     problems += _fuser_problems(config, registry)
@@ -138,6 +145,21 @@ def _time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _dataset_space(config: PipelineConfig, registry: Registry) -> Any:
+    """The dataset's observation space where its factory declares a cheap reader (else None: not checked)."""
+    from gymnasium import spaces
+
+    if config.dataset is None:
+        return None
+    try:
+        component = registry.get(Kind.DATASET, config.dataset.name)
+        dataset_config = component.config.model_validate(config.dataset.params)
+    except (PolyfuseError, ValueError):
+        return None  # reported by schema validation
+    space = declared_dataset_space(component.factory, dataset_config)
+    return space if isinstance(space, spaces.Dict) else None
+
+
 def _modality_problems(config: PipelineConfig, registry: Registry, observation_space: Any) -> list[Problem]:
     problems: list[Problem] = []
     keys = list(observation_space.spaces)
@@ -146,7 +168,7 @@ def _modality_problems(config: PipelineConfig, registry: Registry, observation_s
         if key not in keys:
             where = f"modalities.{modality}.key" if modality_config.key else f"modalities.{modality}"
             how = "set key: to one of them" if modality_config.key else "rename the modality or add key: <one of them>"
-            problems.append((where, (f"{config.env.id if config.env else 'the env'} has no observation key {key!r} "
+            problems.append((where, (f"{config.env.id if config.env else 'the dataset'} has no observation key {key!r} "
                                     f"(it has {', '.join(map(repr, keys))}); {how}")))
             continue
         name = modality_config.encoder.name

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from polyfuse import ComponentConfig, hookimpl
+from polyfuse.declarations import dataset_space
 
 
 class PreferencesConfig(ComponentConfig):
@@ -15,6 +16,20 @@ class PreferencesConfig(ComponentConfig):
                                    "observations (see polyfuse.datasets.preferences)")
 
 
+def _folder_space(config: PreferencesConfig) -> Any:
+    """A preferences folder's observation space, from its metadata alone (checked by `polyfuse validate`)."""
+    import json
+
+    from polyfuse.datasets.preferences import META_FILE
+    from polyfuse.datasets.spaces import space_from_json
+
+    meta = Path(config.path) / META_FILE
+    if not meta.is_file():
+        return None
+    return space_from_json(json.loads(meta.read_text(encoding="utf-8"))["observation_space"])
+
+
+@dataset_space(_folder_space)
 def build_preferences(config: PreferencesConfig, observation_space: Any = None, action_space: Any = None) -> Any:
     from polyfuse.datasets import read_preferences
 
