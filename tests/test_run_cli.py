@@ -93,7 +93,11 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
     assert "stopped by SIGTERM" in stderr and "--resume" in stderr
     steps = checkpoint_step(output_dir)
     assert steps is not None and steps < 100_000
-    assert max(r["step"] for r in read_metrics(output_dir / "metrics.jsonl")) == steps
+    records = read_metrics(output_dir / "metrics.jsonl")
+    assert max(r["step"] for r in records) <= steps
+    # Train lines stay on the usual grid (one per 100_000 // 200 steps, iterations of 32 x 8 env steps): the
+    # stop writes no line of its own, the checkpoint keeps the cut interval for the resumed run's next line.
+    assert all(r["step"] // 500 > (r["step"] - 256) // 500 for r in records if r["kind"] == "train")
 
 
 def test_config_mistakes_are_reported_without_traceback(

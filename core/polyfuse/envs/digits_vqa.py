@@ -23,6 +23,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from polyfuse.rl.rng import generator_state, set_generator_state
+
 ANSWERS: tuple[str, ...] = tuple(str(d) for d in range(10)) + ("yes", "no")
 YES, NO = ANSWERS.index("yes"), ANSWERS.index("no")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -172,6 +174,17 @@ class DigitsVQAEnv(gym.Env[dict[str, Any], np.int64]):
     def _observation(self) -> dict[str, Any]:
         return {"image": self._images[self._image_index].copy(), "question": self._question}
 
+    def get_state(self) -> dict[str, Any]:
+        """The generator and the episode in progress, as JSON values (see :mod:`polyfuse.training.vector_env`)."""
+        return {"rng": generator_state(self.np_random), "image_index": self._image_index,
+                "question": self._question, "answer": self._answer}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`get_state` was taken."""
+        set_generator_state(self.np_random, state["rng"])
+        self._image_index, self._question = int(state["image_index"]), str(state["question"])
+        self._answer = int(state["answer"])
+
 
 class DigitsVQAVectorEnv(VectorEnv):
     """``num_envs`` DigitsVQA episodes drawn and answered as numpy arrays (``env.vectorization: native``).
@@ -224,6 +237,21 @@ class DigitsVQAVectorEnv(VectorEnv):
                  "_final_info": self._every.copy(), **self._infos(np.zeros(self.num_envs, dtype=bool))}
         terminated = self._every.copy()
         return self._observations(), correct.astype(np.float64), terminated, ~terminated, infos
+
+    def get_state(self) -> dict[str, Any]:
+        """The generator and the episodes in progress, as arrays and JSON values (no pickle needed)."""
+        return {"rng": generator_state(self._rng), "image_index": self._image_index.copy(),
+                "questions": list(self._questions), "answers": self._answers.copy()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`get_state` was taken: same episodes now, same draws next."""
+        image_index = np.asarray(state["image_index"], dtype=np.int64)
+        if image_index.shape != (self.num_envs,):
+            raise ValueError(f"the saved state is of {image_index.shape[0]} environments, not {self.num_envs}")
+        set_generator_state(self._rng, state["rng"])
+        self._image_index = image_index.copy()
+        self._questions = tuple(str(q) for q in state["questions"])
+        self._answers = np.asarray(state["answers"], dtype=np.int64).copy()
 
     def _draw(self) -> None:
         self._image_index, questions, self._answers = draw_episodes(

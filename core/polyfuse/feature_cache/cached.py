@@ -35,6 +35,12 @@ class CacheStats:
     def as_dict(self) -> dict[str, int]:
         return {field.name: getattr(self, field.name) for field in fields(self)}
 
+    def load(self, counts: dict[str, int]) -> None:
+        """Continue from saved counts (a resumed run's ``cache/`` metrics do not restart from zero)."""
+        for field in fields(self):
+            if field.name in counts:
+                setattr(self, field.name, int(counts[field.name]))
+
 
 def take(batch: Any, indices: list[int]) -> Any:
     """The samples ``indices`` of a raw batch, in the batch's own type (what the encoder expects)."""

@@ -115,6 +115,14 @@ class NStepAccumulator:
             "rewards": np.asarray([item[2] for _, item in entries], dtype=np.float64),
         }
 
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s pending steps, to continue their episodes (restored environments)."""
+        self._pending = [deque() for _ in range(self.num_envs)]
+        observations = state["observations"]
+        for index, env in enumerate(np.asarray(state["env"], dtype=np.int64).tolist()):
+            item = (select(observations, index), np.array(state["actions"][index]), float(state["rewards"][index]))
+            self._pending[env].append(item)
+
     def close_saved(self, state: Mapping[str, Any], last_observations: Mapping[str, Any]) -> Transitions | None:
         """Close the pending steps of a saved accumulator as truncated episodes.
 

@@ -43,8 +43,9 @@ class OffPolicyAlgorithm(Algorithm):
     :class:`~polyfuse.rl.configs.OffPolicyConfig`.
 
     The environments are reset without a seed: seed them when building them
-    (``polyfuse.envs.make_vector_env`` does), so that a resumed run, whose
-    environments the trainer seeds anew, plays new episodes.
+    (``polyfuse.envs.make_vector_env`` does). A resumed run continues the
+    saved episodes when the trainer could restore the environments, else
+    plays new ones from environments seeded anew.
     """
 
     config: OffPolicyConfig
@@ -131,14 +132,22 @@ class OffPolicyAlgorithm(Algorithm):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` after :meth:`setup`.
 
-        The environments keep the episodes ``setup`` started: environment
-        state is not part of an optimizer's state. Steps still waiting for
-        their n-step return when the state was saved belong to episodes that
-        will not continue, so they are closed as truncated there (bootstrapping
-        from the observation at save time) and added to the replay buffer.
+        Environment state is not part of an optimizer's state. When the
+        trainer has restored the environments' saved episodes
+        (``envs.restored``, see :meth:`TrackedVectorEnv.set_state`), they
+        continue: the saved observations and the steps awaiting their n-step
+        return carry on as if never interrupted. Otherwise the environments
+        keep the episodes ``setup`` started, and the steps still waiting for
+        their n-step return belong to episodes that will not continue, so
+        they are closed as truncated there (bootstrapping from the
+        observation at save time) and added to the replay buffer.
         """
         super().load_state_dict(state)
         self.replay.load_state_dict(state["replay"])
+        if getattr(self.envs, "restored", False):
+            self.nstep.load_state_dict(state["nstep"])
+            self._observations = check_dict(self.envs.observations, self.name)
+            return
         closed = self.nstep.close_saved(state["nstep"], state["observations"])
         if closed is not None:
             self.replay.add(closed)

@@ -62,8 +62,9 @@ class OnPolicyAlgorithm(Algorithm):
     :class:`~polyfuse.rl.configs.OnPolicyConfig`.
 
     The environments are reset without a seed: seed them when building them
-    (``polyfuse.envs.make_vector_env`` does), so that a resumed run, whose
-    environments the trainer seeds anew, plays new episodes.
+    (``polyfuse.envs.make_vector_env`` does). A resumed run continues the
+    saved episodes when the trainer could restore the environments, else
+    plays new ones from environments seeded anew.
     """
 
     config: OnPolicyConfig
@@ -196,11 +197,14 @@ class OnPolicyAlgorithm(Algorithm):
     def state_dict(self) -> dict[str, Any]:
         """Besides :meth:`Algorithm.state_dict`'s: the actor-critic.
 
-        Environment state is not saved: a resumed run starts from the
-        observations of the environments it is set up with.
+        Environment state is not saved here: a resumed run acts on the
+        environments' restored observations when the trainer could restore
+        them (``envs.restored``), else on those of the environments it is set up with.
         """
         return {**super().state_dict(), "model": self.model.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.model.load_state_dict(state["model"])
+        if getattr(self.envs, "restored", False):
+            self._observations = check_dict(self.envs.observations, self.name)

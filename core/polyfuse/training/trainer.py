@@ -151,9 +151,14 @@ class Trainer:
         trainer_config = self.config.trainer
         torch.set_num_threads(trainer_config.num_threads)
         seed_everything(trainer_config.seed)
-        env_seed = derive_seed(trainer_config.seed, 1, state.steps) if checkpoint else trainer_config.seed
+        # Environments that saved their state are built as in the first session and restored (exact resume);
+        # others are seeded anew, so that the resumed run plays new episodes rather than replay old ones.
+        reseed = checkpoint is not None and checkpoint.get("envs") is None
+        env_seed = derive_seed(trainer_config.seed, 1, state.steps) if reseed else trainer_config.seed
+        self._resumed_interval = checkpoint.get("interval") if checkpoint else None
         with self._stop_on_signals(), ExitStack() as cleanup:
             envs, reward, optimizer = self._build(env_seed, cleanup)
+            self._envs = envs
             evaluator = None
             if self.config.env is not None:
                 evaluator = Evaluator(self.config.env, trainer_config.eval_episodes)
@@ -161,7 +166,11 @@ class Trainer:
             log = MetricsLog(self.output_dir, resume_step=state.steps if checkpoint else None)
             cleanup.callback(log.close)
             if checkpoint:
-                self._restore(checkpoint, optimizer, reward)
+                if reseed and envs is not None:
+                    print(f"note: {self.config.env.id}'s environments cannot save their state without pickle; "
+                          "the resumed run plays freshly seeded episodes (every other random stream is "
+                          "restored)", file=sys.stderr)
+                self._restore(checkpoint, optimizer, reward, envs)
             else:
                 self._warm_start(optimizer, log)
                 self._evaluate(optimizer, evaluator, state, log)
@@ -190,7 +199,9 @@ class Trainer:
         trainer_config = self.config.trainer
         total, unit = trainer_config.total_steps, trainer_config.budget_unit
         log_every = max(total // LOG_POINTS, 1)
-        interval = _Interval(state.steps)
+        interval = self._interval = _Interval(state.steps)
+        interval.load(self._resumed_interval)  # the log interval a checkpoint cut, continued
+        self._resumed_interval = None
         stalled = 0
         bar = tqdm(total=total, initial=min(state.steps, total), unit=unit.removesuffix("s").replace("_", " "),
                    file=sys.stderr, disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
@@ -216,14 +227,14 @@ class Trainer:
                 if _crossed(before, state.steps, log_every) or state.steps >= total:
                     bar.set_postfix(self._postfix(state), refresh=False)
                     log.write(self._train_record(state, interval, progress))
-                    interval = _Interval(state.steps)
+                    interval = self._interval = _Interval(state.steps)
                 state.train_time_s += time.perf_counter() - started
                 if _crossed(before, state.steps, trainer_config.eval_every):
                     self._evaluate(optimizer, evaluator, state, log)
                 if _crossed(before, state.steps, trainer_config.checkpoint_every) and state.steps < total:
                     self._save(optimizer, reward, state)
-            if interval.iterations:  # stopped by a signal between two log points
-                log.write(self._train_record(state, interval, optimizer.progress))
+            # Stopped by a signal between two log points: no line off the step grid; the checkpoint keeps
+            # the interval's sums, so a resumed run writes the next grid line as the uninterrupted run would.
         finally:
             bar.close()
 
@@ -328,6 +339,9 @@ class Trainer:
             "rng": rng_state(),
             "optimizer": optimizer.state_dict(),
             "reward": reward.state_dict(),
+            "envs": self._envs.get_state() if getattr(self, "_envs", None) is not None else None,
+            "interval": self._interval.state_dict() if getattr(self, "_interval", None) is not None else None,
+            "cache": self._cache_counters(),
         }, frozen=self._frozen_encoders())
 
     def _frozen_encoders(self) -> list[torch.nn.Module]:
@@ -339,15 +353,37 @@ class Trainer:
                     unique.setdefault(id(encoder), encoder)
         return list(unique.values())
 
-    def _restore(self, checkpoint: dict[str, Any], optimizer: RLOptimizer, reward: RewardSource) -> None:
-        """Load a checkpoint's states; one that does not fit this run is an error naming it, not a traceback."""
-        part = "optimizer"
+    def _cache_counters(self) -> list[dict[str, dict[str, int]]]:
+        """Each built network's feature-cache counters by modality (saved, so cache/ metrics continue)."""
+        return [{modality: cached.stats.as_dict() for modality, cached in network.cached_encoders.items()}
+                for network in (self.network_factory.networks if self.network_factory else [])
+                if hasattr(network, "cached_encoders")]
+
+    def _restore(
+        self, checkpoint: dict[str, Any], optimizer: RLOptimizer, reward: RewardSource,
+        envs: TrackedVectorEnv | None = None,
+    ) -> None:
+        """Load a checkpoint's states; one that does not fit this run is an error naming it, not a traceback.
+
+        Saved environments are restored first, so that the optimizer acts on their observations next.
+        """
+        part = "envs"
         try:
+            if envs is not None and checkpoint.get("envs") is not None:
+                envs.set_state(checkpoint["envs"])
+            part = "optimizer"
             optimizer.load_state_dict(checkpoint["optimizer"])
             part = "reward"
             reward.load_state_dict(checkpoint["reward"])
             part = "rng"
             set_rng_state(checkpoint["rng"])
+            part = "cache"
+            networks = [n for n in (self.network_factory.networks if self.network_factory else [])
+                        if hasattr(n, "cached_encoders")]
+            for network, counters in zip(networks, checkpoint.get("cache") or []):
+                for modality, counts in counters.items():
+                    if modality in network.cached_encoders:
+                        network.cached_encoders[modality].stats.load(counts)
         except PolyfuseError:
             raise
         except (KeyError, IndexError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
@@ -522,6 +558,16 @@ class _Interval:
         for key, value in ((prefix + k, v) for k, v in metrics.items()):
             self._sums[key] = self._sums.get(key, 0.0) + float(value)
             self._counts[key] = self._counts.get(key, 0) + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of an interval cut short: its iterations and metric sums (not its clock)."""
+        return {"iterations": self.iterations, "sums": dict(self._sums), "counts": dict(self._counts)}
+
+    def load(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.iterations = int(state["iterations"])
+            self._sums = {k: float(v) for k, v in state["sums"].items()}
+            self._counts = {k: int(v) for k, v in state["counts"].items()}
 
     def means(self) -> dict[str, float]:
         return {key: total / self._counts[key] for key, total in self._sums.items()}

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium
 import numpy as np
 
 from polyfuse.observations import select, stack
@@ -65,6 +66,7 @@ class TrackedVectorEnv:
         self._finished: list[EpisodeRecord] = []
         self._recorders = [_SegmentRecorder(i) for i in range(self.num_envs)] if segment_length is not None else []
         self._segments: list[Segment] = []
+        self.restored = False  # set_state() restored saved episodes: optimizers keep acting on them
 
     def reset(self, seed: int | list[int] | None = None) -> tuple[Mapping[str, Any], dict[str, Any]]:
         observations, infos = self.envs.reset(seed=seed)
@@ -127,8 +129,106 @@ class TrackedVectorEnv:
         segments, self._segments = self._segments, []
         return segments
 
+    @property
+    def observations(self) -> Mapping[str, Any] | None:
+        """The observations the next actions are taken in (the last ``reset``'s or ``step``'s)."""
+        return self._observations
+
+    def get_state(self) -> dict[str, Any] | None:
+        """Everything needed to continue exactly: the environments' state (``None`` when they cannot
+        give it, see :func:`env_state`), the observations they are in, and the episodes and segments
+        in progress; arrays and JSON values only, for a checkpoint without pickle."""
+        inner = env_state(self.envs)
+        if inner is None or self._observations is None:
+            return None
+        return {
+            "envs": inner,
+            "observations": dict(self._observations),
+            "returns": self._returns.copy(),
+            "lengths": self._lengths.copy(),
+            "env_steps": self.env_steps,
+            "recorders": [recorder.get_state() for recorder in self._recorders],
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`get_state`'s state: the next step continues the saved episodes."""
+        set_env_state(self.envs, state["envs"])
+        self._observations = dict(state["observations"])
+        self._returns[:] = np.asarray(state["returns"], dtype=np.float64)
+        self._lengths[:] = np.asarray(state["lengths"], dtype=np.int64)
+        self.env_steps = int(state["env_steps"])
+        for recorder, saved in zip(self._recorders, state.get("recorders") or []):
+            recorder.set_state(saved)
+        self._finished, self._segments = [], []
+        self.restored = True
+
     def close(self) -> None:
         self.envs.close()
+
+
+def env_state(envs: Any) -> dict[str, Any] | None:
+    """A vector env's state as arrays and JSON values, or ``None`` when it cannot give one without pickle.
+
+    The optional protocol: an env with ``get_state() -> dict`` and ``set_state(dict)`` (DigitsVQA's
+    native vector env). A :class:`~gymnasium.vector.SyncVectorEnv` (same-step autoreset, so it keeps
+    nothing between steps itself) qualifies when every sub-env's unwrapped env does (DigitsVQA's
+    single env); their ``TimeLimit`` counters are saved with them. Others (MiniGrid/BabyAI, whose
+    grids are Python objects, and async workers) return ``None``.
+    """
+    if callable(getattr(envs, "get_state", None)) and callable(getattr(envs, "set_state", None)):
+        return {"kind": "vector", "state": envs.get_state()}
+    sub_envs = _sync_sub_envs(envs)
+    if sub_envs is None:
+        return None
+    return {"kind": "sync", "envs": [
+        {"state": env.unwrapped.get_state(), "elapsed_steps": [int(w._elapsed_steps or 0) for w in _time_limits(env)]}
+        for env in sub_envs
+    ]}
+
+
+def set_env_state(envs: Any, state: Mapping[str, Any]) -> None:
+    """Restore :func:`env_state`'s state into an env built from the same config."""
+    if state["kind"] == "vector":
+        envs.set_state(state["state"])
+        return
+    sub_envs = _sync_sub_envs(envs)
+    if sub_envs is None or len(sub_envs) != len(state["envs"]):
+        raise ValueError("the saved environment state does not fit these environments")
+    for env, saved in zip(sub_envs, state["envs"]):
+        env.unwrapped.set_state(saved["state"])
+        for wrapper, elapsed in zip(_time_limits(env), saved["elapsed_steps"]):
+            wrapper._elapsed_steps = int(elapsed)
+        _mark_reset(env)
+
+
+def _sync_sub_envs(envs: Any) -> list[Any] | None:
+    from gymnasium.vector import SyncVectorEnv
+
+    if not isinstance(envs, SyncVectorEnv):
+        return None
+    if all(callable(getattr(env.unwrapped, "get_state", None)) and callable(getattr(env.unwrapped, "set_state", None))
+           for env in envs.envs):
+        return list(envs.envs)
+    return None
+
+
+def _time_limits(env: Any) -> list[Any]:
+    from gymnasium.wrappers import TimeLimit
+
+    found = []
+    while isinstance(env, gymnasium.Wrapper):
+        if isinstance(env, TimeLimit):
+            found.append(env)
+        env = env.env
+    return found
+
+
+def _mark_reset(env: Any) -> None:
+    """Tell order-enforcing wrappers that the env has been reset (its episode is restored, not new)."""
+    while isinstance(env, gymnasium.Wrapper):
+        if hasattr(env, "_has_reset"):
+            env._has_reset = True
+        env = env.env
 
 
 class _SegmentRecorder:
@@ -146,6 +246,15 @@ class _SegmentRecorder:
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"observations": list(self.observations), "actions": list(self.actions),
+                "rewards": list(self.rewards), "infos": list(self.infos)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.observations = [dict(o) for o in state["observations"]]
+        self.actions, self.rewards = list(state["actions"]), [float(r) for r in state["rewards"]]
+        self.infos = [dict(i) for i in state["infos"]]
 
     def add(self, observation: dict[str, Any], action: Any, reward: float, info: dict[str, Any]) -> None:
         self.observations.append(observation)
