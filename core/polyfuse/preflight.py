@@ -99,13 +99,13 @@ def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
         return None, [("env.id", str(exc))]
     try:
         with _time_limit(ENV_PROBE_SECONDS):
-            env = make_env(config.env.id, config.env.kwargs)
+            env = make_env(config.env.id, config.env.kwargs, expert=config.trainer.warm_start is not None)
     except _ProbeTimeout:
         slow = (f"{config.env.id} took more than {ENV_PROBE_SECONDS} s to create one environment; "
                 "check env.kwargs for sizes (e.g. room_size)")
         return None, [("env.kwargs", slow)]
-    except PolyfuseError as exc:
-        return None, [("env.kwargs", str(exc))]
+    except PolyfuseError as exc:  # an env without an expert names trainer.warm_start, the rest are its kwargs
+        return None, [("trainer.warm_start" if "warm_start" in str(exc) else "env.kwargs", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a third-party env's constructor may raise anything
         cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None, [("env", f"{config.env.id} could not be created ({cause}); check env.kwargs")]
