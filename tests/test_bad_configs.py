@@ -212,3 +212,9 @@ def test_a_good_dataset_only_config_is_valid(scratch: Path, capsys: pytest.Captu
             "dataset: {name: preferences, params: {path: @TMP@/prefs}}\n"
             "trainer: {budget_unit: gradient_steps, output_dir: @TMP@/out}\n")
     assert main(["validate", str(materialise(text.encode(), "dataset", scratch))]) == 0, capsys.readouterr().err
+
+
+def test_run_overrides_are_checked_like_the_config(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`polyfuse run --output-dir FILE` (the embedded default) is refused before anything is built."""
+    assert_refused(["run", "--output-dir", str(scratch / "a-file")], "trainer.output_dir", capsys)
+    assert_refused(["run", "--output-dir", str(scratch / "out"), "--steps", "0"], "trainer.total_steps", capsys)
