@@ -44,6 +44,9 @@ GENERATED: dict[str, tuple[bytes, str]] = {
     "deeply_nested_list": (("env: {kwargs: {x: " + "[" * 100_000 + "]" * 100_000 + "}}\n").encode(), "nested more"),
     "huge_string_hidden_dim": (GOOD.replace("hidden_dim: 64", "hidden_dim: '" + "9" * 5_000_000 + "x'").encode(),
                                "fuser.params.hidden_dim"),
+    "ten_thousand_bad_modalities": (
+        (GOOD.split("modalities:")[0] + "modalities:\n" + "".join(f"  m{i}: {{encoder: nope}}\n" for i in range(10_000))
+         + "fuser: concat\noptimizer: dqn\n").encode(), "... and 9950 more like these"),
     "huge_env_id": (GOOD.replace("id: polyfuse/DigitsVQA-v0", "id: " + "e" * 5_000_000).encode(), "env.id"),
     "huge_encoder_name": (GOOD.replace("encoder: small-cnn", "encoder: " + "c" * 5_000_000).encode(),
                           "modalities.image.encoder.name"),

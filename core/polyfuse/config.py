@@ -22,6 +22,8 @@ from polyfuse.yaml_safety import YamlProblem, decode, echo, load_yaml, shorten
 KIND_MARKER = "x-polyfuse-kind"
 MAX_EPISODES = 1_000_000
 """Evaluation and warm-start episodes past this would run for days, holding every episode's record."""
+MAX_PROBLEMS = 50
+"""Problems listed in one message; past this, their count."""
 MAX_NAME_LENGTH = 200
 """Longer component names are refused unread: no registry name is near that long."""
 
@@ -197,9 +199,12 @@ def _non_finite_problems(data: Any, path: str) -> list[tuple[str, str]]:
     return []
 
 
-def _bounded(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Problems with paths and messages cut to a readable length: a 5 MB value is never printed back whole."""
-    return sorted({(shorten(path, 200), shorten(message, 500)) for path, message in problems})
+def bounded_problems(problems: list[tuple[str, str]], limit: int = MAX_PROBLEMS) -> list[tuple[str, str]]:
+    """Problems cut to a readable size: a 5 MB value is never printed back whole, nor 60,000 problems."""
+    unique = sorted({(shorten(path, 200), shorten(message, 500)) for path, message in problems})
+    if len(unique) <= limit:
+        return unique
+    return [*unique[:limit], ("", f"... and {len(unique) - limit} more like these; fix these and validate again")]
 
 
 def validate_pipeline(data: Any, registry: Registry | None = None, source: str = "config") -> PipelineConfig:
@@ -237,7 +242,7 @@ def validate_pipeline(data: Any, registry: Registry | None = None, source: str =
     if config is not None:
         problems.extend(_non_finite_problems(config.trainer.model_dump(), "trainer"))
     if problems or config is None:
-        raise ConfigError(source, _bounded(problems))
+        raise ConfigError(source, bounded_problems(problems))
     return config
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from polyfuse.components import Kind
-from polyfuse.config import PipelineConfig
+from polyfuse.config import PipelineConfig, bounded_problems
 from polyfuse.declarations import (
     declared_dataset_space,
     declared_learns_from,
@@ -55,7 +55,7 @@ def check_pipeline(config: PipelineConfig, registry: Registry, source: str = "co
     """Raise :class:`ConfigError` with every problem a run of ``config`` would hit before training."""
     problems = pipeline_problems(config, registry)
     if problems:
-        raise ConfigError(source, sorted({(shorten(p, 200), shorten(m, 500)) for p, m in problems}))
+        raise ConfigError(source, bounded_problems(problems))
 
 
 def pipeline_problems(config: PipelineConfig, registry: Registry) -> list[Problem]:

@@ -110,8 +110,9 @@ def check_node(root: Node) -> None:
         node, path = stack.pop()
         seen += 1
         if seen > MAX_VALUES:
-            raise YamlProblem(path, f"the config expands to more than {MAX_VALUES} values (YAML aliases, '*name', "
-                              "repeat the value anchored with '&name'); write the values out or use fewer aliases")
+            raise YamlProblem(path, f"the config expands to more than {MAX_VALUES} values, each YAML alias ('*name') "
+                              "counted as the whole value it repeats; a pipeline config has a few hundred: use fewer "
+                              "aliases or values")
         if isinstance(node, SequenceNode):
             stack.extend((child, _join(path, str(i))) for i, child in enumerate(node.value))
         elif isinstance(node, MappingNode):
