@@ -148,7 +148,8 @@ class PipelineConfig(StrictModel):
     @model_validator(mode="after")
     def _has_data(self) -> PipelineConfig:
         if self.env is None and self.dataset is None:
-            raise ValueError("a pipeline needs an env, a dataset, or both (env: {id: ...} or dataset: {name: ...})")
+            raise ValueError("env, dataset: a pipeline needs an env, a dataset, or both; add env: {id: ...} "
+                             "or dataset: {name: ..., params: {...}}")
         return self
 
     def component_refs(self) -> list[tuple[str, Kind, ComponentRef]]:
@@ -178,6 +179,8 @@ def _pydantic_problems(error: ValidationError, prefix: str = "") -> list[tuple[s
         value = item.get("input")
         if _non_finite(value):
             message = f"needs a finite number, got {value}"
+        elif item["type"] == "value_error" and not item["loc"]:  # a check across fields: it says what to do
+            message = str(item.get("ctx", {}).get("error", message))
         elif item["type"] not in {"missing", "extra_forbidden"} and "input" in item:
             message += f" (got {echo(value)})"
         problems.append((path, message))
