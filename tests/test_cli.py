@@ -86,7 +86,7 @@ def test_user_mistakes_are_one_line_errors() -> None:
     assert kind.returncode == 2
     assert kind.stderr == (
         "error: unknown component kind 'fusors'; did you mean 'fusers'? "
-        "choose one of: encoders, fusers, rewards, optimizers, datasets\n"
+        "choose one of: encoders, fusers, rewards, optimizers, datasets, feedback\n"
     )
     missing = polyfuse("validate", "does-not-exist.yaml")
     assert missing.returncode == 2

@@ -95,6 +95,19 @@ class TestPlugin:
 
         register("test-dataset", build, config=WidthConfig, description="A tuple, for tests")
 
+    @polyfuse.hookimpl
+    def register_feedback(self, register):
+        def build(config, seed=0):
+            from polyfuse.feedback import FeedbackSource, Label
+
+            class Longer(FeedbackSource):
+                def label(self, queries):
+                    return [Label(float(len(q.second) > len(q.first)), confidence=1 / config.width) for q in queries]
+
+            return Longer()
+
+        register("test-longer", build, config=WidthConfig, description="Prefers the longer segment, for tests")
+
 
 @pytest.fixture
 def registry(make_registry):
@@ -131,3 +144,20 @@ def test_hook_register_optimizers(registry) -> None:
 def test_hook_register_datasets(registry) -> None:
     assert registry.create("datasets", "test-dataset", {"width": 3}, observation_space="space") == ("dataset", 3, "space")
     assert registry.get("dataset", "test-dataset").kind.value == "datasets"
+
+
+def test_hook_register_feedback(registry) -> None:
+    import numpy as np
+
+    from polyfuse.feedback import Label, Query
+    from polyfuse.rewards import Segment
+
+    def segment(steps):
+        return Segment({}, np.zeros(steps, np.int64), np.zeros(steps, np.float32), [{}] * steps, True, False, 0)
+
+    source = registry.create("feedback", "test-longer", {"width": 4}, seed=0)
+    labels = source.label([Query(segment(1), segment(3)), Query(segment(2), segment(1))])
+    assert labels == [Label(1.0, 0.25), Label(0.0, 0.25)]
+    assert registry.get("feedback", "test-longer").kind.value == "feedback"
+    with pytest.raises(ValueError, match="preference"):
+        Label(0.3)

@@ -19,6 +19,7 @@ class Kind(str, Enum):
     REWARD = "rewards"
     OPTIMIZER = "optimizers"
     DATASET = "datasets"
+    FEEDBACK = "feedback"
 
     @property
     def singular(self) -> str:
@@ -35,6 +36,7 @@ _SINGULAR = {
     Kind.REWARD: "reward",
     Kind.OPTIMIZER: "optimizer",
     Kind.DATASET: "dataset",
+    Kind.FEEDBACK: "feedback",
 }
 _HOOK_NAMES = {
     Kind.ENCODER: "register_encoders",
@@ -42,6 +44,7 @@ _HOOK_NAMES = {
     Kind.REWARD: "register_rewards",
     Kind.OPTIMIZER: "register_optimizers",
     Kind.DATASET: "register_datasets",
+    Kind.FEEDBACK: "register_feedback",
 }
 
 

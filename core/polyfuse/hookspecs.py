@@ -166,3 +166,32 @@ def register_datasets(register):  # type: ignore[no-untyped-def]
             register("csv-pairs", build_csv_pairs, config=CsvPairsConfig,
                      description="Preference pairs from a CSV file")
     """
+
+
+@hookspec
+def register_feedback(register):  # type: ignore[no-untyped-def]
+    """Register feedback sources: who answers a learned reward's queries (simulated annotators, AI judges, people).
+
+    A reward model that learns from feedback names one in its params, e.g.
+    ``reward: {name: preference-model, params: {feedback: {name: synthetic}}}``.
+    Factory context: ``factory(config, seed=...)`` where ``seed`` is an
+    integer for the source's own random stream. The factory returns a
+    :class:`polyfuse.feedback.FeedbackSource`, whose ``label(queries)``
+    answers each :class:`polyfuse.feedback.Query` (a pair of
+    :class:`polyfuse.rewards.Segment`) with a :class:`polyfuse.feedback.Label`
+    (preference 0, 1 or 0.5 for a tie, and a confidence) or ``None`` to abstain.
+
+    Example::
+
+        class LongerIsBetterConfig(polyfuse.ComponentConfig):
+            confidence: float = 1.0
+
+        def build_longer(config, seed=0):
+            from my_judges.longer import LongerIsBetter
+            return LongerIsBetter(config.confidence)
+
+        @polyfuse.hookimpl
+        def register_feedback(register):
+            register("longer-is-better", build_longer, config=LongerIsBetterConfig,
+                     description="Prefers the longer segment")
+    """

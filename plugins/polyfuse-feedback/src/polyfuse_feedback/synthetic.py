@@ -1,0 +1,53 @@
+"""The ``synthetic`` feedback source: a simulated annotator that compares the segments' true returns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from polyfuse.feedback import FeedbackSource, Label, Query
+
+if TYPE_CHECKING:
+    from polyfuse_feedback.plugin import SyntheticConfig
+
+
+def preference_probability(first_return: float, second_return: float, temperature: float) -> float:
+    """P(the second segment is preferred) for a Boltzmann-rational annotator."""
+    difference = second_return - first_return
+    if temperature == 0:
+        return 1.0 if difference > 0 else 0.0 if difference < 0 else 0.5
+    return float(1.0 / (1.0 + np.exp(-np.clip(difference / temperature, -60, 60))))
+
+
+class SyntheticAnnotator(FeedbackSource):
+    """Prefers the segment with the higher sum of environment rewards, Boltzmann-rationally, with mistakes."""
+
+    def __init__(self, config: SyntheticConfig, seed: int) -> None:
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        self.answered = 0
+
+    def label(self, queries: Sequence[Query]) -> list[Label | None]:
+        labels: list[Label | None] = []
+        for query in queries:
+            first = float(np.sum(query.first.env_rewards))
+            second = float(np.sum(query.second.env_rewards))
+            self.answered += 1
+            if abs(second - first) <= self.config.tie_margin:
+                labels.append(Label(0.5, 1.0))
+                continue
+            p = preference_probability(first, second, self.config.temperature)
+            preference = float(self.rng.random() < p)
+            if self.config.error_rate and self.rng.random() < self.config.error_rate:
+                preference = 1.0 - preference
+            labels.append(Label(preference, max(p, 1.0 - p)))
+        return labels
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": json.dumps(self.rng.bit_generator.state), "answered": self.answered}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.answered = int(state["answered"])
