@@ -60,8 +60,9 @@ def pairwise_accuracy(model: PreferenceModel, segments: list[Segment]) -> float:
     return float((good[:, None] > bad[None, :]).mean())
 
 
-def test_the_model_learns_to_rank(helpers: Any, tmp_path: Path) -> None:
-    model, env = make_model(helpers, tmp_path, max_labels=400)
+@pytest.mark.parametrize("selection", ["random", "disagreement"])
+def test_the_model_learns_to_rank(selection: str, helpers: Any, tmp_path: Path) -> None:
+    model, env = make_model(helpers, tmp_path, max_labels=400, selection=selection)
     rng = np.random.default_rng(0)
     test = bandit_segments(env, rng, 200)
     before = pairwise_accuracy(model, test)

@@ -1,8 +1,9 @@
 """The ``preference-model`` reward: an ensemble of reward networks fitted to pairwise preferences (Bradley–Terry).
 
 Each member is the pipeline's encoders + fuser (``context.make_network()``;
-frozen encoders are shared with the policy's networks) and a head on
-(features, one-hot action) giving ``r(s, a)``. A segment's predicted return
+frozen encoders are shared with the policy's networks) and an MLP head
+giving ``r(s, a)`` (one output per action, the taken one read; or on
+(features, one-hot action) with ``head: concat``). A segment's predicted return
 is the sum of its steps' rewards; ``P(second preferred) = sigmoid(R2 - R1)``
 is fitted to the labels (ties as 0.5 targets), each member on its own
 bootstrap weights of the labels. ``score()`` is the ensemble mean, normalised.
@@ -36,23 +37,32 @@ def bradley_terry_loss(first_returns: torch.Tensor, second_returns: torch.Tensor
 
 
 class Member(torch.nn.Module):
-    """One reward network: encoders + fuser, then a head on (features, one-hot action)."""
+    """One reward network: encoders + fuser, then an MLP head giving ``r(s, a)``.
 
-    def __init__(self, network: torch.nn.Module, num_actions: int, hidden_sizes: Sequence[int]) -> None:
+    ``head: per-action`` (the default) outputs one reward per action and reads the taken one, as a
+    Q-network does; ``head: concat`` reads (features, one-hot action) and outputs one reward.
+    """
+
+    def __init__(self, network: torch.nn.Module, num_actions: int, hidden_sizes: Sequence[int],
+                 head: str = "per-action") -> None:
         super().__init__()
         self.network = network
         self.num_actions = num_actions
+        self.per_action = head == "per-action"
         layers: list[torch.nn.Module] = []
-        width = int(network.output_dim) + num_actions
+        width = int(network.output_dim) + (0 if self.per_action else num_actions)
         for size in hidden_sizes:
             layers += [torch.nn.Linear(width, size), torch.nn.ReLU()]
             width = size
-        layers.append(torch.nn.Linear(width, 1))
+        layers.append(torch.nn.Linear(width, num_actions if self.per_action else 1))
         self.head = torch.nn.Sequential(*layers)
 
     def forward(self, observations: Mapping[str, Any], actions: torch.Tensor) -> torch.Tensor:
         features = self.network(observations)
-        one_hot = torch.nn.functional.one_hot(actions.long(), self.num_actions).to(features.dtype)
+        actions = actions.long()
+        if self.per_action:
+            return self.head(features).gather(1, actions.reshape(-1, 1)).squeeze(1)
+        one_hot = torch.nn.functional.one_hot(actions, self.num_actions).to(features.dtype)
         return self.head(torch.cat([features, one_hot], dim=1)).squeeze(1)
 
 
@@ -141,7 +151,7 @@ class PreferenceModel(RewardSource):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed)
             self.members = torch.nn.ModuleList([
-                Member(context.make_network(), self.num_actions, config.hidden_sizes)
+                Member(context.make_network(), self.num_actions, config.hidden_sizes, config.head)
                 for _ in range(config.ensemble_size)
             ])
         self.parameters = [p for p in self.members.parameters() if p.requires_grad]

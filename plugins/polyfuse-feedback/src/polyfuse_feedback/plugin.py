@@ -50,6 +50,10 @@ class PreferenceModelConfig(ComponentConfig):
     feedback: FeedbackRef = Field(default_factory=FeedbackRef, description="The feedback source that labels queries.")
     ensemble_size: int = Field(3, gt=0, le=16, description="Members of the ensemble (each on its own bootstrap).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="Hidden layers of each member's head.")
+    head: Literal["per-action", "concat"] = Field(
+        "per-action", description="per-action: the head outputs one reward per action and reads the taken one (as "
+        "a Q-network); concat: the head reads (features, one-hot action) and outputs one reward."
+    )
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     batch_size: int = Field(64, gt=0, description="Labelled pairs per gradient step.")
@@ -57,7 +61,8 @@ class PreferenceModelConfig(ComponentConfig):
     max_labels: int = Field(1000, ge=0, description="Label budget of the run (held-out labels included).")
     labels_per_update: int = Field(50, gt=0, description="Queries asked per update() until the budget is spent.")
     selection: Literal["random", "disagreement"] = Field(
-        "disagreement", description="random pairs from the pool, or the candidates the ensemble disagrees on most."
+        "random", description="random pairs from the pool, or the candidates the ensemble disagrees on most "
+        "(disagreement: 0.52 against random's 0.65 held-out success on DigitsVQA at 40,000 steps, one seed)."
     )
     candidates_per_query: int = Field(
         8, gt=0, description="With selection: disagreement, random candidate pairs drawn per query asked."
