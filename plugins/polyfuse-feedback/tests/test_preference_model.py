@@ -97,3 +97,31 @@ def test_state_round_trip(helpers: Any, tmp_path: Path) -> None:
     restored_rewards = restored._returns(*restored.store.segments(range(len(restored.store.actions))))
     original_rewards = model._returns(*model.store.segments(range(len(model.store.actions))))
     assert torch.allclose(restored_rewards, original_rewards)
+
+
+def test_the_uncertainty_penalty_lowers_scores_by_the_ensemble_spread(helpers: Any, tmp_path: Path) -> None:
+    model, env = make_model(helpers, tmp_path, max_labels=40, uncertainty_penalty=2.0)
+    rng = np.random.default_rng(2)
+    model.observe(bandit_segments(env, rng, 60))
+    model.update()
+    segments = bandit_segments(env, rng, 20)
+    batch = RewardBatch({"vector": np.concatenate([s.observations["vector"] for s in segments]),
+                         "text": tuple(s.observations["text"][0] for s in segments)},
+                        np.concatenate([s.actions for s in segments]), np.zeros(20), np.ones(20, bool),
+                        np.zeros(20, bool))
+    penalised = model.score(batch)
+    with torch.no_grad():
+        rewards = model._step_rewards(batch.observations, batch.actions)
+    plain = (rewards.mean(0).numpy() - model.mean) / model.std
+    spread = rewards.std(0, unbiased=False).numpy() / model.std
+    np.testing.assert_allclose(penalised, plain - 2.0 * spread, rtol=1e-5, atol=1e-6)
+    assert (spread > 0).all()
+
+
+def test_the_concat_head_learns_too(helpers: Any, tmp_path: Path) -> None:
+    model, env = make_model(helpers, tmp_path, max_labels=400, head="concat")
+    rng = np.random.default_rng(0)
+    model.observe(bandit_segments(env, rng, 400))
+    for _ in range(10):
+        model.update()
+    assert pairwise_accuracy(model, bandit_segments(env, rng, 200)) > 0.8

@@ -191,8 +191,12 @@ class PreferenceModel(RewardSource):
         if not self.trained:
             return np.zeros(len(batch), dtype=np.float32)
         with torch.no_grad():
-            raw = self._step_rewards(batch.observations, batch.actions).mean(0).numpy()
-        return ((raw - self.mean) / self.std).astype(np.float32)
+            rewards = self._step_rewards(batch.observations, batch.actions)
+        raw = rewards.mean(0).numpy()
+        scores = (raw - self.mean) / self.std
+        if self.config.uncertainty_penalty and len(self.members) > 1:
+            scores = scores - self.config.uncertainty_penalty * rewards.std(0, unbiased=False).numpy() / self.std
+        return scores.astype(np.float32)
 
     # -- data ---------------------------------------------------------------------------------------
 

@@ -72,6 +72,10 @@ class PreferenceModelConfig(ComponentConfig):
     pool_size: int = Field(4096, gt=1, description="Most recent segments kept to form queries from.")
     fragment_length: int = Field(0, ge=0, description="Segment length in steps; 0: whole episodes.")
     normalize: bool = Field(True, description="Scale scores to zero mean and unit variance over the pool.")
+    uncertainty_penalty: float = Field(
+        0.0, ge=0, description="Subtract this many ensemble standard deviations from each score (pessimism where the "
+        "members disagree: actions the labels never showed). 0: the ensemble mean alone."
+    )
 
 
 def build_synthetic(config: SyntheticConfig, seed: int = 0) -> SyntheticAnnotator:
