@@ -25,7 +25,7 @@ HOOKS = sorted(
 
 
 def test_every_kind_has_a_hook() -> None:
-    assert sorted(kind.hook_name for kind in Kind) == HOOKS
+    assert sorted([kind.hook_name for kind in Kind] + ["register_commands"]) == HOOKS
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -33,7 +33,7 @@ def test_hook_is_documented_with_signature_and_example(hook: str) -> None:
     function = getattr(hookspecs, hook)
     doc = inspect.getdoc(function) or ""
     assert list(inspect.signature(function).parameters) == ["register"]
-    assert "Factory context" in doc, f"{hook}: say what context the factory receives"
+    assert "Factory context" in doc, f"{hook}: say what context the factory receives (or that there is none)"
     assert "Example::" in doc and f"def {hook}(register)" in doc, f"{hook}: give a runnable example"
     contributing = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
     assert f"`{hook}(register)`" in contributing, f"{hook} is not documented in CONTRIBUTING.md"
@@ -108,6 +108,24 @@ class TestPlugin:
 
         register("test-longer", build, config=WidthConfig, description="Prefers the longer segment, for tests")
 
+    @polyfuse.hookimpl
+    def register_commands(self, register):
+        def add_arguments(parser):
+            parser.add_argument("words", nargs="+")
+
+        def shout(args, registry):
+            print(" ".join(args.words).upper(), len(registry.list("feedback", "test-*")))
+            return 3
+
+        register("test-shout", shout, arguments=add_arguments, help="upper-cases its words, for tests")
+
+
+class ClashingCommands:
+    @polyfuse.hookimpl
+    def register_commands(self, register):
+        register("run", lambda args, registry: 0, help="clashes with the core's own command")
+        register("test-shout", lambda args, registry: 0, help="clashes with TestPlugin's")
+
 
 @pytest.fixture
 def registry(make_registry):
@@ -161,3 +179,42 @@ def test_hook_register_feedback(registry) -> None:
     assert registry.get("feedback", "test-longer").kind.value == "feedback"
     with pytest.raises(ValueError, match="preference"):
         Label(0.3)
+
+
+def test_hook_register_commands(make_registry, capsys, monkeypatch) -> None:
+    from polyfuse import cli
+
+    registry = make_registry(TestPlugin(), ClashingCommands(), installed=False)
+    assert sorted(registry.commands) == ["test-shout"]
+    assert registry.commands["test-shout"].help == "upper-cases its words, for tests"
+    (clashing,) = [p for p in registry.plugins if p.errors]
+    assert "'run' is one of polyfuse's own" in clashing.errors[0]
+    assert "already registered by plugin" in clashing.errors[1]
+    monkeypatch.setattr(cli.Registry, "load", classmethod(lambda cls, disabled=(): registry))
+    assert cli.main(["test-shout", "a", "b"]) == 3
+    assert capsys.readouterr().out == "A B 1\n"
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "test-shout" in capsys.readouterr().out
+    assert "upper-cases its words" in cli.build_parser(registry).format_help()
+
+
+def test_label_and_query_contract() -> None:
+    import numpy as np
+
+    from polyfuse.feedback import Label, Query, answer_problem
+    from polyfuse.rewards import Segment
+
+    one = Segment({}, np.zeros(1, np.int64), np.zeros(1, np.float32), [{}], True, False, 0)
+    rating = Query(one, scale=5)
+    assert not rating.is_comparison and Query(one, one).is_comparison
+    assert answer_problem(rating, Label(rating=5)) is None
+    assert "from 1 to 5" in answer_problem(rating, Label(rating=6))
+    assert "asks for a rating" in answer_problem(rating, Label(1.0))
+    assert "is a rating" in answer_problem(Query(one, one), Label(rating=2))
+    with pytest.raises(ValueError, match="scale"):
+        Query(one)
+    with pytest.raises(ValueError, match="either"):
+        Label(1.0, rating=2)
+    with pytest.raises(ValueError, match="whole number"):
+        Label(rating=0)

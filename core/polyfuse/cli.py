@@ -116,7 +116,8 @@ def cmd_preferences(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
+    """The parser of polyfuse's own commands, plus those the loaded plugins register."""
     parser = argparse.ArgumentParser(
         prog="polyfuse",
         description="Multimodal RL from human and AI feedback, composed from registry names.",
@@ -166,7 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
     preferences.add_argument("--pairs", type=int, default=2000, help="how many pairs (default 2000)")
     preferences.add_argument("--seed", type=int, default=0, help="seeds the environment and the rejected actions")
     preferences.set_defaults(handler=cmd_preferences)
+
+    for command in sorted(registry.commands.values(), key=lambda c: c.name) if registry is not None else []:
+        sub = commands.add_parser(command.name, help=f"{command.help} ({command.distribution})")
+        if command.arguments is not None:
+            command.arguments(sub)
+        sub.set_defaults(handler=command.handler)
     return parser
+
+
+def _plugin_switches(argv: Sequence[str] | None) -> list[str]:
+    """The ``-p no:NAME`` switches, read before the full parse: they decide which plugins' commands exist."""
+    switches = argparse.ArgumentParser(add_help=False)
+    switches.add_argument("-p", dest="plugin_switches", action="append", default=[])
+    known, _ = switches.parse_known_args(argv)
+    return list(known.plugin_switches)
 
 
 def _disabled_plugins(switches: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
@@ -179,10 +194,10 @@ def _disabled_plugins(switches: Sequence[str], parser: argparse.ArgumentParser) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    disabled = _disabled_plugins(_plugin_switches(argv), build_parser())
     try:
-        registry = Registry.load(disabled=_disabled_plugins(args.plugin_switches, parser))
+        registry = Registry.load(disabled=disabled)
+        args = build_parser(registry).parse_args(argv)
         return args.handler(args, registry)
     except PolyfuseError as exc:
         print(f"error: {exc}", file=sys.stderr)

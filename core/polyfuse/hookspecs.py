@@ -177,9 +177,12 @@ def register_feedback(register):  # type: ignore[no-untyped-def]
     Factory context: ``factory(config, seed=...)`` where ``seed`` is an
     integer for the source's own random stream. The factory returns a
     :class:`polyfuse.feedback.FeedbackSource`, whose ``label(queries)``
-    answers each :class:`polyfuse.feedback.Query` (a pair of
-    :class:`polyfuse.rewards.Segment`) with a :class:`polyfuse.feedback.Label`
-    (preference 0, 1 or 0.5 for a tie, and a confidence) or ``None`` to abstain.
+    answers each :class:`polyfuse.feedback.Query` with a
+    :class:`polyfuse.feedback.Label` or ``None`` to abstain: a comparison of
+    two :class:`polyfuse.rewards.Segment` with a preference (0, 1, or 0.5 for
+    a tie), a rating query (one segment, ``scale`` levels) with a rating from
+    1 to ``scale``; each with a confidence. A slow source (a remote model,
+    people) sets ``asynchronous = True`` and is asked from a background thread.
 
     Example::
 
@@ -194,4 +197,37 @@ def register_feedback(register):  # type: ignore[no-untyped-def]
         def register_feedback(register):
             register("longer-is-better", build_longer, config=LongerIsBetterConfig,
                      description="Prefers the longer segment")
+    """
+
+
+@hookspec
+def register_commands(register):  # type: ignore[no-untyped-def]
+    """Register command-line subcommands: ``polyfuse <name> ...`` (e.g. ``polyfuse feedback export``).
+
+    ``register(name, handler, *, arguments=None, help="")`` takes the
+    subcommand's name, ``handler(args, registry) -> int`` (the exit status;
+    ``args`` is the parsed :class:`argparse.Namespace`, ``registry`` the
+    loaded :class:`polyfuse.registry.Registry`), an optional
+    ``arguments(parser)`` adding options to its :class:`argparse.ArgumentParser`
+    (sub-subcommands included) and a one-line ``help``. A name the core or
+    another plugin already uses is refused and shown by ``polyfuse plugins``.
+    Factory context: a command has no factory; import heavy modules inside
+    ``handler``, which runs only when the command is called, so that
+    ``polyfuse --help`` stays fast. Raise :class:`polyfuse.errors.PolyfuseError`
+    for a user's mistake: the CLI prints its message without a traceback.
+
+    Example::
+
+        def add_arguments(parser):
+            parser.add_argument("path", help="a label file")
+
+        def count_labels(args, registry):
+            with open(args.path, encoding="utf-8") as lines:
+                print(sum(1 for _ in lines), "labels")
+            return 0
+
+        @polyfuse.hookimpl
+        def register_commands(register):
+            register("count-labels", count_labels, arguments=add_arguments,
+                     help="count the labels in a JSONL file")
     """

@@ -28,7 +28,7 @@ from typing import Any
 import pluggy
 
 from polyfuse import hookspecs
-from polyfuse.components import Component, InvalidComponentError, Kind, make_component
+from polyfuse.components import NAME_PATTERN, Component, InvalidComponentError, Kind, make_component
 
 CORE_DISTRIBUTION = "polyfuse"
 ENTRY_POINT_GROUP = "polyfuse"
@@ -58,6 +58,21 @@ class PluginInfo:
             "components": [{"kind": c.kind.value, "name": c.name} for c in self.components],
             "errors": self.errors,
         }
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``polyfuse`` subcommand registered by a plugin (hook ``register_commands``)."""
+
+    name: str
+    handler: Callable[..., int]
+    arguments: Callable[[Any], None] | None
+    help: str
+    plugin: str
+    distribution: str
+
+
+CORE_COMMANDS = frozenset({"plugins", "list", "validate", "schema", "run", "preferences"})
 
 
 @dataclass(frozen=True)
@@ -105,13 +120,14 @@ def _is_enabled(source: PluginSource, disabled: set[str]) -> bool:
 
 def load_plugins(
     sources: Iterable[PluginSource] | None = None, disabled: Iterable[str] = ()
-) -> tuple[list[PluginInfo], dict[Kind, dict[str, Component]]]:
-    """Load plugins and collect their components, isolating each plugin's failures."""
+) -> tuple[list[PluginInfo], dict[Kind, dict[str, Component]], dict[str, Command]]:
+    """Load plugins and collect their components and commands, isolating each plugin's failures."""
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     blocked = set(disabled)
     infos: list[PluginInfo] = []
     components: dict[Kind, dict[str, Component]] = {kind: {} for kind in Kind}
+    commands: dict[str, Command] = {}
     for source in entry_point_sources() if sources is None else sources:
         info = PluginInfo(source.name, source.distribution, source.version, source.target)
         infos.append(info)
@@ -135,9 +151,10 @@ def load_plugins(
             info.errors.append(f"failed to load: {type(exc).__name__}: {exc}")
             continue
         _collect_components(manager, info, components)
+        _collect_commands(manager, info, commands)
         if info.errors:
             info.status = "broken"
-    return infos, components
+    return infos, components, commands
 
 
 def describe_error(exc: BaseException) -> str:
@@ -199,3 +216,32 @@ def _collect_components(
         for component in registered:
             components[kind][component.name] = component
             info.components.append(component)
+
+
+def _collect_commands(manager: pluggy.PluginManager, info: PluginInfo, commands: dict[str, Command]) -> None:
+    others = [p for name, p in manager.list_name_plugin() if name != info.name]
+    caller = manager.subset_hook_caller("register_commands", remove_plugins=others)
+    registered: dict[str, Command] = {}
+
+    def register(name: Any, handler: Any = None, *, arguments: Any = None, help: Any = "") -> None:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            info.errors.append(f"command name {name!r} is invalid: use lowercase letters, digits, '-', '_' or '.'")
+        elif not callable(handler) or (arguments is not None and not callable(arguments)):
+            info.errors.append(f"command {name!r}: handler (and arguments, when given) must be callables")
+        elif name in CORE_COMMANDS:
+            info.errors.append(f"command {name!r} is one of polyfuse's own; this registration is ignored")
+        elif name in commands or name in registered:
+            owner = (commands.get(name) or registered[name]).plugin
+            info.errors.append(f"command {name!r} is already registered by plugin {owner!r}; "
+                               "this registration is ignored")
+        else:
+            registered[name] = Command(name, handler, arguments, str(help), info.name, info.distribution)
+
+    try:
+        caller(register=register)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        info.errors.append(f"register_commands raised {describe_error(exc)}")
+        return
+    commands.update(registered)

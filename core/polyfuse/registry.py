@@ -11,7 +11,7 @@ from typing import Any
 from polyfuse.catalogue import Catalogue, CatalogueEntry, load_catalogue
 from polyfuse.components import Component, Kind
 from polyfuse.errors import PolyfuseError, UnknownComponentError
-from polyfuse.plugins import PluginInfo, PluginSource, load_plugins
+from polyfuse.plugins import Command, PluginInfo, PluginSource, load_plugins
 
 KIND_ALIASES = {
     **{kind.value: kind for kind in Kind},
@@ -40,18 +40,20 @@ class Registry:
         plugins: list[PluginInfo],
         components: dict[Kind, dict[str, Component]],
         catalogue: Catalogue,
+        commands: dict[str, Command] | None = None,
     ) -> None:
         self.plugins = plugins
         self._components = components
         self.catalogue = catalogue
+        self.commands = commands or {}
 
     @classmethod
     def load(
         cls, sources: Iterable[PluginSource] | None = None, disabled: Iterable[str] = ()
     ) -> Registry:
         """Discover plugins (entry points unless ``sources`` is given) and build a registry."""
-        plugins, components = load_plugins(sources, disabled)
-        return cls(plugins, components, load_catalogue())
+        plugins, components, commands = load_plugins(sources, disabled)
+        return cls(plugins, components, load_catalogue(), commands)
 
     def list(self, kind: Kind | str | None = None, pattern: str = "*") -> list[Component]:
         """Installed components, sorted by kind and name; ``pattern`` is an fnmatch wildcard."""

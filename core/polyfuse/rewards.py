@@ -77,7 +77,10 @@ class RunContext:
     registry, as the optimizer's networks are built: frozen encoders are
     shared with theirs (one sentence-transformer in memory) and read the same
     feature cache. ``seed`` is this component's own seed (derived from
-    ``trainer.seed``); ``run_dir`` is the run's ``output_dir``.
+    ``trainer.seed``); ``run_dir`` is the run's ``output_dir``;
+    ``planned_updates`` is how many times the trainer will call ``update()``
+    over the whole run (``None`` when unknown), so a reward can spread a
+    budget (of labels, say) over the run.
     """
 
     observation_space: Any
@@ -86,6 +89,7 @@ class RunContext:
     seed: int
     run_dir: Path
     device: torch.device | str = "cpu"
+    planned_updates: int | None = None
 
 
 class RewardSource:
@@ -122,6 +126,9 @@ class RewardSource:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def close(self) -> None:
+        """Release threads, connections or files; called once when the run ends, however it ends."""
 
 
 class EnvReward(RewardSource):

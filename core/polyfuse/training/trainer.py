@@ -275,9 +275,12 @@ class Trainer:
             observation_space = observation_space or dataset.observation_space
             action_space = action_space or dataset.action_space
         self.network_factory = make_network = NetworkFactory(config, observation_space, registry)
+        trainer = config.trainer
         reward = registry.create(Kind.REWARD, config.reward.name, config.reward.params, context=RunContext(
-            observation_space, action_space, make_network, derive_seed(config.trainer.seed, 3), self.output_dir,
+            observation_space, action_space, make_network, derive_seed(trainer.seed, 3), self.output_dir,
+            planned_updates=trainer.total_steps // trainer.reward_update_every,
         ))
+        cleanup.callback(reward.close)
         envs = TrackedVectorEnv(vector_env, reward.segment_length) if vector_env is not None else None
         optimizer = registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
         self._check_data(optimizer, envs, dataset)
