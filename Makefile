@@ -4,20 +4,26 @@ VENV ?= .venv
 ISOLATED_VENV ?= .venv-isolated
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(sort $(wildcard plugins/*/pyproject.toml)))
 PLUGIN_NAMES := $(notdir $(PLUGIN_DIRS))
+# What .venv installs of each plugin: the feedback plugin with its PostgreSQL driver (the label store's tests).
+PLUGIN_SPECS := $(patsubst plugins/polyfuse-feedback,plugins/polyfuse-feedback[postgresql],$(PLUGIN_DIRS))
 PIP = -m pip --disable-pip-version-check
 PIP_INSTALL = $(PIP) install --quiet -c constraints.txt
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup run test test-isolated clean
+.PHONY: setup postgresql-server run test test-isolated clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed postgresql-server
+
+# Debian's PostgreSQL server, for the label store's tests; a no-op when present, without root or apt.
+postgresql-server:
+	@scripts/install-postgresql.sh
 
 # Everything: the core, every plugin, test tools.
 $(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai]' $(addprefix -e ,$(PLUGIN_DIRS))
+	$(VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai]' $(foreach spec,$(PLUGIN_SPECS),-e '$(spec)')
 	touch $@
 
 # The core and the plugins' third-party dependencies, but no plugin: see scripts/test-isolated.sh.
