@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs Debian's PostgreSQL server for the label store's tests (polyfuse-feedback) when it is missing.
 # Never fails the set-up: without root or apt-get it says so, and those tests skip with the same advice.
+# PG_BIN_GLOB (tests only) replaces where Debian puts the server's binaries.
 set -uo pipefail
-if command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+if command -v initdb >/dev/null 2>&1 || compgen -G "${PG_BIN_GLOB:-/usr/lib/postgresql/*/bin}/initdb" >/dev/null; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

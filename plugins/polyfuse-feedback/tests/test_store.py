@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,6 +115,30 @@ def test_keys_make_labels_idempotent_and_polling_sees_only_new_ones(store_url):
     assert store.labels("run", after_id=new[-1].id) == []
 
 
+def test_the_same_key_from_several_threads_at_once_is_one_label(store_url):
+    store = LabelStore(store_url)
+    ids = store.add_segments("run", [make_segment(0), make_segment(1)])
+    [q] = store.post_queries("run", [(ids[0], ids[1])])
+    barrier, results, errors = threading.Barrier(4), [], []
+
+    def submit(n):
+        try:
+            barrier.wait()
+            project = store.project(f"new-{n % 2}")  # two threads create each project at once
+            results.append((store.record_label(q, Label(preference=1.0), source="web", key="retried"), project))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len({label_id for label_id, _ in results}) == 1 and len(store.labels("run")) == 1
+    assert sorted(p.name for p in store.projects()) == ["new-0", "new-1", "run"]
+
+
 def test_wrong_answers_and_unknown_ids_are_clear_errors(store_url):
     store = LabelStore(store_url)
     ids = store.add_segments("run", [make_segment(0), make_segment(1)])
@@ -204,11 +230,20 @@ def test_import_refuses_a_file_that_is_not_an_export_naming_the_line(tmp_path):
 
 
 def test_an_unreachable_database_names_the_url_without_its_password():
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'polyfuse-feedback[postgresql]'")
     with pytest.raises(StoreError) as error:
         LabelStore("postgresql+psycopg://ana:s3cret@127.0.0.1:1/labels?connect_timeout=5")
     message = str(error.value)
     assert "s3cret" not in message and "ana:***@127.0.0.1:1/labels" in message
     assert "check that the database server is running" in message
+
+
+def test_an_unusable_sqlite_path_is_clear(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match=r"cannot create its folder .*file/sub \(Not a directory\); give a path"):
+        LabelStore(f"sqlite:///{tmp_path / 'file' / 'sub' / 'feedback.sqlite'}")
+    with pytest.raises(StoreError, match="cannot open the label store at .*: unable to open database file; check"):
+        LabelStore(f"sqlite:///{tmp_path}")  # a folder, not a database file
 
 
 def test_a_missing_driver_says_what_to_install(monkeypatch):
@@ -303,3 +338,35 @@ def test_concurrent_writers_never_see_database_is_locked(tmp_path):
     records = store.labels("run")
     assert len({r.key for r in records}) == len(records) == 600
     assert set(store.status(queries).values()) == {"answered"}
+
+
+def test_the_server_finder_prefers_path_then_the_newest_debian_version(find_postgres_binary, tmp_path):
+    roots = str(tmp_path / "lib" / "postgresql" / "*" / "bin")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert find_postgres_binary("initdb", path=str(empty), roots=roots) is None  # missing: the tests skip
+    for version in ("9.6", "13", "15"):
+        binary = tmp_path / "lib" / "postgresql" / version / "bin" / "initdb"
+        binary.parent.mkdir(parents=True)
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
+    assert find_postgres_binary("initdb", path=str(empty), roots=roots).endswith("/15/bin/initdb")
+    on_path = tmp_path / "bin" / "initdb"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    assert find_postgres_binary("initdb", path=str(on_path.parent), roots=roots) == str(on_path)
+
+
+def test_the_set_up_never_fails_without_apt(tmp_path):
+    script = Path(__file__).parents[3] / "scripts" / "install-postgresql.sh"
+    if not script.is_file():
+        pytest.skip("the repository's scripts/ is not beside this plugin (installed elsewhere)")
+    bare = tmp_path / "bin"  # a PATH with bash and id, but neither initdb nor apt-get
+    bare.mkdir()
+    for tool in ("bash", "id"):
+        (bare / tool).symlink_to(shutil.which(tool))
+    done = subprocess.run([str(bare / "bash"), str(script)], check=False, capture_output=True, text=True,
+                          env={"PATH": str(bare), "PG_BIN_GLOB": str(tmp_path / "none")})
+    assert done.returncode == 0
+    assert "apt-get install postgresql" in done.stderr

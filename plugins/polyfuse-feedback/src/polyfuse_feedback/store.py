@@ -276,7 +276,12 @@ def _configure_sqlite(engine: sa.Engine, url: sa.URL) -> None:
     instead of failing with "database is locked" when a read transaction tries to upgrade.
     """
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open the label store at {_shown(url)}: cannot create its folder {folder} "
+                             f"({exc.strerror}); give a path in a writable folder") from None
 
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -356,9 +361,15 @@ class LabelStore:
 
     @staticmethod
     def _project(conn: Connection, name: str) -> int:
-        found = conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).scalar()
+        select = sa.select(projects.c.id).where(projects.c.name == name)
+        found = conn.execute(select).scalar()
         if found is None:
-            found = conn.execute(projects.insert().values(name=name, created_at=time.time())).inserted_primary_key[0]
+            try:
+                with conn.begin_nested():  # another writer may create it meanwhile (PostgreSQL)
+                    found = conn.execute(projects.insert().values(name=name, created_at=time.time())
+                                         ).inserted_primary_key[0]
+            except sa.exc.IntegrityError:
+                found = conn.execute(select).scalar_one()
         return int(found)
 
     def projects(self) -> list[ProjectInfo]:
@@ -503,11 +514,18 @@ class LabelStore:
             if problem:
                 raise StoreError(f"cannot record the label: {problem}")
         now = time.time()
-        label_id = conn.execute(labels.insert().values(
-            query_id=query_id, preference=None if label is None else label.preference,
-            rating=None if label is None else label.rating, confidence=0.0 if label is None else label.confidence,
-            source=source, annotator=annotator, key=key or uuid.uuid4().hex,
-            created_at=now if created_at is None else created_at)).inserted_primary_key[0]
+        try:
+            with conn.begin_nested():  # the same key may be submitted meanwhile (PostgreSQL)
+                label_id = conn.execute(labels.insert().values(
+                    query_id=query_id, preference=None if label is None else label.preference,
+                    rating=None if label is None else label.rating,
+                    confidence=0.0 if label is None else label.confidence, source=source, annotator=annotator,
+                    key=key or uuid.uuid4().hex, created_at=now if created_at is None else created_at,
+                )).inserted_primary_key[0]
+        except sa.exc.IntegrityError:
+            if key is None:
+                raise
+            return int(conn.execute(sa.select(labels.c.id).where(labels.c.key == key)).scalar_one())
         if label is not None:
             status = "answered"
         else:  # an abstention does not undo someone else's answer

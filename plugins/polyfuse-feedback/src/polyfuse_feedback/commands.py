@@ -1,0 +1,111 @@
+"""``polyfuse feedback export|import|projects``: move label sets between label stores, list a store's projects.
+
+Light on purpose (``polyfuse --help`` imports it): the store and SQLAlchemy are imported by the handler.
+``--db`` takes a database URL (``sqlite:///...``, ``postgresql+psycopg://...``), a run directory (its
+``feedback.sqlite``) or a SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from polyfuse.errors import PolyfuseError
+
+if TYPE_CHECKING:
+    from polyfuse_feedback.store import LabelStore
+
+DB_HELP = "a database URL (sqlite:///PATH, postgresql+psycopg://USER@HOST/DB), a run directory or a .sqlite file"
+
+
+def register_commands(register: Any) -> None:
+    """Register ``polyfuse feedback``; the plugin's ``register_commands`` hook calls this."""
+    register("feedback", feedback, arguments=add_arguments,
+             help="label stores: export a project's labels, import them, list projects")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="feedback_command", metavar="SUBCOMMAND", required=True)
+    export = commands.add_parser("export", help="write a project's labels, segments inline, to a JSONL file")
+    export.add_argument("--db", required=True, help=DB_HELP)
+    export.add_argument("--project", required=True, help="the project (training run) to export")
+    export.add_argument("-o", "--output", required=True, help="the JSONL file to write")
+    imported = commands.add_parser("import", help="add the labels of a JSONL export to a project (idempotent)")
+    imported.add_argument("file", help="a file written by `polyfuse feedback export`")
+    imported.add_argument("--db", required=True, help=f"{DB_HELP}; created if missing")
+    imported.add_argument("--project", required=True, help="the project to add them to (created if missing)")
+    listing = commands.add_parser("projects", help="the projects of a label store, with their counts")
+    listing.add_argument("--db", required=True, help=DB_HELP)
+    listing.add_argument("--json", action="store_true", help="one JSON object per project")
+
+
+def feedback(args: argparse.Namespace, registry: Any) -> int:
+    """Run ``polyfuse feedback SUBCOMMAND``."""
+    handlers = {"export": export_labels, "import": import_labels, "projects": list_projects}
+    return handlers[args.feedback_command](args)
+
+
+def store_url(db: str, *, create: bool) -> str:
+    """The database URL ``--db`` means; a path that holds no store is refused unless ``create``."""
+    if "://" in db:
+        return db
+    path = Path(db).expanduser()
+    if path.is_file():
+        return f"sqlite:///{path.resolve()}"
+    run_store = path / "feedback.sqlite"
+    if run_store.is_file() or create:
+        return f"sqlite:///{run_store.resolve()}"
+    if path.is_dir():
+        raise PolyfuseError(f"{db} holds no label store (feedback.sqlite): is it the output_dir of a run "
+                            "that asked for feedback?")
+    raise PolyfuseError(f"--db {db}: no such run directory or SQLite file; give a database URL, a run "
+                        "directory or a .sqlite file")
+
+
+def open_store(db: str, *, create: bool = False) -> LabelStore:
+    from polyfuse_feedback.store import LabelStore
+
+    return LabelStore(store_url(db, create=create))
+
+
+def export_labels(args: argparse.Namespace) -> int:
+    with open_store(args.db) as store:
+        names = [p.name for p in store.projects()]
+        if args.project not in names:
+            raise PolyfuseError(f"no project named {args.project!r} in {store.url}; "
+                                f"its projects: {', '.join(names) or 'none'}")
+        try:
+            count = store.export_jsonl(args.project, args.output)
+        except OSError as exc:
+            raise PolyfuseError(f"cannot write {args.output}: {exc}") from None
+    print(f"{count} labels of project {args.project!r} written to {args.output}")
+    return 0
+
+
+def import_labels(args: argparse.Namespace) -> int:
+    if not Path(args.file).is_file():
+        raise PolyfuseError(f"no such label export: {args.file}")
+    with open_store(args.db, create=True) as store:
+        added = store.import_jsonl(args.file, args.project)
+        url = store.url
+    print(f"{added} new labels imported into project {args.project!r} of {url}")
+    return 0
+
+
+def list_projects(args: argparse.Namespace) -> int:
+    with open_store(args.db) as store:
+        projects = store.projects()
+    if args.json:
+        for project in projects:
+            print(json.dumps(project.__dict__))
+        return 0
+    if not projects:
+        print("no projects")
+        return 0
+    width = max(len(p.name) for p in projects)
+    print(f"{'project':<{width}}  {'labels':>7}  {'queries':>7}  {'pending':>7}  {'segments':>8}")
+    for p in projects:
+        print(f"{p.name:<{width}}  {p.labels:>7}  {p.queries:>7}  {p.pending:>7}  {p.segments:>8}")
+    return 0
