@@ -4,7 +4,8 @@ minigrid already returns a Dict observation, but its ``mission`` space is a
 custom ``MissionSpace`` that text encoders and vector envs do not know; it is
 replaced by a :class:`gymnasium.spaces.Text`. BabyAI levels can also label
 every step with the action minigrid's BabyAI bot would take, for supervised
-warm start.
+warm start. ``info["facing"]`` says in words what the agent faces, so that a
+judge can compare the outcome with the mission ("red ball" for "go to the red ball").
 """
 
 from __future__ import annotations
@@ -96,3 +97,22 @@ class BabyAIExpert(gym.Wrapper):
         if not (terminated or truncated):
             info["expert_action"] = int(self._bot.replan(int(action)))
         return observation, reward, terminated, truncated, info
+
+
+def facing(env: gym.Env) -> str:
+    """What is in front of the agent: ``"<colour> <type>"`` ("red ball", "grey wall", "yellow door"), or "nothing"."""
+    unwrapped = env.unwrapped
+    cell = unwrapped.grid.get(*unwrapped.front_pos)
+    return "nothing" if cell is None else f"{cell.color} {cell.type}"
+
+
+class FacingInfo(gym.Wrapper):
+    """Adds ``info["facing"]`` (see :func:`facing`) at reset and at every step."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        observation, info = self.env.reset(**kwargs)
+        return observation, {**info, "facing": facing(self.env)}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return observation, reward, terminated, truncated, {**info, "facing": facing(self.env)}

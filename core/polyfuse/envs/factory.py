@@ -48,7 +48,7 @@ def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None, *, expert: bo
     except TypeError as exc:
         raise PolyfuseError(f"env.kwargs do not fit {env_id}: {exc}") from None
     if babyai.is_minigrid_env(env):
-        env = babyai.MissionAsText(env)
+        env = babyai.FacingInfo(babyai.MissionAsText(env))
         if expert:
             if not babyai.is_babyai_level(env):
                 raise PolyfuseError(

@@ -109,9 +109,9 @@ class TrackedVectorEnv:
     ) -> None:
         assert self._observations is not None and self.segment_length is not None
         for index, recorder in enumerate(self._recorders):
-            recorder.add(select(self._observations, index), actions[index], float(rewards[index]),
-                         env_info(infos, index))
             ended = bool(terminated[index] or truncated[index])
+            recorder.add(select(self._observations, index), actions[index], float(rewards[index]),
+                         step_info(infos, index, ended))
             if self.segment_length > 0 and len(recorder) == self.segment_length:
                 self._segments.append(recorder.cut(bool(terminated[index]), bool(truncated[index])))
             elif ended:
@@ -286,6 +286,21 @@ def env_info(infos: Mapping[str, Any], index: int) -> dict[str, Any]:
         if mask is None or mask[index]:
             entries[key] = value[index]
     return entries
+
+
+def step_info(infos: Mapping[str, Any], index: int, ended: bool) -> dict[str, Any]:
+    """Environment ``index``'s info for the step it just took.
+
+    Under same-step autoreset, an environment whose episode ended returns the
+    next episode's reset info at the top level and its last step's own in
+    ``final_info``: that one belongs to the step (a judge reads it).
+    """
+    final_info = infos.get("final_info")
+    if ended and isinstance(final_info, Mapping):
+        mask = infos.get("_final_info")
+        if mask is None or mask[index]:
+            return env_info(final_info, index)
+    return env_info(infos, index)
 
 
 def episode_successes(infos: Mapping[str, Any], env_rewards: np.ndarray, terminated: np.ndarray) -> np.ndarray:
