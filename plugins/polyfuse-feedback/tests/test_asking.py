@@ -121,6 +121,8 @@ def test_closing_leaves_unasked_queries_pending_and_resume_asks_them_again(store
     pending = store.pending("run", source="judge")
     assert len(pending) == 4
 
+    with pytest.raises(RuntimeError, match="closed"):
+        asker.ask(asked)
     restarted = Asker(store, "run", "judge", Instant())
     assert restarted.resume() == 4
     assert store.pending("run") == [] and len(store.labels("run")) == 6

@@ -257,6 +257,8 @@ def test_not_a_url_and_unknown_databases_are_clear():
         LabelStore("feedback.sqlite")
     with pytest.raises(StoreError, match="supports sqlite:/// and postgresql"):
         LabelStore("nosuchdb://x/y")
+    with pytest.raises(StoreError, match="in-memory database, gone with its connection"):
+        LabelStore("sqlite://")
 
 
 def test_text_in_numeric_arrays_of_objects_is_refused(tmp_path):

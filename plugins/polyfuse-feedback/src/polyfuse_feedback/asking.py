@@ -45,12 +45,15 @@ class Asker:
         self._order = itertools.count()
         self._waiting: queue.PriorityQueue = queue.PriorityQueue()
         self._worker: threading.Thread | None = None
+        self._closed = False
         if source.asynchronous:
             self._worker = threading.Thread(target=self._work, name=f"asker-{source_name}", daemon=True)
             self._worker.start()
 
     def ask(self, items: Iterable[tuple[int, Query]]) -> None:
         """Ask the queries (store query id, :class:`Query`); inline for an instant source, else in the background."""
+        if self._closed:
+            raise RuntimeError(f"the asker of {self.source_name!r} is closed: its queries would never be asked")
         items = [(int(query_id), dataclasses.replace(query, id=int(query_id))) for query_id, query in items]
         self._count(asked=len(items))
         if self._worker is None:
@@ -80,15 +83,17 @@ class Asker:
             metrics["waiting"] = float(self._outstanding)
         try:
             metrics.update({f"source/{key}": float(value) for key, value in self.source.metrics().items()})
-        except Exception:
+        except Exception:  # a source's metrics are not worth a crashed run
             log.exception("feedback source %r failed to report its metrics", self.source_name)
         return metrics
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop the worker after its current batch; queries not yet asked stay pending. Whether it stopped."""
+        if self._worker is not None and not self._closed:
+            self._waiting.put(_STOP)
+        self._closed = True
         if self._worker is None:
             return True
-        self._waiting.put(_STOP)
         self._worker.join(timeout)
         return not self._worker.is_alive()
 
@@ -113,7 +118,7 @@ class Asker:
             try:
                 if batch:
                     self._label(batch)
-            except Exception:
+            except Exception:  # the store failed: the queries stay pending for resume()
                 self._count(errors=1)
                 log.exception("recording labels from %r failed; its queries stay pending", self.source_name)
             finally:

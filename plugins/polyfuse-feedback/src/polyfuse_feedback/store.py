@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "answered", "abstained", "failed")
+LABEL_WRITE_LOCK = 7102027  # PostgreSQL advisory lock key serialising label writes
+SCHEMA_LOCK = 7102026  # and the first open's CREATE TABLEs
 INSTALL_POSTGRESQL = "pip install 'polyfuse-feedback[postgresql]'"
 
 metadata = sa.MetaData()
@@ -275,13 +277,15 @@ def _configure_sqlite(engine: sa.Engine, url: sa.URL) -> None:
     transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout
     instead of failing with "database is locked" when a read transaction tries to upgrade.
     """
-    if url.database and url.database != ":memory:":
-        folder = Path(url.database).expanduser().parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot open the label store at {_shown(url)}: cannot create its folder {folder} "
-                             f"({exc.strerror}); give a path in a writable folder") from None
+    if not url.database or url.database == ":memory:":
+        raise StoreError(f"{_shown(url)} is an in-memory database, gone with its connection; give a file: "
+                         "sqlite:///PATH/feedback.sqlite")
+    folder = Path(url.database).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot open the label store at {_shown(url)}: cannot create its folder {folder} "
+                         f"({exc.strerror}); give a path in a writable folder") from None
 
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -309,7 +313,7 @@ class LabelStore:
         try:
             with self._write() as conn:
                 if conn.dialect.name == "postgresql":  # serialise concurrent first opens
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7102026)"))
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": SCHEMA_LOCK})
                 metadata.create_all(conn)
                 rows = dict(conn.execute(sa.select(store_meta.c.key, store_meta.c.value)).all())
                 if "schema_version" not in rows:
@@ -498,6 +502,8 @@ class LabelStore:
 
     def _record_label(self, conn: Connection, query_id: int, label: Label | None, source: str,
                       annotator: str | None, key: str | None, created_at: float | None = None) -> int:
+        if conn.dialect.name == "postgresql":  # label ids in commit order: see labels()
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": LABEL_WRITE_LOCK})
         if key is not None:
             existing = conn.execute(sa.select(labels.c.id).where(labels.c.key == key)).scalar()
             if existing is not None:
@@ -536,7 +542,11 @@ class LabelStore:
 
     def labels(self, project: str, after_id: int = 0, *, abstentions: bool = False,
                limit: int | None = None) -> list[LabelRecord]:
-        """Labels of ``project`` with an id above ``after_id``, in id order: poll with the last id seen."""
+        """Labels of ``project`` with an id above ``after_id``, in id order: poll with the last id seen.
+
+        Ids are given in commit order, so a poller never skips a label committed late: SQLite runs one
+        writer at a time, and on PostgreSQL label writes hold a transaction-level advisory lock.
+        """
         statement = (sa.select(labels.c.id, labels.c.query_id, queries.c.first_id, queries.c.second_id,
                                labels.c.preference, labels.c.rating, queries.c.scale, labels.c.confidence,
                                labels.c.source, labels.c.annotator, labels.c.key, labels.c.created_at)
