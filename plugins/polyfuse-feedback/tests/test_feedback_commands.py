@@ -81,3 +81,17 @@ def test_the_commands_module_imports_nothing_heavy():
     code = ("import sys, polyfuse_feedback.commands; "
             "assert not {'sqlalchemy', 'torch', 'polyfuse_feedback.store'} & set(sys.modules), sys.modules.keys()")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_installed_polyfuse_command_runs_them(run_dir, tmp_path):
+    from polyfuse.registry import Registry
+
+    if "feedback" not in Registry.load().commands:
+        pytest.skip("polyfuse_feedback.plugin does not call commands.register_commands from its hook yet")
+    polyfuse_cli = [sys.executable, "-m", "polyfuse.cli"]
+    done = subprocess.run([*polyfuse_cli, "feedback", "projects", "--db", str(run_dir)], check=False,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "digits" in done.stdout, done.stderr
+    done = subprocess.run([*polyfuse_cli, "feedback", "projects", "--db", str(tmp_path / "nowhere")], check=False,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error: --db") and "Traceback" not in done.stderr

@@ -139,6 +139,21 @@ def test_the_same_key_from_several_threads_at_once_is_one_label(store_url):
     assert sorted(p.name for p in store.projects()) == ["new-0", "new-1", "run"]
 
 
+def test_record_labels_records_a_batch_all_or_none(store_url):
+    store = LabelStore(store_url)
+    ids = store.add_segments("run", [make_segment(0), make_segment(1)])
+    q = store.post_queries("run", [(ids[0], ids[1]), (ids[0], None, 3), (ids[1], ids[0])])
+    with pytest.raises(StoreError, match="rating from 1 to 3"):
+        store.record_labels([(q[0], Label(preference=1.0)), (q[1], Label(rating=7))], source="judge")
+    assert store.labels("run", abstentions=True) == []
+    label_ids = store.record_labels([(q[0], Label(preference=1.0)), (q[1], Label(rating=3)), (q[2], None)],
+                                    source="judge", annotator="model-v2")
+    assert [r.id for r in store.labels("run", abstentions=True)] == label_ids
+    assert {r.annotator for r in store.labels("run", abstentions=True)} == {"model-v2"}
+    status = store.status(q)
+    assert [status[i] for i in q] == ["answered", "answered", "abstained"]
+
+
 def test_wrong_answers_and_unknown_ids_are_clear_errors(store_url):
     store = LabelStore(store_url)
     ids = store.add_segments("run", [make_segment(0), make_segment(1)])

@@ -141,6 +141,7 @@ class Asker:
             self._count(errors=1, failed=len(batch))
             self.store.mark_failed(ids, f"{self.source_name} answered {len(batch)} queries with {len(answers)} labels")
             return
+        fitting = []
         for (query_id, query), answer in zip(batch, answers):
             problem = None
             if answer is not None:
@@ -149,6 +150,8 @@ class Asker:
             if problem:
                 self._count(invalid=1, failed=1)
                 self.store.mark_failed([query_id], f"{self.source_name}: {problem}")
-                continue
-            self.store.record_label(query_id, answer, source=self.source_name)
-            self._count(**({"abstained": 1} if answer is None else {"labelled": 1}))
+            else:
+                fitting.append((query_id, answer))
+        self.store.record_labels(fitting, source=self.source_name)
+        abstained = sum(answer is None for _, answer in fitting)
+        self._count(abstained=abstained, labelled=len(fitting) - abstained)

@@ -500,6 +500,12 @@ class LabelStore:
         with self._write() as conn:
             return self._record_label(conn, query_id, label, source, annotator, key)
 
+    def record_labels(self, answers: Iterable[tuple[int, Label | None]], *, source: str,
+                      annotator: str | None = None) -> list[int]:
+        """Record several answers ``(query_id, label or None)`` in one transaction (one sync): all or none."""
+        with self._write() as conn:
+            return [self._record_label(conn, query_id, label, source, annotator, None) for query_id, label in answers]
+
     def _record_label(self, conn: Connection, query_id: int, label: Label | None, source: str,
                       annotator: str | None, key: str | None, created_at: float | None = None) -> int:
         if conn.dialect.name == "postgresql":  # label ids in commit order: see labels()
