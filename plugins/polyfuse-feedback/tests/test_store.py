@@ -259,6 +259,9 @@ def test_an_unusable_sqlite_path_is_clear(tmp_path):
         LabelStore(f"sqlite:///{tmp_path / 'file' / 'sub' / 'feedback.sqlite'}")
     with pytest.raises(StoreError, match="cannot open the label store at .*: unable to open database file; check"):
         LabelStore(f"sqlite:///{tmp_path}")  # a folder, not a database file
+    (tmp_path / "notes.txt").write_text("not a database, but long enough to have a header " * 4)
+    with pytest.raises(StoreError, match="cannot open the label store at .*notes.txt: file is not a database"):
+        LabelStore(f"sqlite:///{tmp_path / 'notes.txt'}")
 
 
 def test_a_missing_driver_says_what_to_install(monkeypatch):

@@ -258,7 +258,8 @@ def _engine(url_text: str) -> sa.Engine:
             engine = sa.create_engine(url, connect_args={"timeout": 60})
             _configure_sqlite(engine, url)
         else:
-            engine = sa.create_engine(url, pool_pre_ping=True)
+            timeout = {} if "connect_timeout" in url.query else {"connect_timeout": 10}  # not the OS's minutes
+            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
     except ImportError as exc:
         raise StoreError(f"the database driver for {_shown(url)} is not installed ({exc}); "
                          f"for PostgreSQL: {INSTALL_POSTGRESQL}") from None
@@ -319,7 +320,7 @@ class LabelStore:
                 if "schema_version" not in rows:
                     rows = {"schema_version": str(SCHEMA_VERSION), "store_id": uuid.uuid4().hex}
                     conn.execute(store_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DBAPIError as exc:  # unreachable, refused, no such database, not a database file
             self.engine.dispose()
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
             raise StoreError(f"cannot open the label store at {self.url}: {reason}; check that the database "
