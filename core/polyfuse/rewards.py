@@ -80,7 +80,8 @@ class RunContext:
     ``trainer.seed``); ``run_dir`` is the run's ``output_dir``;
     ``planned_updates`` is how many times the trainer will call ``update()``
     over the whole run (``None`` when unknown), so a reward can spread a
-    budget (of labels, say) over the run.
+    budget (of labels, say) over the run; ``registry`` is the run's registry,
+    to build the components a reward names in its params (feedback sources).
     """
 
     observation_space: Any
@@ -90,6 +91,7 @@ class RunContext:
     run_dir: Path
     device: torch.device | str = "cpu"
     planned_updates: int | None = None
+    registry: Any = None
 
 
 class RewardSource:

@@ -278,7 +278,7 @@ class Trainer:
         trainer = config.trainer
         reward = registry.create(Kind.REWARD, config.reward.name, config.reward.params, context=RunContext(
             observation_space, action_space, make_network, derive_seed(trainer.seed, 3), self.output_dir,
-            planned_updates=trainer.total_steps // trainer.reward_update_every,
+            planned_updates=trainer.total_steps // trainer.reward_update_every, registry=registry,
         ))
         cleanup.callback(reward.close)
         envs = TrackedVectorEnv(vector_env, reward.segment_length) if vector_env is not None else None

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from polyfuse.config import validate_pipeline
 from polyfuse.training.checkpoint import checkpoint_location, read_checkpoint_tree
 from polyfuse.training.metrics import read_metrics
@@ -18,7 +26,7 @@ def rlhf_config(registry: Any, output_dir: Path, total_steps: int = 512) -> Any:
         "modalities": {"image": {"encoder": "small-cnn"}, "question": {"encoder": "sbert"}},
         "fuser": {"name": "concat", "params": {"output_dim": 32}},
         "reward": {"name": "preference-model",
-                   "params": {"labels_per_update": 20, "max_labels": 100, "gradient_steps": 5,
+                   "params": {"max_labels": 100, "gradient_steps": 5, "schedule": "constant", "initial_share": 0.2,
                               "feedback": {"name": "synthetic", "params": {"error_rate": 0.1}}}},
         "optimizer": {"name": "dqn", "params": {"learning_starts": 128, "batch_size": 32}},
         "trainer": {"total_steps": total_steps, "eval_every": 512, "eval_episodes": 32, "checkpoint_every": 256,
@@ -33,16 +41,51 @@ def test_an_rlhf_run_logs_reward_model_metrics(make_registry: Any, tmp_path: Pat
     logged = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "reward/labels" in r]
     assert logged and logged[-1]["reward/labels"] == 100 and logged[-1]["reward/asked"] == 100
     assert all(key in logged[-1] for key in ("reward/loss", "reward/heldout_accuracy"))
-    assert any("reward/disagreement" in r for r in logged)
-    saved = read_checkpoint_tree(checkpoint_location(tmp_path))["reward"]
-    assert saved["asked"] == 100 and saved["store"]["labels"] == 100
+    assert any("reward/return_correlation" in r for r in logged)
+    assert logged[-1]["reward/feedback/synthetic/labelled"] == 100
+    assert read_checkpoint_tree(checkpoint_location(tmp_path))["reward"]["updates"] == 8
+    assert (tmp_path / "feedback.sqlite").is_file()
 
 
-def test_labels_survive_resume(make_registry: Any, tmp_path: Path) -> None:
+def test_kill_9_loses_no_acknowledged_label_and_the_run_resumes(make_registry: Any, tmp_path: Path) -> None:
+    """A real ``kill -9`` of ``polyfuse run`` between checkpoints: labels stored after the last one stay."""
     pytest.importorskip("polyfuse_dqn", reason="the end-to-end run needs an optimizer plugin (polyfuse-dqn)")
     registry = make_registry()
-    Trainer(rlhf_config(registry, tmp_path, total_steps=256), registry, progress=False).run()
-    assert read_checkpoint_tree(checkpoint_location(tmp_path))["reward"]["asked"] == 80
-    Trainer(rlhf_config(registry, tmp_path, total_steps=512), registry, resume=True, progress=False).run()
-    logged = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "reward/labels" in r]
-    assert logged[-1]["reward/labels"] == 100, "the resumed run kept its 80 labels and asked 20 more"
+    config = rlhf_config(registry, tmp_path / "run", total_steps=1024)
+    config.trainer.checkpoint_every = 512
+    path = tmp_path / "rlhf.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+    database = tmp_path / "run" / "feedback.sqlite"
+    process = subprocess.Popen([sys.executable, "-m", "polyfuse", "run", str(path)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            if checkpoint_location(tmp_path / "run") is not None and len(stored_labels(database)) > 60:
+                break  # a checkpoint at step 512 and labels asked after it
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        process.kill()
+    before = stored_labels(database)
+    assert before and checkpoint_location(tmp_path / "run") is not None
+    Trainer(config, registry, resume=True, progress=False).run()
+    after = stored_labels(database)
+    assert after[: len(before)] == before, "every label stored before the kill is still there, unchanged"
+    assert len(after) == 100 and len({row[0] for row in after}) == 100, "the budget is kept, nothing doubled"
+    logged = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "reward/labels" in r]
+    assert logged[-1]["reward/labels"] == 100 and logged[-1]["step"] == 1024
+
+
+def stored_labels(database: Path) -> list[tuple[Any, ...]]:
+    """(label id, query id, preference, rating, confidence) of every label in the run's SQLite store."""
+    if not database.is_file():
+        return []
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as connection:
+        try:
+            return connection.execute(
+                "SELECT id, query_id, preference, rating, confidence FROM labels ORDER BY id").fetchall()
+        except sqlite3.OperationalError:  # the tables are not created yet
+            return []

@@ -1,4 +1,5 @@
-"""``polyfuse feedback export|import|projects``: move label sets between label stores, list a store's projects.
+"""``polyfuse feedback export|import|projects|train-reward``: move label sets between label stores, list a
+store's projects, fit a reward model to a label set (:mod:`polyfuse_feedback.offline`).
 
 Light on purpose (``polyfuse --help`` imports it): the store and SQLAlchemy are imported by the handler.
 ``--db`` takes a database URL (``sqlite:///...``, ``postgresql+psycopg://...``), a run directory (its
@@ -23,7 +24,7 @@ DB_HELP = "a database URL (sqlite:///PATH, postgresql+psycopg://USER@HOST/DB), a
 def register_commands(register: Any) -> None:
     """Register ``polyfuse feedback``; the plugin's ``register_commands`` hook calls this."""
     register("feedback", feedback, arguments=add_arguments,
-             help="label stores: export a project's labels, import them, list projects")
+             help="label stores: export a project's labels, import them, list projects; train a reward model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing = commands.add_parser("projects", help="the projects of a label store, with their counts")
     listing.add_argument("--db", required=True, help=DB_HELP)
     listing.add_argument("--json", action="store_true", help="one JSON object per project")
+    from polyfuse_feedback.offline import add_train_reward_arguments
+
+    add_train_reward_arguments(commands.add_parser(
+        "train-reward", help="fit a preference-model reward to stored labels, to use it by name later"))
 
 
 def feedback(args: argparse.Namespace, registry: Any) -> int:
     """Run ``polyfuse feedback SUBCOMMAND``."""
+    if args.feedback_command == "train-reward":
+        from polyfuse_feedback.offline import train_reward
+
+        return train_reward(args, registry)
     handlers = {"export": export_labels, "import": import_labels, "projects": list_projects}
     return handlers[args.feedback_command](args)
 

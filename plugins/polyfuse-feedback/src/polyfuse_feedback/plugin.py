@@ -1,4 +1,4 @@
-"""Registration of the ``preference-model`` reward and the ``synthetic`` feedback source. No torch import here.
+"""Registration of the ``preference-model`` reward, the feedback sources and ``polyfuse feedback``. No torch here.
 
 ``polyfuse --help`` and ``polyfuse plugins`` import this module, so the heavy
 code (:mod:`polyfuse_feedback.model`) is imported inside the factories.
@@ -10,12 +10,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from polyfuse import ComponentConfig, hookimpl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from polyfuse_feedback.commands import register_commands as register_feedback_commands
+from polyfuse_feedback.judges import register_judges
 
 if TYPE_CHECKING:
     from polyfuse.rewards import RunContext
 
     from polyfuse_feedback.model import PreferenceModel
+    from polyfuse_feedback.routing import Router
     from polyfuse_feedback.synthetic import SyntheticAnnotator
 
 
@@ -33,21 +37,52 @@ class SyntheticConfig(ComponentConfig):
     tie_margin: float = Field(
         0.0, ge=0, description="Returns closer than this (or equal) are answered as a tie (0.5)."
     )
+    rating_range: tuple[float, float] = Field(
+        (0.0, 1.0), description="Returns rated lowest and highest; a rating query's answer places the segment's "
+        "return on the scale between them (good/bad: above or below the middle)."
+    )
     seed: int | None = Field(None, description="Seed of the annotator's random stream; null: derived from the run.")
+
+    @field_validator("rating_range")
+    @classmethod
+    def _increasing(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not value[0] < value[1]:
+            raise ValueError(f"rating_range must be [lowest, highest] with lowest < highest, got {list(value)}")
+        return value
 
 
 class FeedbackRef(BaseModel):
-    """Which feedback source answers the queries, by registry name, with its params."""
+    """A feedback source by registry name, with its params, the weight of its labels and its share of queries."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = "synthetic"
     params: dict[str, Any] = Field(default_factory=dict)
+    weight: float = Field(1.0, gt=0, description="Scales this source's labels in the reward model's loss (with "
+                          "each label's own confidence).")
+    share: float | None = Field(
+        None, gt=0, lt=1, description="With several sources: this share of each round's queries, those the reward "
+        "model is least sure of, goes to this source; the one source without a share answers the rest."
+    )
+
+
+class StoreConfig(BaseModel):
+    """Where queries and labels are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(None, description="SQLAlchemy URL of the label database (e.g. postgresql+psycopg://"
+                            "user@host/db); null: a SQLite file feedback.sqlite in the run directory.")
+    project: str | None = Field(None, description="Project the run's queries and labels belong to; null: the run "
+                                "directory's name. A resumed run (or a new one naming the project) reads its labels.")
 
 
 class PreferenceModelConfig(ComponentConfig):
     """Params of the ``preference-model`` reward."""
 
-    feedback: FeedbackRef = Field(default_factory=FeedbackRef, description="The feedback source that labels queries.")
+    feedback: FeedbackRef | list[FeedbackRef] = Field(
+        default_factory=FeedbackRef, description="The feedback source that answers queries, or a list of sources "
+        "mixed by share (see FeedbackRef.share) and weighted by weight."
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig, description="The label database.")
     ensemble_size: int = Field(3, gt=0, le=16, description="Members of the ensemble (each on its own bootstrap).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="Hidden layers of each member's head.")
     head: Literal["per-action", "concat"] = Field(
@@ -56,26 +91,54 @@ class PreferenceModelConfig(ComponentConfig):
     )
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
-    batch_size: int = Field(64, gt=0, description="Labelled pairs per gradient step.")
+    batch_size: int = Field(64, gt=0, description="Labels per gradient step.")
     gradient_steps: int = Field(50, ge=0, description="Gradient steps per member per update().")
-    max_labels: int = Field(1000, ge=0, description="Label budget of the run (held-out labels included).")
-    labels_per_update: int = Field(50, gt=0, description="Queries asked per update() until the budget is spent.")
+    max_labels: int = Field(1000, ge=0, description="Query budget of the run (held-out labels included).")
+    initial_share: float = Field(0.1, ge=0, le=1, description="Share of max_labels asked at the first update.")
+    schedule: Literal["constant", "hyperbolic", "inverse-quadratic"] = Field(
+        "hyperbolic", description="How the rest of the budget is spread over the following updates: evenly, or "
+        "front-loaded (weight 1/(1+t) or 1/(1+t)^2, t from 0 to 1)."
+    )
+    query_until: float = Field(1.0, gt=0, le=1, description="Share of the run's reward updates over which the "
+                               "budget is spent (0.5: all labels asked in the first half).")
+    rating_share: float = Field(0.0, ge=0, le=1, description="Share of queries that ask for a rating of one segment "
+                                "instead of a comparison of two.")
+    rating_scale: int = Field(5, ge=2, le=10, description="Levels of a rating (2: good/bad).")
     selection: Literal["random", "disagreement"] = Field(
-        "random", description="random pairs from the pool, or the candidates the ensemble disagrees on most "
+        "random", description="random segments from the pool, or the candidates the ensemble disagrees on most "
         "(disagreement: 0.52 against random's 0.65 held-out success on DigitsVQA at 40,000 steps, one seed)."
     )
     candidates_per_query: int = Field(
-        8, gt=0, description="With selection: disagreement, random candidate pairs drawn per query asked."
+        8, gt=0, description="With selection: disagreement, random candidates drawn per query asked."
     )
     heldout_fraction: float = Field(0.2, ge=0, lt=1, description="Share of labels kept out of training, to measure "
                                     "the model's pairwise accuracy.")
     pool_size: int = Field(4096, gt=1, description="Most recent segments kept to form queries from.")
     fragment_length: int = Field(0, ge=0, description="Segment length in steps; 0: whole episodes.")
     normalize: bool = Field(True, description="Scale scores to zero mean and unit variance over the pool.")
+    init_from: str | None = Field(
+        None, description="Start from a saved reward model: a folder written by `polyfuse feedback train-reward` or "
+        "the output_dir of a preference-model run. With max_labels: 0 the model stays as saved (a fixed reward)."
+    )
     uncertainty_penalty: float = Field(
         0.0, ge=0, description="Subtract this many ensemble standard deviations from each score (pessimism where the "
         "members disagree: actions the labels never showed). 0: the ensemble mean alone."
     )
+
+    @field_validator("feedback")
+    @classmethod
+    def _one_default_source(cls, value: FeedbackRef | list[FeedbackRef]) -> FeedbackRef | list[FeedbackRef]:
+        sources = value if isinstance(value, list) else [value]
+        defaults = [ref.name for ref in sources if ref.share is None]
+        if len(defaults) != 1:
+            raise ValueError(f"exactly one feedback source must have no share (it answers the queries the shared "
+                             f"ones do not take); found {len(defaults)}: give the others a share, e.g. share: 0.1")
+        if sum(ref.share or 0.0 for ref in sources) >= 1:
+            raise ValueError("the feedback sources' shares must add up to less than 1")
+        names = [ref.name for ref in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a feedback source is listed twice: {names}")
+        return value
 
 
 def build_synthetic(config: SyntheticConfig, seed: int = 0) -> SyntheticAnnotator:
@@ -87,7 +150,22 @@ def build_synthetic(config: SyntheticConfig, seed: int = 0) -> SyntheticAnnotato
 def build_preference_model(config: PreferenceModelConfig, context: RunContext) -> PreferenceModel:
     from polyfuse_feedback.model import PreferenceModel
 
-    return PreferenceModel(config, context)
+    return PreferenceModel(config, context, make_router(config, context) if config.max_labels else None)
+
+
+def make_router(config: PreferenceModelConfig, context: RunContext) -> Router:
+    """The run's feedback sources in front of its label store (SQLite in the run directory unless a URL is given)."""
+    from polyfuse.registry import default_registry
+
+    from polyfuse_feedback.routing import Route, Router
+    from polyfuse_feedback.store import LabelStore
+
+    registry = context.registry or default_registry()
+    sources = config.feedback if isinstance(config.feedback, list) else [config.feedback]
+    routes = [Route(ref.name, registry.create("feedback", ref.name, ref.params, seed=context.seed + 1 + n),
+                    ref.weight, ref.share) for n, ref in enumerate(sources)]
+    store = LabelStore(config.store.url) if config.store.url else LabelStore.in_run(context.run_dir)
+    return Router(store, config.store.project or context.run_dir.resolve().name, routes)
 
 
 @hookimpl
@@ -100,3 +178,9 @@ def register_rewards(register: Callable[..., Any]) -> None:
 def register_feedback(register: Callable[..., Any]) -> None:
     register("synthetic", build_synthetic, config=SyntheticConfig,
              description="Simulated annotator: Boltzmann-rational in the true return, with an error rate")
+    register_judges(register)
+
+
+@hookimpl
+def register_commands(register: Callable[..., Any]) -> None:
+    register_feedback_commands(register)

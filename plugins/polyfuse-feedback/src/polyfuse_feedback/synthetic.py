@@ -30,20 +30,32 @@ class SyntheticAnnotator(FeedbackSource):
         self.answered = 0
 
     def label(self, queries: Sequence[Query]) -> list[Label | None]:
-        labels: list[Label | None] = []
-        for query in queries:
-            first = float(np.sum(query.first.env_rewards))
-            second = float(np.sum(query.second.env_rewards))
-            self.answered += 1
-            if abs(second - first) <= self.config.tie_margin:
-                labels.append(Label(0.5, 1.0))
-                continue
-            p = preference_probability(first, second, self.config.temperature)
-            preference = float(self.rng.random() < p)
-            if self.config.error_rate and self.rng.random() < self.config.error_rate:
-                preference = 1.0 - preference
-            labels.append(Label(preference, max(p, 1.0 - p)))
-        return labels
+        self.answered += len(queries)
+        return [self._compare(query) if query.second is not None else self._rate(query) for query in queries]
+
+    def _compare(self, query: Query) -> Label:
+        assert query.second is not None
+        first = float(np.sum(query.first.env_rewards))
+        second = float(np.sum(query.second.env_rewards))
+        if abs(second - first) <= self.config.tie_margin:
+            return Label(0.5, 1.0)
+        p = preference_probability(first, second, self.config.temperature)
+        preference = float(self.rng.random() < p)
+        if self.config.error_rate and self.rng.random() < self.config.error_rate:
+            preference = 1.0 - preference
+        return Label(preference, max(p, 1.0 - p))
+
+    def _rate(self, query: Query) -> Label:
+        """The return placed on the scale across ``rating_range``, blurred by logistic noise of the temperature."""
+        value = float(np.sum(query.first.env_rewards))
+        if self.config.temperature:
+            value += float(self.rng.logistic(0.0, self.config.temperature))
+        low, high = self.config.rating_range
+        position = float(np.clip((value - low) / (high - low), 0.0, 1.0))
+        rating = 1 + int(round(position * (query.scale - 1)))
+        if self.config.error_rate and self.rng.random() < self.config.error_rate:
+            rating = int(self.rng.integers(1, query.scale + 1))
+        return Label(rating=rating)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": json.dumps(self.rng.bit_generator.state), "answered": self.answered}

@@ -1,0 +1,81 @@
+"""Reward networks and the losses that fit them to feedback: Bradley–Terry for comparisons, ordinal for ratings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+
+def bradley_terry_loss(first_returns: torch.Tensor, second_returns: torch.Tensor, preferences: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of ``P(second preferred) = sigmoid(R2 - R1)`` against ``preferences`` in {0, 0.5, 1}."""
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(
+        second_returns - first_returns, preferences, reduction="none")
+    return _weighted_mean(losses, weights)
+
+
+def ordinal_loss(returns: torch.Tensor, ratings: torch.Tensor, thresholds: torch.Tensor,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative log-likelihood of ratings ``1..K`` under a cumulative-logit model of the predicted return.
+
+    ``P(rating > k) = sigmoid(R - thresholds[k-1])`` for ``k = 1..K-1`` (ordered thresholds), so a
+    rating and a comparison read the same scale: the return. Good/bad labels are ``K = 2``.
+    """
+    above = torch.sigmoid(returns[:, None] - thresholds[None, :])  # (N, K-1): P(rating > k)
+    ones, zeros = torch.ones_like(returns[:, None]), torch.zeros_like(returns[:, None])
+    cumulative = torch.cat([ones, above, zeros], dim=1)  # P(rating > k) for k = 0..K
+    index = ratings.long().reshape(-1, 1)
+    likelihood = cumulative.gather(1, index - 1) - cumulative.gather(1, index)
+    return _weighted_mean(-torch.log(likelihood.squeeze(1).clamp_min(1e-6)), weights)
+
+
+def _weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return losses.mean()
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-8)
+
+
+class Thresholds(torch.nn.Module):
+    """Ordered cut points of a rating scale on the return axis: a first one, then positive gaps."""
+
+    def __init__(self, levels: int) -> None:
+        super().__init__()
+        self.first = torch.nn.Parameter(torch.zeros(()))
+        self.gaps = torch.nn.Parameter(torch.zeros(max(levels - 2, 0)))
+
+    def forward(self) -> torch.Tensor:
+        return torch.cat([self.first[None], self.first + torch.cumsum(torch.nn.functional.softplus(self.gaps), 0)])
+
+
+class Member(torch.nn.Module):
+    """One reward network: encoders + fuser, then an MLP head giving ``r(s, a)``.
+
+    ``head: per-action`` (the default) outputs one reward per action and reads the taken one, as a
+    Q-network does; ``head: concat`` reads (features, one-hot action) and outputs one reward. Rating
+    scales in use get their own :class:`Thresholds` (keyed by the number of levels).
+    """
+
+    def __init__(self, network: torch.nn.Module, num_actions: int, hidden_sizes: Sequence[int],
+                 head: str = "per-action", rating_scales: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.network = network
+        self.num_actions = num_actions
+        self.per_action = head == "per-action"
+        layers: list[torch.nn.Module] = []
+        width = int(network.output_dim) + (0 if self.per_action else num_actions)
+        for size in hidden_sizes:
+            layers += [torch.nn.Linear(width, size), torch.nn.ReLU()]
+            width = size
+        layers.append(torch.nn.Linear(width, num_actions if self.per_action else 1))
+        self.head = torch.nn.Sequential(*layers)
+        self.thresholds = torch.nn.ModuleDict({str(levels): Thresholds(levels) for levels in rating_scales})
+
+    def forward(self, observations: Mapping[str, Any], actions: torch.Tensor) -> torch.Tensor:
+        features = self.network(observations)
+        actions = actions.long()
+        if self.per_action:
+            return self.head(features).gather(1, actions.reshape(-1, 1)).squeeze(1)
+        one_hot = torch.nn.functional.one_hot(actions, self.num_actions).to(features.dtype)
+        return self.head(torch.cat([features, one_hot], dim=1)).squeeze(1)

@@ -1,0 +1,140 @@
+"""Who answers which query, and where the answers are kept: feedback sources in front of the label store.
+
+Every query goes into the label store before it is asked and every answer is
+committed there when it arrives (an acknowledged label survives ``kill -9``).
+With several sources, each with a ``share`` takes that share of a round's
+queries, the ones the reward model is least sure of (highest priority); the
+source without a share answers the rest. Each source's ``weight`` scales its
+labels in the reward model's loss. Slow (asynchronous) sources are asked from
+a background thread; :meth:`Router.collect` returns what has arrived.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from polyfuse.feedback import FeedbackSource, Label, Query
+from polyfuse.rewards import Segment
+
+from polyfuse_feedback.asking import Asker
+from polyfuse_feedback.store import LabelStore, NewQuery
+
+
+@dataclass(frozen=True)
+class Route:
+    """A feedback source by name, the weight of its labels and the share of queries it takes (``None``: the rest)."""
+
+    name: str
+    source: FeedbackSource
+    weight: float = 1.0
+    share: float | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A stored label with its query rebuilt from the store, ready to train on."""
+
+    label_id: int
+    query: Query
+    label: Label
+    first_id: int
+    second_id: int | None
+    weight: float
+
+
+class Router:
+    """Sends queries to feedback sources through the label store and reads back the labels."""
+
+    def __init__(self, store: LabelStore, project: str, routes: Sequence[Route]) -> None:
+        self.store, self.project = store, project
+        self.routes = list(routes)
+        self.weights = {route.name: route.weight for route in self.routes}
+        self.askers = {route.name: Asker(store, project, route.name, route.source) for route in self.routes}
+        self.last_label_id = 0
+        self._segment_ids: dict[int, tuple[weakref.ref[Segment], int]] = {}
+        self._segments: dict[int, Segment] = {}
+
+    # -- asking --------------------------------------------------------------------------------------
+
+    def split(self, queries: Sequence[Query]) -> dict[str, list[Query]]:
+        """Queries per source: the shared sources take the highest-priority ones first, in route order."""
+        remaining = sorted(queries, key=lambda q: -q.priority)
+        routed: dict[str, list[Query]] = {}
+        for route in self.routes:
+            if route.share is not None:
+                take = round(route.share * len(queries))
+                routed[route.name], remaining = remaining[:take], remaining[take:]
+        default = next(route.name for route in self.routes if route.share is None)
+        routed[default] = remaining
+        return routed
+
+    def ask(self, queries: Sequence[Query]) -> None:
+        for name, routed in self.split(queries).items():
+            if not routed:
+                continue
+            items = [NewQuery(self._stored(q.first), None if q.second is None else self._stored(q.second), q.scale,
+                              q.priority, name) for q in routed]
+            query_ids = self.store.post_queries(self.project, items)
+            self.askers[name].ask(list(zip(query_ids, routed)))
+
+    def _stored(self, segment: Segment) -> int:
+        """The store's id of a segment, adding it the first time it is asked about."""
+        known = self._segment_ids.get(id(segment))
+        if known is not None and known[0]() is segment:
+            return known[1]
+        (segment_id,) = self.store.add_segments(self.project, [segment])
+        self._segment_ids[id(segment)] = (weakref.ref(segment), segment_id)
+        self._segments[segment_id] = segment
+        return segment_id
+
+    # -- answers -------------------------------------------------------------------------------------
+
+    def collect(self) -> list[Answer]:
+        """Labels stored since the last call (all of the project's on the first call: a resumed run keeps them)."""
+        records = self.store.labels(self.project, after_id=self.last_label_id)
+        if not records:
+            return []
+        self.last_label_id = records[-1].id
+        missing = sorted({i for r in records for i in (r.first, r.second) if i is not None and i not in self._segments})
+        self._segments.update(zip(missing, self.store.segments(missing)))
+        answers = []
+        for record in records:
+            label = record.label
+            assert label is not None  # abstentions are not listed
+            second = None if record.second is None else self._segments[record.second]
+            query = Query(self._segments[record.first], second, id=record.query_id, scale=record.scale)
+            answers.append(Answer(record.id, query, label, record.first, record.second,
+                                  self.weights.get(record.source, 1.0)))
+        return answers
+
+    def asked(self) -> int:
+        """Queries posted in this project so far (whatever their state), so a resumed run keeps to its budget."""
+        return next((p.queries for p in self.store.projects() if p.name == self.project), 0)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Re-ask the queries a stopped run had posted but not had answered."""
+        for asker in self.askers.values():
+            asker.resume()
+
+    def metrics(self) -> dict[str, float]:
+        return {f"feedback/{name}/{key}": value for name, asker in self.askers.items()
+                for key, value in asker.metrics().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: route.source.state_dict() for name, route in zip(self.askers, self.routes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for route in self.routes:
+            route.source.load_state_dict(state.get(route.name, {}))
+
+    def close(self) -> None:
+        for asker in self.askers.values():
+            asker.close()
+        for route in self.routes:
+            route.source.close()
+        self.store.close()
