@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from polyfuse.feedback import FeedbackSource, Label, Query
 from polyfuse.rewards import RewardBatch, RunContext, Segment
 from polyfuse_feedback.model import PreferenceModel
 from polyfuse_feedback.networks import bradley_terry_loss, ordinal_loss
@@ -166,3 +169,50 @@ def test_the_concat_head_learns_too(helpers: Any, tmp_path: Path) -> None:
     for _ in range(10):
         model.update()
     assert pairwise_accuracy(model, bandit_segments(env, rng, 200)) > 0.8
+
+
+class GatedSource(FeedbackSource):
+    """An asynchronous source that answers only once the test opens the gate (a slow judge or person)."""
+
+    asynchronous = True
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def label(self, queries: Any) -> list[Label | None]:
+        self.gate.wait(30)
+        return [Label(float(np.sum(q.second.env_rewards) > np.sum(q.first.env_rewards))) for q in queries]
+
+
+def test_a_slow_source_never_blocks_an_update(helpers: Any, tmp_path: Path) -> None:
+    env = helpers.WordBandit(num_words=4)
+    context = RunContext(env.observation_space, env.action_space, lambda: helpers.make_network(env.observation_space),
+                         seed=0, run_dir=tmp_path, planned_updates=4)
+    source = GatedSource()
+    router = Router(LabelStore.in_run(tmp_path), "test", [Route("slow", source)])
+    model = PreferenceModel(PreferenceModelConfig(max_labels=40, schedule="constant"), context, router)
+    model.observe(bandit_segments(env, np.random.default_rng(5), 50))
+    started = time.monotonic()
+    metrics = model.update()
+    assert time.monotonic() - started < 10 and metrics["labels"] == 0 and metrics["asked"] == 4
+    assert metrics["feedback/slow/waiting"] == 4
+    source.gate.set()
+    assert router.askers["slow"].wait(20)
+    metrics = model.update()
+    assert metrics["labels"] >= 4 and "loss" in metrics, "the labels that arrived are trained on"
+    model.close()
+
+
+def test_sources_mixed_by_share_take_the_least_certain_queries_and_weigh_their_labels(tmp_path: Path) -> None:
+    one = Segment({}, np.zeros(1, np.int64), np.zeros(1, np.float32), [{}], True, False, 0)
+    first, second = SyntheticAnnotator(SyntheticConfig(), 0), SyntheticAnnotator(SyntheticConfig(), 1)
+    router = Router(LabelStore.in_run(tmp_path), "mix", [Route("judge", first, weight=0.5),
+                                                         Route("expert", second, weight=2.0, share=0.2)])
+    queries = [Query(one, one, priority=float(p)) for p in range(10)]
+    routed = router.split(queries)
+    assert [q.priority for q in routed["expert"]] == [9.0, 8.0]
+    assert sorted(q.priority for q in routed["judge"]) == [float(p) for p in range(8)]
+    router.ask(queries)
+    weights = sorted(answer.weight for answer in router.collect())
+    assert weights == [0.5] * 8 + [2.0] * 2
+    router.close()
