@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import socket
 import sys
+import time
 import zlib
 from itertools import pairwise
 from pathlib import Path
@@ -17,7 +19,7 @@ from polyfuse.feedback import Label, Query
 from polyfuse.registry import Kind
 from polyfuse_feedback.judges.answers import MalformedAnswer, parse_comparison, parse_rating
 from polyfuse_feedback.judges.configs import HttpJudgeConfig
-from polyfuse_feedback.judges.http_judge import HttpJudge
+from polyfuse_feedback.judges.http_judge import HttpJudge, retry_after_seconds
 from polyfuse_feedback.judges.images import png_bytes
 
 sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this file (--import-mode=importlib)
@@ -89,6 +91,12 @@ def test_429_waits_retry_after_then_answers() -> None:
         first, second = server.requests
     assert second["time"] - first["time"] >= 0.9, "the retry waited the server's Retry-After: 1"
     assert counters(source, "rate_limited", "answered") == {"rate_limited": 1, "answered": 1}
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    assert retry_after_seconds("3") == 3.0
+    assert 0 < retry_after_seconds(email.utils.formatdate(time.time() + 60, usegmt=True)) <= 60
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
 
 def test_a_dead_port_is_a_connection_error() -> None:
