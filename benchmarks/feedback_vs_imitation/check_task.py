@@ -12,7 +12,7 @@ import numpy as np
 import seals  # noqa: F401  (registers seals/CartPole-v0)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import task  # noqa: E402
+import task
 
 rng = np.random.default_rng(0)
 for episode in range(20):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import task  # noqa: E402  (registers fvi/CartPole-v0)
+import task
 
 
 def main() -> None:
@@ -63,6 +63,7 @@ def main() -> None:
     gatherer = pc.SyntheticGatherer(temperature=settings["temperature"], rng=rng)
 
     phases = {"label_s": 0.0, "reward_train_s": 0.0, "agent_s": 0.0, "sample_s": 0.0}
+    counts = {"equal_returns": 0}
 
     def timed(obj, name, key):
         method = getattr(obj, name)
@@ -98,7 +99,12 @@ def main() -> None:
         return call
 
     trainer.fragmenter = labelling(original_fragmenter)
-    trainer.preference_gatherer = labelling(original_gatherer)
+    def gather(fragments):
+        preferences = original_gatherer(fragments)
+        counts["equal_returns"] += sum(float(np.sum(a.rews)) == float(np.sum(b.rews)) for a, b in fragments)
+        return preferences
+
+    trainer.preference_gatherer = labelling(gather)
     total_timesteps = settings["agent_steps"] * (rounds - 1) // rounds
     train_started = time.perf_counter()
     result = trainer.train(total_timesteps=total_timesteps, total_comparisons=settings["labels"])
@@ -126,6 +132,7 @@ def main() -> None:
         "in_process_time_s": time.perf_counter() - started,
         "reward_accuracy": result.get("reward_accuracy"),
         **phases,
+        **counts,
     }), flush=True)
 
 

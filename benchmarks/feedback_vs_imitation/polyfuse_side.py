@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import task  # noqa: E402,F401  (registers fvi/CartPoleDict-v0)
+import task  # noqa: F401  (registers fvi/CartPoleDict-v0)
+from polyfuse.cli import main
+from polyfuse_feedback.model import PreferenceModel
+from polyfuse_feedback.synthetic import SyntheticAnnotator
 
-from polyfuse.cli import main  # noqa: E402
-from polyfuse_feedback.model import PreferenceModel  # noqa: E402
-
-TIMES = {"reward_update_s": 0.0, "reward_train_s": 0.0, "reward_score_s": 0.0, "reward_updates": 0}
+TIMES = {"reward_update_s": 0.0, "reward_train_s": 0.0, "reward_score_s": 0.0, "reward_updates": 0,
+         "queries": 0, "equal_returns": 0}
 
 
 def timed(method, key):
@@ -44,6 +45,20 @@ def timed(method, key):
 PreferenceModel.update = timed(PreferenceModel.update, "reward_update_s")
 PreferenceModel.score = timed(PreferenceModel.score, "reward_score_s")
 PreferenceModel._train = timed(PreferenceModel._train, "reward_train_s")  # the Bradley-Terry steps alone
+
+
+def count_equal_returns(method):
+    """Counts the queries whose two fragments have the same true return (no information on which is better)."""
+    @functools.wraps(method)
+    def wrapper(self, queries):
+        TIMES["queries"] += len(queries)
+        TIMES["equal_returns"] += sum(float(sum(q.first.env_rewards)) == float(sum(q.second.env_rewards))
+                                      for q in queries)
+        return method(self, queries)
+    return wrapper
+
+
+SyntheticAnnotator.label = count_equal_returns(SyntheticAnnotator.label)
 
 if __name__ == "__main__":
     code = main(["run", *sys.argv[1:], "--json"])

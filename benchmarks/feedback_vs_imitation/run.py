@@ -21,8 +21,8 @@ share of the wall time, and the ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import atexit
+import json
 import math
 import os
 import shutil
@@ -41,16 +41,18 @@ IMITATION_PYTHON = HERE / ".venv-imitation" / "bin" / "python"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 EVAL_SEED_BASE = 2**31  # polyfuse.training.seeding.EVAL_SEED_BASE: the held-out episodes both sides play
 
-# Settings both sides share (the README's table). PPO's are rl-zoo3's tuned CartPole-v1 set with constant
-# learning rate and clip range (imitation restarts SB3's learn() every round, so SB3's progress-based
-# schedules would not run as they do in polyfuse).
+# Settings both sides share (the README's table). PPO's are those of imitation's own preference-comparisons
+# tutorial for seals/CartPole-v0 (docs/tutorials/5_train_preference_comparisons), with SB3's default [64, 64]
+# tanh MlpPolicy instead of its FeedForward32Policy + input normalisation; on the environment's reward they
+# reach 500 within 40k steps in polyfuse.
 SHARED: dict[str, Any] = {
     "num_envs": 8,
-    "ppo": {"n_steps": 32, "batch_size": 256, "n_epochs": 20, "learning_rate": 1e-3, "gamma": 0.98,
-            "gae_lambda": 0.8, "clip_range": 0.2, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5,
+    "ppo": {"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 2e-3, "gamma": 0.97,
+            "gae_lambda": 0.95, "clip_range": 0.1, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5,
             "hidden_sizes": [64, 64]},
     "fragment_length": 50,            # steps per queried fragment
-    "temperature": 1.0,               # Boltzmann annotator: P(second preferred) = sigmoid((R2 - R1) / T)
+    "temperature": 0.0,               # 0: rational (higher return preferred, equal returns a tie, 0.5), where
+                                      # both annotators are the same function; T > 0: P(second) = sigmoid((R2-R1)/T)
     "rounds": 10,                     # label rounds of labels / rounds each (constant schedule)
     "reward_hidden_sizes": [32, 32],  # imitation's BasicRewardNet default; polyfuse: the same MLP head
     "reward_batch_size": 32,          # pairs per gradient step (imitation's default)
@@ -89,7 +91,7 @@ def polyfuse_config(labels: int, agent_steps: int, eval_episodes: int, shared: d
             "hidden_sizes": shared["reward_hidden_sizes"],
             "batch_size": shared["reward_batch_size"],
             "learning_rate": shared["reward_lr"],
-            "gradient_steps": 50,
+            "gradient_steps": 200,                                      # per update (default 50 learned less in a 1-seed probe)
             "heldout_fraction": 0.0,                                    # every label trains, as in imitation
             "normalize": shared["normalize_reward"],
             "selection": "random",
@@ -114,7 +116,7 @@ def last_json_lines(output: str, count: int) -> list[dict]:
 
 def run_process(command: list[str], what: str, env: dict[str, str] = ENV) -> tuple[str, float]:
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=ROOT)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{what} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
@@ -154,7 +156,8 @@ def run_polyfuse(labels: int, agent_steps: int, seed: int, eval_episodes: int) -
     times = timings["timings"]
     return {"return": summary["eval"]["return"], "labels": int(got), "env_steps": summary["steps"],
             "process_time_s": elapsed, "reward_update_s": times["reward_update_s"],
-            "reward_train_s": times["reward_train_s"], "reward_score_s": times["reward_score_s"]}
+            "reward_train_s": times["reward_train_s"], "reward_score_s": times["reward_score_s"],
+            "equal_return_share": times["equal_returns"] / max(times["queries"], 1)}
 
 
 def run_imitation(labels: int, agent_steps: int, seed: int, eval_episodes: int) -> dict:
@@ -165,7 +168,8 @@ def run_imitation(labels: int, agent_steps: int, seed: int, eval_episodes: int) 
     (result,) = last_json_lines(stdout, 1)
     return {"return": result["eval_return"], "labels": result["labels"], "env_steps": result["agent_steps"],
             "process_time_s": elapsed, "reward_update_s": result["label_s"] + result["reward_train_s"],
-            "reward_train_s": result["reward_train_s"], "agent_s": result["agent_s"], "sample_s": result["sample_s"]}
+            "reward_train_s": result["reward_train_s"], "agent_s": result["agent_s"], "sample_s": result["sample_s"],
+            "equal_return_share": result["equal_returns"] / max(result["labels"], 1)}
 
 
 def mean_of(runs: list[dict]) -> dict:
@@ -193,14 +197,14 @@ def main() -> None:
     parser.add_argument("--labels", type=int, nargs="+", default=[50, 100, 200, 500], help="polyfuse's label budgets")
     parser.add_argument("--imitation-labels", type=int, nargs="+",
                         help="imitation's label budgets (default: the largest of --labels)")
-    parser.add_argument("--agent-steps", type=int, default=51_200,
-                        help="env steps each agent trains against its learned reward (a multiple of rounds x 256)")
+    parser.add_argument("--agent-steps", type=int, default=102_400,
+                        help="env steps each agent trains against its learned reward (a multiple of rounds x 2048)")
     parser.add_argument("--eval-episodes", type=int, default=50, help="held-out episodes (500 steps each)")
     parser.add_argument("--rounds", type=int, default=SHARED["rounds"], help="label rounds (constant schedule)")
     parser.add_argument("--temperature", type=float, default=SHARED["temperature"])
     parser.add_argument("--fragment-length", type=int, default=SHARED["fragment_length"])
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 seed, labels 20 40, 5,120 agent steps, 2 rounds, 3 eval episodes")
+                        help="smoke run: 1 seed, labels 20 40, 4,096 agent steps, 2 rounds, 3 eval episodes")
     parser.add_argument("--polyfuse-commit", metavar="REF",
                         help="run polyfuse (core and plugins) from a `git archive` of this commit instead of the "
                         "working tree the .venv installs (for measuring while the tree is being edited)")
@@ -215,7 +219,7 @@ def main() -> None:
                                 capture_output=True, text=True, check=True).stdout.strip()
         print(f"polyfuse from commit {commit} ({tree})", flush=True)
     if args.quick:
-        args.seeds, args.labels, args.agent_steps, args.rounds, args.eval_episodes = 1, [20, 40], 5_120, 2, 3
+        args.seeds, args.labels, args.agent_steps, args.rounds, args.eval_episodes = 1, [20, 40], 4_096, 2, 3
     if not IMITATION_PYTHON.exists():
         raise SystemExit(f"no {IMITATION_PYTHON}: run `bash {HERE.relative_to(ROOT)}/setup-imitation.sh` first")
     SHARED.update(rounds=args.rounds, temperature=args.temperature, fragment_length=args.fragment_length)
@@ -249,13 +253,16 @@ def main() -> None:
     ours_mean = {n: mean_of(runs) for n, runs in ours.items()}
     theirs_mean = {n: mean_of(runs) for n, runs in theirs.items()}
 
-    print(f"\n{'labels':>6}  {'true return: polyfuse':>21}  {'imitation':>9}   per seed")
+    print(f"\n{'labels':>6}  {'true return: polyfuse':>21}  {'imitation':>9}   {'equal-return queries':>20} "
+          f"{'imitation':>9}   per seed")
     for labels in sorted(set(args.labels) | set(imitation_labels)):
         mine = f"{ours_mean[labels]['return']:21.1f}" if labels in ours_mean else f"{'':>21}"
         other = f"{theirs_mean[labels]['return']:9.1f}" if labels in theirs_mean else f"{'':>9}"
         seeds = "  ".join(f"{name} {means[labels]['return_per_seed']}" for name, means in
                           (("polyfuse", ours_mean), ("imitation", theirs_mean)) if labels in means)
-        print(f"{labels:>6}  {mine}  {other}   {seeds}")
+        ties = "".join(f"{means[labels]['equal_return_share']:>{width}.0%}" if labels in means else " " * width
+                       for means, width in ((ours_mean, 20), (theirs_mean, 10)))
+        print(f"{labels:>6}  {mine}  {other}   {ties}   {seeds}")
 
     budget = max(imitation_labels)
     target = theirs_mean[budget]["return"]
