@@ -28,6 +28,9 @@ def test_bradley_terry_loss_on_a_hand_example() -> None:
     assert loss.item() == pytest.approx((-math.log(0.75) + math.log(2) + math.log(2)) / 3, rel=1e-6)
     weighted = bradley_terry_loss(first, second, torch.tensor([1.0, 0.0, 0.5]), torch.tensor([2.0, 0.0, 0.0]))
     assert weighted.item() == pytest.approx(-math.log(0.75), rel=1e-6)
+    # a margin of log 3 asks R2 - R1 > log 3 for "second": the first pair now sits at P = 0.5
+    margin = bradley_terry_loss(first[:2], second[:2], torch.tensor([1.0, 0.5]), margin=math.log(3.0))
+    assert margin.item() == pytest.approx(math.log(2), rel=1e-6)
 
 
 def bandit_segments(env: Any, rng: np.random.Generator, count: int) -> list[Segment]:

@@ -183,8 +183,8 @@ class PreferenceModel(RewardSource):
             first = returns[:, [position[rows[n].first] for n in comparisons]]
             second = returns[:, [position[rows[n].second] for n in comparisons]]  # type: ignore[index]
             target = torch.as_tensor([rows[n].preference for n in comparisons], dtype=torch.float32)
-            loss = loss + sum(bradley_terry_loss(first[k], second[k], target, weights[k, comparisons])
-                              for k in range(len(self.members)))
+            loss = loss + sum(bradley_terry_loss(first[k], second[k], target, weights[k, comparisons],
+                                                 self.config.margin) for k in range(len(self.members)))
         for scale in sorted({row.scale for row in rows if row.second is None}):
             rated = [n for n, row in enumerate(rows) if row.second is None and row.scale == scale]
             target = torch.as_tensor([rows[n].rating for n in rated])

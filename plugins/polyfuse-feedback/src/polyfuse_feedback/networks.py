@@ -9,10 +9,14 @@ import torch
 
 
 def bradley_terry_loss(first_returns: torch.Tensor, second_returns: torch.Tensor, preferences: torch.Tensor,
-                       weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy of ``P(second preferred) = sigmoid(R2 - R1)`` against ``preferences`` in {0, 0.5, 1}."""
-    losses = torch.nn.functional.binary_cross_entropy_with_logits(
-        second_returns - first_returns, preferences, reduction="none")
+                       weights: torch.Tensor | None = None, margin: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of ``P(second preferred) = sigmoid(R2 - R1)`` against ``preferences`` in {0, 0.5, 1}.
+
+    With a ``margin``, a strict preference asks the preferred return to exceed the other by that much
+    (the logit is shifted against the preferred side); ties are unaffected.
+    """
+    logits = second_returns - first_returns - margin * (2.0 * preferences - 1.0)
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, preferences, reduction="none")
     return _weighted_mean(losses, weights)
 
 

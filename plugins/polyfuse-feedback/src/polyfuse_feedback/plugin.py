@@ -91,6 +91,8 @@ class PreferenceModelConfig(ComponentConfig):
     )
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
+    margin: float = Field(0.0, ge=0, description="Bradley-Terry margin: a strict preference asks the preferred "
+                          "segment's predicted return to exceed the other's by this much (ties unaffected).")
     batch_size: int = Field(64, gt=0, description="Labels per gradient step.")
     gradient_steps: int = Field(50, ge=0, description="Gradient steps per member per update().")
     max_labels: int = Field(1000, ge=0, description="Query budget of the run (held-out labels included).")
