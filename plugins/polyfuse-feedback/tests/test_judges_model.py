@@ -31,7 +31,7 @@ class Returns:
 
 
 def judge(**params: Any) -> ModelJudge:
-    return ModelJudge(ModelJudgeConfig(run_dir="runs/x", **params), Returns(), SPACE, "runs/x")
+    return ModelJudge(ModelJudgeConfig(reward_model="runs/x", **params), Returns(), SPACE, "runs/x")
 
 
 def shade(value: int) -> Any:
@@ -70,22 +70,22 @@ def test_segments_of_another_environment_are_refused() -> None:
 
 
 def test_a_folder_without_a_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(PolyfuseError, match=f"{tmp_path} holds no polyfuse checkpoint.*reward: preference-model"):
-        ModelJudge.from_run(ModelJudgeConfig(run_dir=str(tmp_path)))
+    with pytest.raises(PolyfuseError, match=f"{tmp_path} holds no saved reward model.*train-reward"):
+        ModelJudge.from_saved(ModelJudgeConfig(reward_model=str(tmp_path)))
 
 
 def test_a_run_without_a_reward_model(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, {"config": {"reward": {"name": "env", "params": {}}}, "reward": {}})
-    with pytest.raises(PolyfuseError, match=f"the run in {tmp_path} was trained with reward 'env', not "
-                                            "'preference-model'"):
-        ModelJudge.from_run(ModelJudgeConfig(run_dir=str(tmp_path)))
+    with pytest.raises(PolyfuseError, match=f"the run in {tmp_path} trained with reward 'env', not a "
+                                            "preference-model"):
+        ModelJudge.from_saved(ModelJudgeConfig(reward_model=str(tmp_path)))
 
 
 def test_params_are_checked() -> None:
     with pytest.raises(ValueError, match="rating_thresholds must be increasing"):
-        ModelJudgeConfig(run_dir="x", rating_thresholds=[1.0, 0.0])
+        ModelJudgeConfig(reward_model="x", rating_thresholds=[1.0, 0.0])
     with pytest.raises(ValueError, match="min_confidence"):
-        ModelJudgeConfig(run_dir="x", min_confidence=0.2)
+        ModelJudgeConfig(reward_model="x", min_confidence=0.2)
 
 
 def trained_run(registry: Any, output_dir: Path) -> None:
@@ -114,7 +114,7 @@ def test_a_trained_run_judges_answers(make_registry: Any, tmp_path: Path) -> Non
 
     trained_run(default_registry(), tmp_path)
     source = make_registry(JudgesPlugin, installed=False).create(Kind.FEEDBACK, "model-judge",
-                                                                 {"run_dir": str(tmp_path), "min_confidence": 0.5})
+                                                                 {"reward_model": str(tmp_path), "min_confidence": 0.5})
     images, labels, split = _dataset()
     rng = np.random.default_rng(0)
     queries, truth = [], []

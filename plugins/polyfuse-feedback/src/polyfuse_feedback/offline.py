@@ -79,7 +79,7 @@ def train_reward(args: argparse.Namespace, registry: Any) -> int:
     model.normalise()
     summary = {"labels": len(model.labels), "project": project, "steps": args.steps, "loss": losses[-1],
                "heldout_accuracy": model.heldout_accuracy(), "return_correlation": model.return_correlation()}
-    pipeline = config.model_dump(mode="json", include={"env", "modalities", "fuser", "reward", "feature_cache"})
+    pipeline = config.model_dump(mode="json")
     save_reward_model(model, output, pipeline, summary)
     accuracy = summary["heldout_accuracy"]
     print(f"reward model from {len(model.labels)} labels written to {output} (held-out pairwise accuracy "

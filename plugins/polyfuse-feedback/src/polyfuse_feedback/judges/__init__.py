@@ -2,7 +2,7 @@
 
 - ``embedding-judge``: sentence-embedding similarity of a segment's text to a reference text;
 - ``http-judge``: an LLM or VLM behind an OpenAI-compatible chat-completions endpoint;
-- ``model-judge``: a reward model trained in an earlier polyfuse run.
+- ``model-judge``: a saved reward model (``polyfuse feedback train-reward``, or an earlier run's).
 
 :func:`register_judges` registers them; heavy modules are imported by the factories only.
 """
@@ -30,7 +30,7 @@ def build_http_judge(config: HttpJudgeConfig, seed: int = 0) -> Any:
 def build_model_judge(config: ModelJudgeConfig, seed: int = 0) -> Any:
     from polyfuse_feedback.judges.model_judge import ModelJudge
 
-    return ModelJudge.from_run(config)
+    return ModelJudge.from_saved(config)
 
 
 def register_judges(register: Callable[..., Any]) -> None:

@@ -85,9 +85,10 @@ class HttpJudgeConfig(ComponentConfig):
 
 
 class ModelJudgeConfig(ComponentConfig):
-    """Params of ``model-judge``: a trained ``preference-model`` reward from a polyfuse run directory."""
+    """Params of ``model-judge``: a saved ``preference-model`` reward labels the queries."""
 
-    run_dir: str = Field(description="A polyfuse run's output_dir (its latest intact checkpoint is read).")
+    reward_model: str = Field(description="A folder written by `polyfuse feedback train-reward`, or the output_dir "
+                              "of a run with reward: preference-model (its latest intact checkpoint is read).")
     scale: float = Field(1.0, gt=0, description="Confidence of a comparison: sigmoid(scale * |R2 - R1|), R the "
                          "ensemble's mean predicted return.")
     min_confidence: float = Field(0.6, ge=0.5, le=1, description="Abstain below this confidence.")

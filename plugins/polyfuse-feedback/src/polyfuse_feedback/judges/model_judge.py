@@ -1,10 +1,10 @@
-"""The ``model-judge``: a reward model trained in an earlier polyfuse run labels the queries of a new one.
+"""The ``model-judge``: a saved reward model labels the queries of a new run.
 
-The run directory's latest checkpoint holds the pipeline config the model
-was trained with and, in its reward part, the ensemble's weights
-(``state["members"]``). The model is rebuilt from that config through the
-registry (the same encoders and fuser) and compares segments by its predicted
-returns (:meth:`PreferenceModel.predict_returns`). Use it to distil a slow
+A saved reward model (:mod:`polyfuse_feedback.saved`: a ``train-reward``
+folder or a preference-model run's checkpoint) holds the pipeline config it
+was trained with and the ensemble's weights. The model is rebuilt from that
+config through the registry (the same encoders and fuser) and compares
+segments by its predicted returns (:meth:`PreferenceModel.predict_returns`). Use it to distil a slow
 or costly judge's verdicts, to re-label with a model trained on people's
 labels, or to measure how far a reward model alone can teach a policy.
 """
@@ -24,38 +24,6 @@ from polyfuse.rewards import Segment
 if TYPE_CHECKING:
     from polyfuse_feedback.judges.configs import ModelJudgeConfig
 
-REWARD = "preference-model"
-
-
-def read_run(run_dir: Path) -> tuple[dict[str, Any], Mapping[str, Any]]:
-    """The run's saved pipeline config and its reward model's ``members`` state, from the latest intact checkpoint."""
-    from polyfuse.training.checkpoint import (
-        checkpoint_location,
-        lazy_tensors,
-        read_checkpoint_tree,
-        unflatten_state,
-    )
-
-    location = checkpoint_location(run_dir) if run_dir.is_dir() else None
-    if location is None:
-        raise PolyfuseError(f"model-judge: {run_dir} holds no polyfuse checkpoint; params.run_dir must be the "
-                            f"output_dir of a finished (or checkpointed) run with reward: {REWARD}")
-    tree = read_checkpoint_tree(location)
-    config = tree.get("config") or {}
-    reward = (config.get("reward") or {}).get("name")
-    if reward != REWARD:
-        raise PolyfuseError(f"model-judge: the run in {run_dir} was trained with reward {reward!r}, not {REWARD!r}, "
-                            f"so it has no reward model to judge with; train one with reward: {{name: {REWARD}}} "
-                            "(examples/digits_vqa_rlhf.yaml) and name its output_dir")
-    members = (tree.get("reward") or {}).get("members")
-    if not isinstance(members, Mapping):
-        raise PolyfuseError(f"model-judge: the checkpoint {location} has no reward model weights (reward.members); "
-                            "was it written by this version of polyfuse-feedback?")
-    with lazy_tensors(location) as tensors:
-        state = unflatten_state(members, tensors)
-    return config, state
-
-
 class ModelJudge(FeedbackSource):
     """Prefers the segment with the higher predicted return; confidence ``sigmoid(scale * |R2 - R1|)``."""
 
@@ -67,36 +35,34 @@ class ModelJudge(FeedbackSource):
         self.counts = {"answered": 0, "abstained": 0}
 
     @classmethod
-    def from_run(cls, config: ModelJudgeConfig, registry: Any = None) -> ModelJudge:
-        """Rebuild the run's reward model and load its weights."""
+    def from_saved(cls, config: ModelJudgeConfig, registry: Any = None) -> ModelJudge:
+        """Rebuild the saved reward model from its pipeline config and load its weights."""
         from polyfuse.config import validate_pipeline
         from polyfuse.envs import make_env
         from polyfuse.network import NetworkFactory
         from polyfuse.registry import default_registry
         from polyfuse.rewards import RunContext
 
-        run_dir = Path(config.run_dir).expanduser()
-        saved, members = read_run(run_dir)
+        from polyfuse_feedback.model import PreferenceModel
+        from polyfuse_feedback.plugin import PreferenceModelConfig
+        from polyfuse_feedback.saved import load_members, read_saved_reward
+
+        path = Path(config.reward_model).expanduser()
+        saved = read_saved_reward(path)
         registry = registry or default_registry()
-        pipeline = validate_pipeline(saved, registry, source=f"the config saved in {run_dir}")
+        pipeline = validate_pipeline(saved.pipeline, registry, source=f"the config saved in {path}")
         if pipeline.env is None:
-            raise PolyfuseError(f"model-judge: the run in {run_dir} has no env; its reward model's spaces are unknown")
+            raise PolyfuseError(f"model-judge: the reward model in {path} names no env; its spaces are unknown")
         env = make_env(pipeline.env.id, pipeline.env.kwargs)
         observation_space, action_space = env.observation_space, env.action_space
         env.close()
-        # Only the weights are wanted: the model asks nobody (no labels), whatever feedback the run had.
-        params = {key: value for key, value in pipeline.reward.params.items() if key != "init_from"}
-        params.update(max_labels=0, feedback={"name": "synthetic"})
-        model = registry.create("rewards", REWARD, params, context=RunContext(
-            observation_space, action_space, NetworkFactory(pipeline, observation_space, registry), 0, run_dir,
-            planned_updates=1))
-        try:
-            model.members.load_state_dict(members)
-        except (RuntimeError, KeyError) as exc:
-            raise PolyfuseError(f"model-judge: the reward model saved in {run_dir} does not fit the one its config "
-                                f"builds ({str(exc)[:300]}); was it trained with another version of polyfuse-feedback?"
-                                ) from None
-        return cls(config, model, observation_space, str(run_dir))
+        # Only the weights are wanted: the model asks nobody, whatever feedback it was trained with.
+        params = PreferenceModelConfig.model_validate({**pipeline.reward.params, "init_from": None, "max_labels": 0})
+        model = PreferenceModel(params, RunContext(observation_space, action_space,
+                                                   NetworkFactory(pipeline, observation_space, registry), 0, path,
+                                                   planned_updates=1, registry=registry), router=None)
+        load_members(model, saved, str(path))
+        return cls(config, model, observation_space, str(path))
 
     def check(self, segment: Segment) -> None:
         """Refuse segments the model was not trained on: other observation keys or shapes."""
