@@ -31,7 +31,6 @@ def main() -> None:
     settings = json.loads(sys.argv[1])
     torch.set_num_threads(1)
     started = time.perf_counter()
-    import gymnasium as gym
     from imitation.algorithms import preference_comparisons as pc
     from imitation.rewards.reward_nets import BasicRewardNet, NormalizedRewardNet
     from imitation.util.networks import RunningNorm
@@ -77,6 +76,11 @@ def main() -> None:
                 phases[key] += time.perf_counter() - begun
         setattr(obj, name, wrapper)
 
+    if settings.get("env_reward"):  # the control: the same PPO on the environment's reward, no preferences
+        train_started = time.perf_counter()
+        agent.learn(total_timesteps=settings["agent_steps"])
+        report(agent, settings, started, time.perf_counter() - train_started, labels=0, extra={})
+        return
     rounds = settings["rounds"]
     trainer = pc.PreferenceComparisons(
         trajectory_generator, reward_net, num_iterations=rounds - 1, fragmenter=fragmenter,
@@ -110,6 +114,14 @@ def main() -> None:
     result = trainer.train(total_timesteps=total_timesteps, total_comparisons=settings["labels"])
     train_time = time.perf_counter() - train_started
 
+    extra = {"reward_accuracy": result.get("reward_accuracy"), **phases, **counts}
+    report(agent, settings, started, train_time, labels=len(trainer.dataset), extra=extra)
+
+
+def report(agent, settings: dict, started: float, train_time: float, labels: int, extra: dict) -> None:
+    """Print the JSON line: the final policy's mean true return on the held-out episodes, and timings."""
+    import gymnasium as gym
+
     returns = []
     eval_started = time.perf_counter()
     env = gym.make(task.BOX_ID)
@@ -122,17 +134,14 @@ def main() -> None:
             total += reward
             done = terminated or truncated
         returns.append(total)
-    eval_time = time.perf_counter() - eval_started
     print(json.dumps({
         "eval_return": float(np.mean(returns)),
-        "labels": len(trainer.dataset),
+        "labels": labels,
         "agent_steps": int(agent.num_timesteps),
         "train_time_s": train_time,
-        "eval_time_s": eval_time,
+        "eval_time_s": time.perf_counter() - eval_started,
         "in_process_time_s": time.perf_counter() - started,
-        "reward_accuracy": result.get("reward_accuracy"),
-        **phases,
-        **counts,
+        **extra,
     }), flush=True)
 
 

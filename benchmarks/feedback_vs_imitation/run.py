@@ -172,6 +172,24 @@ def run_imitation(labels: int, agent_steps: int, seed: int, eval_episodes: int) 
             "equal_return_share": result["equal_returns"] / max(result["labels"], 1)}
 
 
+def run_controls(agent_steps: int, seed: int, eval_episodes: int) -> tuple[float, float]:
+    """Both PPOs on the environment's reward (no preferences): held-out true return of polyfuse's, SB3's."""
+    config = polyfuse_config(10, agent_steps, eval_episodes)
+    config["reward"] = "env"
+    config["trainer"].update(total_steps=agent_steps, reward_update_every=agent_steps)
+    with tempfile.TemporaryDirectory() as output:
+        path = Path(output) / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        stdout, _ = run_process([sys.executable, str(HERE / "polyfuse_side.py"), str(path), "--seed", str(seed),
+                                 "--output-dir", str(Path(output) / "run")], "polyfuse (env reward)", POLYFUSE_ENV)
+    ours = last_json_lines(stdout, 2)[0]["eval"]["return"]
+    settings = {**SHARED, **IMITATION_ONLY, "labels": 0, "agent_steps": agent_steps, "seed": seed,
+                "eval_episodes": eval_episodes, "eval_seed_base": EVAL_SEED_BASE, "env_reward": True}
+    stdout, _ = run_process([str(IMITATION_PYTHON), str(HERE / "imitation_side.py"), json.dumps(settings)],
+                            "stable-baselines3 (env reward)")
+    return ours, last_json_lines(stdout, 1)[0]["eval_return"]
+
+
 def mean_of(runs: list[dict]) -> dict:
     mean = {key: sum(run[key] for run in runs) / len(runs) for key in runs[0]}
     return {**mean, "return_per_seed": [round(run["return"], 1) for run in runs]}
@@ -203,11 +221,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=SHARED["rounds"], help="label rounds (constant schedule)")
     parser.add_argument("--temperature", type=float, default=SHARED["temperature"])
     parser.add_argument("--fragment-length", type=int, default=SHARED["fragment_length"])
+    parser.add_argument("--control", action="store_true",
+                        help="also train both PPOs on the environment's reward (no preferences), per seed: what "
+                        "each agent reaches with perfect reward information in the same budget")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 seed, labels 20 40, 4,096 agent steps, 2 rounds, 3 eval episodes")
     parser.add_argument("--polyfuse-commit", metavar="REF",
                         help="run polyfuse (core and plugins) from a `git archive` of this commit instead of the "
                         "working tree the .venv installs (for measuring while the tree is being edited)")
+    parser.add_argument("--imitation-set", action="append", default=[], metavar="KEY=JSON",
+                        help="override one of imitation's own settings (reward_epochs, initial_epoch_multiplier, "
+                        "exploration_frac), e.g. initial_epoch_multiplier=4 (its tutorial's)")
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     global POLYFUSE_ENV
@@ -223,6 +247,11 @@ def main() -> None:
     if not IMITATION_PYTHON.exists():
         raise SystemExit(f"no {IMITATION_PYTHON}: run `bash {HERE.relative_to(ROOT)}/setup-imitation.sh` first")
     SHARED.update(rounds=args.rounds, temperature=args.temperature, fragment_length=args.fragment_length)
+    for item in args.imitation_set:
+        key, _, value = item.partition("=")
+        if key not in IMITATION_ONLY:
+            raise SystemExit(f"--imitation-set: {key!r} is not one of {sorted(IMITATION_ONLY)}")
+        IMITATION_ONLY[key] = json.loads(value)
     rollout = SHARED["ppo"]["n_steps"] * SHARED["num_envs"]
     if args.agent_steps % (args.rounds * rollout):
         raise SystemExit(f"--agent-steps must be a multiple of rounds x rollout = {args.rounds * rollout}")
@@ -250,6 +279,12 @@ def main() -> None:
             ours[labels].append(run)
             print(f"  seed {seed} polyfuse  {labels:>4} labels: return {run['return']:6.1f}, "
                   f"{run['process_time_s']:5.1f} s", flush=True)
+    controls = []
+    if args.control:
+        for seed in range(args.seeds):
+            controls.append(run_controls(args.agent_steps, seed, args.eval_episodes))
+            print(f"  seed {seed} control (env reward): polyfuse PPO {controls[-1][0]:.1f}, SB3 PPO "
+                  f"{controls[-1][1]:.1f}", flush=True)
     ours_mean = {n: mean_of(runs) for n, runs in ours.items()}
     theirs_mean = {n: mean_of(runs) for n, runs in theirs.items()}
 
@@ -277,6 +312,11 @@ def main() -> None:
                       f"tested (~{interpolated:.0f} interpolated); ratio {reached / budget:.2f} "
                       f"(~{interpolated / budget:.2f}; target <= 0.5)")
     print("\n" + label_line)
+    if controls:
+        print(f"control, the same PPO on the environment's reward ({args.agent_steps:,} steps): polyfuse "
+              f"{sum(c[0] for c in controls) / len(controls):.1f}, stable-baselines3 "
+              f"{sum(c[1] for c in controls) / len(controls):.1f} (per seed "
+              f"{[(round(a, 1), round(b, 1)) for a, b in controls]})")
 
     timing_rows = []
     print(f"\n{'time per label at':>17} {'labels':>6}  {'polyfuse s':>10} {'imitation s':>11} {'ratio':>6}   "
@@ -301,6 +341,7 @@ def main() -> None:
         "labels_to_reach": {"target": target, "imitation_labels": budget, "tested": reached,
                             "interpolated": interpolated},
         "time_per_label": timing_rows,
+        "control_env_reward": [{"polyfuse": c[0], "stable_baselines3": c[1]} for c in controls],
         "benchmark_wall_time_s": time.perf_counter() - started,
     }, indent=2) + "\n")
     print(f"results: {args.output} ({time.perf_counter() - started:.0f} s)")
