@@ -19,9 +19,15 @@ sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this
 from test_trainer import rlhf_config  # noqa: E402
 
 
+def installed(registry: Any) -> Any:
+    """The registry, once the plugins the test pipeline names (polyfuse-dqn, polyfuse-sbert) are known to be there."""
+    if "dqn" not in registry.names("optimizers") or "sbert" not in registry.names("encoders"):
+        pytest.skip("the test pipeline trains with polyfuse-dqn and reads questions with polyfuse-sbert")
+    return registry
+
+
 def test_train_reward_from_a_run_then_score_with_it_by_name(make_registry: Any, tmp_path: Path) -> None:
-    pytest.importorskip("polyfuse_dqn", reason="collecting labels needs an optimizer plugin (polyfuse-dqn)")
-    registry = make_registry()
+    registry = installed(make_registry())
     config = rlhf_config(registry, tmp_path / "run", total_steps=512)
     Trainer(config, registry, progress=False).run()
     path = tmp_path / "pipeline.yaml"
@@ -53,7 +59,7 @@ def test_train_reward_from_a_run_then_score_with_it_by_name(make_registry: Any, 
 
 
 def test_train_reward_refuses_what_it_cannot_use(make_registry: Any, tmp_path: Path) -> None:
-    registry = make_registry()
+    registry = installed(make_registry())
     pipeline = rlhf_config(registry, tmp_path / "run").model_dump(mode="json")
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump({**pipeline, "reward": {"name": "env"}}), encoding="utf-8")
