@@ -1,9 +1,14 @@
-"""One torch thread; the RL test tasks of polyfuse.rl.testing (a text bandit) as helpers."""
+"""One torch thread; the RL test tasks of polyfuse.rl.testing (a text bandit) as helpers; the helper modules
+beside this file importable (pytest runs with --import-mode=importlib, which does not add test folders)."""
+
+import sys
+from pathlib import Path
 
 import torch
 from polyfuse.rl.testing import helpers  # noqa: F401 (pytest fixture)
 
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 # -- a throwaway PostgreSQL server for the label store's tests --------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,6 @@ from polyfuse.rewards import Segment
 from polyfuse_feedback.judges.configs import EmbeddingJudgeConfig
 from polyfuse_feedback.judges.fields import ActionNames, Template, env_action_names, segment_fields
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this file (--import-mode=importlib)
 from judge_segments import ANSWERS, JudgesPlugin, digits_segment
 
 needs_sbert = pytest.mark.skipif("sbert" not in default_registry().names("encoders"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import socket
-import sys
 import time
 import zlib
 from itertools import pairwise
@@ -22,7 +21,6 @@ from polyfuse_feedback.judges.configs import HttpJudgeConfig
 from polyfuse_feedback.judges.http_judge import HttpJudge, retry_after_seconds
 from polyfuse_feedback.judges.images import png_bytes
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this file (--import-mode=importlib)
 from fake_chat_server import ChatServer
 from judge_segments import ANSWERS, JudgesPlugin, digits_segment
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from polyfuse.training.checkpoint import save_checkpoint
 from polyfuse_feedback.judges.configs import ModelJudgeConfig
 from polyfuse_feedback.judges.model_judge import ModelJudge
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this file (--import-mode=importlib)
 from judge_segments import JudgesPlugin, digits_segment
 
 SPACE = spaces.Dict({"image": spaces.Box(0, 255, (8, 8, 1), np.uint8), "question": spaces.Text(64)})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,7 @@ from polyfuse.errors import PolyfuseError
 from polyfuse.training.trainer import Trainer
 from polyfuse_feedback.offline import train_reward
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this file (--import-mode=importlib)
-from test_trainer import rlhf_config  # noqa: E402
+from rlhf_runs import rlhf_config
 
 
 def installed(registry: Any) -> Any:

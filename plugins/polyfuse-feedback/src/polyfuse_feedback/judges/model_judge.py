@@ -12,7 +12,7 @@ labels, or to measure how far a reward model alone can teach a policy.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
