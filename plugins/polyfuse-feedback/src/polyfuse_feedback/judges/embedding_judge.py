@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from polyfuse.errors import PolyfuseError
-from polyfuse.feedback import FeedbackSource, Label, Query
+from polyfuse.feedback import Label
 from polyfuse.rewards import Segment
 
 from polyfuse_feedback.judges.fields import Template, resolve_action_names
+from polyfuse_feedback.judges.scoring import ScoringJudge
 
 if TYPE_CHECKING:
     from polyfuse_feedback.judges.configs import EmbeddingJudgeConfig
@@ -40,18 +41,18 @@ def load_sbert(params: dict[str, Any], registry: Any = None) -> Any:
     return encoder
 
 
-class EmbeddingJudge(FeedbackSource):
+class EmbeddingJudge(ScoringJudge):
     """Scores a segment by cos(candidate, reference); compares scores, or maps one onto a rating scale."""
 
     def __init__(self, config: EmbeddingJudgeConfig, encoder: Any) -> None:
+        super().__init__()
         self.config = config
         self.encoder = encoder
         names = resolve_action_names(config.action_names, config.env)
         self.candidate = Template(config.candidate, names, "candidate")
         self.reference = Template(config.reference, names, "reference")
-        self.counts = {"answered": 0, "abstained": 0}
 
-    def similarities(self, segments: Sequence[Segment]) -> np.ndarray:
+    def scores(self, segments: Sequence[Segment]) -> np.ndarray:
         """cos(candidate, reference) of each segment, the texts embedded once each."""
         pairs = [(self.candidate.render(s), self.reference.render(s)) for s in segments]
         texts = list(dict.fromkeys(text for pair in pairs for text in pair))
@@ -60,25 +61,14 @@ class EmbeddingJudge(FeedbackSource):
         row = {text: i for i, text in enumerate(texts)}
         return np.array([float(embeddings[row[a]] @ embeddings[row[b]]) for a, b in pairs])
 
-    def label(self, queries: Sequence[Query]) -> list[Label | None]:
-        segments = [s for q in queries for s in (q.first, q.second) if s is not None]
-        scores = iter(self.similarities(segments).tolist()) if segments else iter(())
-        labels = []
-        for query in queries:
-            first = next(scores)
-            label = self._compare(first, next(scores)) if query.is_comparison else self._rate(first, query.scale)
-            self.counts["answered" if label is not None else "abstained"] += 1
-            labels.append(label)
-        return labels
-
-    def _compare(self, first: float, second: float) -> Label | None:
+    def compare(self, first: float, second: float) -> Label | None:
         margin = second - first
         if abs(margin) < self.config.min_margin:
             return None
         confidence = 1.0 / (1.0 + math.exp(-min(abs(margin) / self.config.temperature, 60.0)))
         return Label(1.0 if margin > 0 else 0.0, confidence)
 
-    def _rate(self, similarity: float, scale: int) -> Label | None:
+    def rate(self, similarity: float, scale: int) -> Label | None:
         low, high = self.config.similarity_range
         position = min(max((similarity - low) / (high - low), 0.0), 1.0) * scale  # in [0, scale]
         level = min(int(position), scale - 1)  # 0-based
@@ -87,12 +77,3 @@ class EmbeddingJudge(FeedbackSource):
         if distance * (high - low) / scale < self.config.min_margin:
             return None
         return Label(rating=level + 1, confidence=min(1.0, 0.5 + distance))
-
-    def metrics(self) -> dict[str, float]:
-        return {key: float(value) for key, value in self.counts.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.counts)
-
-    def load_state_dict(self, state: Any) -> None:
-        self.counts = {key: int(state.get(key, 0)) for key in self.counts}

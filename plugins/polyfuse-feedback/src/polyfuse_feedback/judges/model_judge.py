@@ -18,21 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from polyfuse.errors import PolyfuseError
-from polyfuse.feedback import FeedbackSource, Label, Query
+from polyfuse.feedback import Label
 from polyfuse.rewards import Segment
+
+from polyfuse_feedback.judges.scoring import ScoringJudge
 
 if TYPE_CHECKING:
     from polyfuse_feedback.judges.configs import ModelJudgeConfig
 
-class ModelJudge(FeedbackSource):
+class ModelJudge(ScoringJudge):
     """Prefers the segment with the higher predicted return; confidence ``sigmoid(scale * |R2 - R1|)``."""
 
     def __init__(self, config: ModelJudgeConfig, model: Any, observation_space: Any, source: str) -> None:
+        super().__init__()
         self.config = config
         self.model = model
         self.observation_space = observation_space
         self.source = source
-        self.counts = {"answered": 0, "abstained": 0}
 
     @classmethod
     def from_saved(cls, config: ModelJudgeConfig, registry: Any = None) -> ModelJudge:
@@ -79,26 +81,18 @@ class ModelJudge(FeedbackSource):
                     f"model-judge: the reward model in {self.source} reads {key!r} of shape {tuple(shape)}, the "
                     f"segments have {tuple(steps.shape[1:])}; judge with a model trained on this environment")
 
-    def label(self, queries: Sequence[Query]) -> list[Label | None]:
-        segments = [s for q in queries for s in (q.first, q.second) if s is not None]
+    def scores(self, segments: Sequence[Segment]) -> np.ndarray:
         for segment in segments[:2]:
             self.check(segment)
-        returns = iter(np.asarray(self.model.predict_returns(segments)).mean(0).tolist() if segments else [])
-        labels = []
-        for query in queries:
-            first = next(returns)
-            label = self._compare(first, next(returns)) if query.is_comparison else self._rate(first, query.scale)
-            self.counts["answered" if label is not None else "abstained"] += 1
-            labels.append(label)
-        return labels
+        return np.asarray(self.model.predict_returns(segments)).mean(0)
 
-    def _compare(self, first: float, second: float) -> Label | None:
+    def compare(self, first: float, second: float) -> Label | None:
         confidence = 1.0 / (1.0 + math.exp(-min(self.config.scale * abs(second - first), 60.0)))
         if confidence < self.config.min_confidence:
             return None
         return Label(1.0 if second > first else 0.0, confidence)
 
-    def _rate(self, predicted: float, scale: int) -> Label | None:
+    def rate(self, predicted: float, scale: int) -> Label | None:
         thresholds = self.config.rating_thresholds
         if thresholds is None or len(thresholds) != scale - 1:
             return None
@@ -107,12 +101,3 @@ class ModelJudge(FeedbackSource):
         if confidence < self.config.min_confidence:
             return None
         return Label(rating=1 + sum(predicted >= t for t in thresholds), confidence=confidence)
-
-    def metrics(self) -> dict[str, float]:
-        return {key: float(value) for key, value in self.counts.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.counts)
-
-    def load_state_dict(self, state: Any) -> None:
-        self.counts = {key: int(state.get(key, 0)) for key in self.counts}
