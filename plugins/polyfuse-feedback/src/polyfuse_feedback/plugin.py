@@ -173,7 +173,8 @@ def make_router(config: PreferenceModelConfig, context: RunContext) -> Router:
 @hookimpl
 def register_rewards(register: Callable[..., Any]) -> None:
     register("preference-model", build_preference_model, config=PreferenceModelConfig,
-             description="Reward model learned from pairwise preferences (Bradley-Terry ensemble, active queries)")
+             description="Reward model learned from comparisons and ratings (Bradley-Terry/ordinal ensemble, "
+             "active queries, label store)")
 
 
 @hookimpl
