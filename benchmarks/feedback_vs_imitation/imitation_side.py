@@ -56,6 +56,12 @@ def main() -> None:
                 gamma=ppo["gamma"], gae_lambda=ppo["gae_lambda"], clip_range=ppo["clip_range"],
                 ent_coef=ppo["ent_coef"], vf_coef=ppo["vf_coef"], max_grad_norm=ppo["max_grad_norm"],
                 policy_kwargs={"net_arch": list(ppo["hidden_sizes"])})
+    if settings.get("env_reward"):  # the control: the same PPO on the environment's reward, no preferences (before AgentTrainer
+        # puts its learned-reward wrapper around the agent's env)
+        train_started = time.perf_counter()
+        agent.learn(total_timesteps=settings["agent_steps"])
+        report(agent, settings, started, time.perf_counter() - train_started, labels=0, extra={})
+        return
     trajectory_generator = pc.AgentTrainer(algorithm=agent, reward_fn=reward_net, venv=venv, rng=rng,
                                            exploration_frac=settings["exploration_frac"])
     fragmenter = pc.RandomFragmenter(warning_threshold=0, rng=rng)
@@ -76,11 +82,6 @@ def main() -> None:
                 phases[key] += time.perf_counter() - begun
         setattr(obj, name, wrapper)
 
-    if settings.get("env_reward"):  # the control: the same PPO on the environment's reward, no preferences
-        train_started = time.perf_counter()
-        agent.learn(total_timesteps=settings["agent_steps"])
-        report(agent, settings, started, time.perf_counter() - train_started, labels=0, extra={})
-        return
     rounds = settings["rounds"]
     trainer = pc.PreferenceComparisons(
         trajectory_generator, reward_net, num_iterations=rounds - 1, fragmenter=fragmenter,
