@@ -3,8 +3,8 @@
 The env id fvi/CartPoleDict-v0 lives in this folder's task.py, not in a plugin: polyfuse's config takes a
 registered gymnasium id (a ``module:EnvId`` id is refused before gymnasium could import the module), so
 this script imports task.py and then calls the CLI in-process. It also times the preference model's
-``update()`` (asking the annotator + training the reward model + renormalising), its ``_train()`` (the
-Bradley-Terry gradient steps alone) and ``score()`` (the learned reward read by PPO), by wrapping the
+``update()`` (asking the annotator + training the reward model + renormalising), its ``_train()`` or
+``fit()`` (the Bradley-Terry gradient steps alone) and ``score()`` (the learned reward read by PPO), by wrapping the
 methods, without changing them.
 
 Prints polyfuse's summary (``--json``) and then one JSON line of timings:
@@ -44,16 +44,19 @@ def timed(method, key):
 
 PreferenceModel.update = timed(PreferenceModel.update, "reward_update_s")
 PreferenceModel.score = timed(PreferenceModel.score, "reward_score_s")
-PreferenceModel._train = timed(PreferenceModel._train, "reward_train_s")  # the Bradley-Terry steps alone
+# The Bradley-Terry steps alone: _train() up to commit 40bd57c, fit(steps) after the plugin's label store.
+TRAIN_METHOD = "fit" if hasattr(PreferenceModel, "fit") else "_train"
+setattr(PreferenceModel, TRAIN_METHOD, timed(getattr(PreferenceModel, TRAIN_METHOD), "reward_train_s"))
 
 
 def count_equal_returns(method):
     """Counts the queries whose two fragments have the same true return (no information on which is better)."""
     @functools.wraps(method)
     def wrapper(self, queries):
-        TIMES["queries"] += len(queries)
+        pairs = [q for q in queries if getattr(q, "second", None) is not None]  # comparisons, not ratings
+        TIMES["queries"] += len(pairs)
         TIMES["equal_returns"] += sum(float(sum(q.first.env_rewards)) == float(sum(q.second.env_rewards))
-                                      for q in queries)
+                                      for q in pairs)
         return method(self, queries)
     return wrapper
 

@@ -63,6 +63,9 @@ SHARED: dict[str, Any] = {
 IMITATION_ONLY = {"reward_epochs": 3, "initial_epoch_multiplier": 200, "exploration_frac": 0.0}
 
 
+QUERY_SCHEDULE = {"share": False}  # set in main(): does this polyfuse's preference-model take initial_share?
+
+
 def polyfuse_config(labels: int, agent_steps: int, eval_episodes: int, shared: dict[str, Any] = SHARED) -> dict:
     """The polyfuse pipeline: PPO against ``preference-model`` fed by the ``synthetic`` annotator.
 
@@ -76,6 +79,13 @@ def polyfuse_config(labels: int, agent_steps: int, eval_episodes: int, shared: d
     rounds = shared["rounds"]
     period = agent_steps // rounds
     ppo = shared["ppo"]
+    if QUERY_SCHEDULE["share"]:  # the plugin's query schedule (after 40bd57c): rounds + 1 updates in the run,
+        # labels / rounds at the first (initial_share) and evenly over the next rounds - 1 (query_until stops
+        # the schedule there: ceil(rounds * 0.95 * (rounds - 1) / rounds) = rounds - 1), none at the last
+        schedule = {"initial_share": 1 / rounds, "schedule": "constant",
+                    "query_until": 0.95 * (rounds - 1) / rounds}
+    else:  # up to 40bd57c: a fixed number of queries per update until max_labels are asked
+        schedule = {"labels_per_update": max(labels // rounds, 1)}
     return {
         "env": {"id": "fvi/CartPoleDict-v0", "num_envs": shared["num_envs"], "vectorization": "sync"},
         "modalities": {"state": {"encoder": {"name": "flatten", "params": {"rescale": False}}}},
@@ -83,7 +93,7 @@ def polyfuse_config(labels: int, agent_steps: int, eval_episodes: int, shared: d
         "reward": {"name": "preference-model", "params": {
             "feedback": {"name": "synthetic", "params": {"temperature": shared["temperature"], "error_rate": 0.0}},
             "max_labels": labels,
-            "labels_per_update": max(labels // rounds, 1),
+            **schedule,
             "fragment_length": shared["fragment_length"],
             "pool_size": max(period // shared["fragment_length"], 2),  # the last period's fragments, as imitation
             "ensemble_size": 1,                                         # imitation's BasicRewardNet: one network
@@ -246,6 +256,10 @@ def main() -> None:
         args.seeds, args.labels, args.agent_steps, args.rounds, args.eval_episodes = 1, [20, 40], 4_096, 2, 3
     if not IMITATION_PYTHON.exists():
         raise SystemExit(f"no {IMITATION_PYTHON}: run `bash {HERE.relative_to(ROOT)}/setup-imitation.sh` first")
+    probe_code = "from polyfuse_feedback.plugin import PreferenceModelConfig as C; print('initial_share' in C.model_fields)"
+    probe = subprocess.run([sys.executable, "-c", probe_code], capture_output=True, text=True, env=POLYFUSE_ENV,
+                           check=True)
+    QUERY_SCHEDULE["share"] = probe.stdout.strip() == "True"
     SHARED.update(rounds=args.rounds, temperature=args.temperature, fragment_length=args.fragment_length)
     for item in args.imitation_set:
         key, _, value = item.partition("=")
