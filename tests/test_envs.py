@@ -182,3 +182,18 @@ def test_missing_minigrid_names_the_install(monkeypatch: pytest.MonkeyPatch) -> 
         check_env_id("BabyAI-NotInstalled-v0")
     with pytest.raises(PolyfuseError, match=r"pip install polyfuse\[babyai\]"):
         check_env_id("NoSuchEnv-v0")
+
+
+def test_module_colon_id_imports_the_module_that_registers_it(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_tasks.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('my_tasks/Bandit-v0', entry_point='polyfuse.envs.digits_vqa:DigitsVQAEnv')\n",
+        encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    check_env_id("my_tasks:my_tasks/Bandit-v0")
+    env = make_env("my_tasks:my_tasks/Bandit-v0")
+    assert set(env.observation_space.spaces) == {"image", "question"}
+    with pytest.raises(PolyfuseError, match="module 'no_such_tasks' cannot be imported"):
+        check_env_id("no_such_tasks:Bandit-v0")
+    with pytest.raises(PolyfuseError, match="no gymnasium environment named 'my_tasks/Other-v0'"):
+        check_env_id("my_tasks:my_tasks/Other-v0")

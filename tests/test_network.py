@@ -103,3 +103,11 @@ def test_mode_switch_matches_module_train() -> None:
     assert tree[1][1].calls == [False, True, False, True], "custom train() methods are still called"
     assert not tree[1][1].inner.training
 
+
+
+def test_bounds_that_mean_unbounded_are_not_rescaled() -> None:
+    """CartPole's Box says float32's maximum for "no bound": dividing by it would zero the input."""
+    huge = np.finfo(np.float32).max
+    encoder = VectorEncoder((3,), [], None, low=np.array([-huge, -np.inf, 0.0]), high=np.array([huge, np.inf, 2.0]))
+    out = encoder(torch.tensor([[0.5, -3.0, 2.0]]))
+    assert torch.allclose(out, torch.tensor([[0.5, -3.0, 1.0]]))

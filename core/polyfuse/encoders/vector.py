@@ -13,6 +13,7 @@ from torch import nn
 from polyfuse.encoding import Encoder, numeric_batch
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+UNBOUNDED = 1e6  # a Box bound this far from 0 stands for "no bound", not a scale to divide by
 
 
 class VectorEncoder(Encoder):
@@ -20,7 +21,9 @@ class VectorEncoder(Encoder):
 
     Rescaling matters because observation scales vary wildly (pixel counts,
     velocities, flags) and an MLP learns poorly from unscaled inputs;
-    dimensions with infinite bounds are passed through unchanged. With
+    dimensions with infinite bounds, or bounds so wide that they mean
+    "unbounded" (gymnasium's CartPole writes float32's maximum), are passed
+    through unchanged: rescaling them would turn every input into ~0. With
     ``output_dim=None`` there are no layers: the flattened, rescaled input is
     the feature (the ``flatten`` encoder, for inputs small enough to fuse as
     they are, which rescales to [0, 1] as pixel inputs conventionally are: a
@@ -45,7 +48,7 @@ class VectorEncoder(Encoder):
         if low is not None and high is not None:
             low_flat = np.broadcast_to(np.asarray(low, dtype=np.float64), self.sample_shape).reshape(-1)
             high_flat = np.broadcast_to(np.asarray(high, dtype=np.float64), self.sample_shape).reshape(-1)
-            bounded = np.isfinite(low_flat) & np.isfinite(high_flat) & (high_flat > low_flat)
+            bounded = ((np.abs(low_flat) < UNBOUNDED) & (np.abs(high_flat) < UNBOUNDED) & (high_flat > low_flat))
             span = np.where(bounded, high_flat - low_flat, 1.0)
             bottom, width = target_range[0], target_range[1] - target_range[0]
             scale = torch.as_tensor(np.where(bounded, width / span, 1.0), dtype=torch.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import signal
 from collections.abc import Mapping
 from functools import partial
@@ -18,7 +19,18 @@ EVAL_KWARGS_KEY = "polyfuse.eval_kwargs"
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise a :class:`PolyfuseError` naming close matches (and the minigrid install) for an unknown id."""
+    """Raise a :class:`PolyfuseError` naming close matches (and the minigrid install) for an unknown id.
+
+    ``module:EnvId`` (gymnasium's form) imports ``module`` first, so that it registers ``EnvId``.
+    """
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the user's module failing to import is a config problem, not a crash
+            raise PolyfuseError(f"env.id {env_id!r}: module {module!r} cannot be imported "
+                                f"({type(exc).__name__}: {exc})") from None
+        env_id = name
     if babyai.is_minigrid_id(env_id):
         babyai.import_minigrid()
     if env_id in gym.registry:
