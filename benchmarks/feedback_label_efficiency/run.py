@@ -201,6 +201,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             list(TASKS).index(kv[0][0]), ARMS.index(kv[0][1]), kv[0][2] or 0)):
         successes = [r["success"] for r in sorted(members, key=lambda r: r["seed"])]
         accuracies = [r["reward_heldout_accuracy"] for r in members if r["reward_heldout_accuracy"] is not None]
+        correlations = [r["return_correlation"] for r in members if r.get("return_correlation") is not None]
         m = mean(successes)
         env = env_means.get(task)
         rows.append({
@@ -208,6 +209,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "stderr": round(stderr(successes), 4), "per_seed": " ".join(f"{s:.3f}" for s in successes),
             "ratio_to_env": round(m / env, 3) if env and arm != "env" else None,
             "reward_heldout_accuracy": round(mean(accuracies), 3) if accuracies else None,
+            "return_correlation": round(mean(correlations), 3) if correlations else None,
             "wall_s": round(mean([r["wall_s"] for r in members]), 1),
             "start_success": round(mean([r["start_success"] for r in members if r.get("start_success") is not None]
                                         or [float("nan")]), 3),
@@ -217,15 +219,16 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| task | reward | labels | held-out success | ± s.e. | per seed | / env-reward | "
-             "reward model held-out acc. | success at step 0 | s per run |",
-             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+             "reward model: return corr. | held-out acc. | success at step 0 | s per run |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     arm_names = {"env": "env reward", "random": "RLHF, random queries", "disagreement": "RLHF, active queries"}
     for r in rows:
         def fmt(value, spec):
             return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
         lines.append(f"| {TASKS[r['task']]['title']} | {arm_names[r['arm']]} | {fmt(r['labels'], 'd') or '—'} | "
                      f"{r['success']:.3f} | {fmt(r['stderr'], '.3f')} | {r['per_seed']} | "
-                     f"{fmt(r['ratio_to_env'], '.2f')} | {fmt(r['reward_heldout_accuracy'], '.3f')} | "
+                     f"{fmt(r['ratio_to_env'], '.2f')} | {fmt(r['return_correlation'], '.2f')} | "
+                     f"{fmt(r['reward_heldout_accuracy'], '.3f')} | "
                      f"{fmt(r['start_success'], '.3f')} | "
                      f"{r['wall_s']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -298,6 +301,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default <out>/runs)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run before it counts as failed")
     parser.add_argument("--dry-run", action="store_true", help="print the grid and the cells to run, run nothing")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: write the table and plot from the current results in <out>/cells")
     args = parser.parse_args()
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown:
@@ -332,6 +337,8 @@ def main() -> None:
         return
     started = time.perf_counter()
     for n, (cell, config, digest, path) in enumerate(todo, 1):
+        if args.report and not path.exists():
+            continue
         if path.exists():
             results.append(json.loads(path.read_text(encoding="utf-8")))
             continue
@@ -345,6 +352,21 @@ def main() -> None:
         print(f"success {result['success']:.3f} ({result['wall_s']:.0f} s, "
               f"{time.perf_counter() - started:.0f} s so far)", flush=True)
 
+    # The report covers every result in cells/ that is current (its config hash matches the example as it is
+    # now) for the tasks asked: also seeds or budgets run by an earlier invocation with other options.
+    seen = {r["config_hash"] + r["task"] + r["arm"] + str(r["labels"]) + str(r["seed"]) for r in results}
+    for path in sorted((out / "cells").glob("*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        key = r.get("config_hash", "") + r["task"] + r["arm"] + str(r["labels"]) + str(r["seed"])
+        if r["task"] not in bases or key in seen:
+            continue
+        if config_hash(cell_config(bases[r["task"]], Cell(r["task"], r["arm"], r["labels"], r["seed"]),
+                                   args.quick)) == r.get("config_hash"):
+            results.append(r)
+            seen.add(key)
+    if not results:
+        print("no current results to report")
+        return
     rows = write_outputs(results, out)
     print()
     print(markdown(rows))
