@@ -237,7 +237,10 @@ def validate_pipeline(data: Any, registry: Registry | None = None, source: str =
             problems.append((f"{path}.name", str(exc)))
             continue
         try:
-            ref.params = component.config.model_validate(ref.params).model_dump(mode="json")
+            # the registry in the context lets params that name further components (a reward's feedback
+            # sources) check those names and params too
+            ref.params = component.config.model_validate(ref.params, context={"registry": registry}).model_dump(
+                mode="json")
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc, prefix=f"{path}.params"))
         else:

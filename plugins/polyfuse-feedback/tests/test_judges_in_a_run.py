@@ -27,9 +27,9 @@ def short_run(registry: Any, output_dir: Path, url: str, model: str) -> dict[str
     """The example for 1,024 steps with quick timeouts; the last logged value of each reward/ metric."""
     config = load_pipeline(EXAMPLE, registry)
     params = dict(config.reward.params)
-    params["feedback"] = {**params["feedback"], "params": {**params["feedback"]["params"], "url": url,
-                                                          "model": model, "timeout_s": 1.0, "retries": 1,
-                                                          "backoff_s": 0.01, "requests_per_minute": None}}
+    (judge,) = params["feedback"]
+    params["feedback"] = [{**judge, "params": {**judge["params"], "url": url, "model": model, "timeout_s": 1.0,
+                                               "retries": 1, "backoff_s": 0.01, "requests_per_minute": None}}]
     params.update(max_labels=64, initial_share=0.5)
     trainer = config.trainer.model_copy(update={"total_steps": 1024, "reward_update_every": 256, "eval_every": 1024,
                                                 "eval_episodes": 16, "output_dir": output_dir})

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from polyfuse import ComponentConfig, hookimpl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from polyfuse.errors import PolyfuseError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from polyfuse_feedback.commands import register_commands as register_feedback_commands
 from polyfuse_feedback.judges import register_judges
@@ -64,6 +65,23 @@ class FeedbackRef(BaseModel):
         "model is least sure of, goes to this source; the one source without a share answers the rest."
     )
 
+    @model_validator(mode="after")
+    def _installed(self, info: ValidationInfo) -> FeedbackRef:
+        """Checked against the registry when a pipeline config is validated (``polyfuse validate``, ``run``)."""
+        registry = (info.context or {}).get("registry")
+        if registry is None:
+            return self
+        try:
+            component = registry.get("feedback", self.name)
+        except PolyfuseError as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            self.params = component.config.model_validate(self.params).model_dump(mode="json")
+        except ValidationError as exc:
+            problems = "; ".join(f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"feedback source {self.name!r}: {problems}") from None
+        return self
+
 
 class StoreConfig(BaseModel):
     """Where queries and labels are kept."""
@@ -78,9 +96,9 @@ class StoreConfig(BaseModel):
 class PreferenceModelConfig(ComponentConfig):
     """Params of the ``preference-model`` reward."""
 
-    feedback: FeedbackRef | list[FeedbackRef] = Field(
-        default_factory=FeedbackRef, description="The feedback source that answers queries, or a list of sources "
-        "mixed by share (see FeedbackRef.share) and weighted by weight."
+    feedback: list[FeedbackRef] = Field(
+        default_factory=lambda: [FeedbackRef()], description="The feedback source that answers queries, or a list "
+        "of sources mixed by share (see FeedbackRef.share) and weighted by weight."
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="The label database.")
     ensemble_size: int = Field(3, gt=0, le=16, description="Members of the ensemble (each on its own bootstrap).")
@@ -127,10 +145,15 @@ class PreferenceModelConfig(ComponentConfig):
         "members disagree: actions the labels never showed). 0: the ensemble mean alone."
     )
 
+    @field_validator("feedback", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """One source may be written as a mapping; several as a list."""
+        return [value] if isinstance(value, (dict, FeedbackRef)) else value
+
     @field_validator("feedback")
     @classmethod
-    def _one_default_source(cls, value: FeedbackRef | list[FeedbackRef]) -> FeedbackRef | list[FeedbackRef]:
-        sources = value if isinstance(value, list) else [value]
+    def _one_default_source(cls, sources: list[FeedbackRef]) -> list[FeedbackRef]:
         defaults = [ref.name for ref in sources if ref.share is None]
         if len(defaults) != 1:
             raise ValueError(f"exactly one feedback source must have no share (it answers the queries the shared "
@@ -140,7 +163,7 @@ class PreferenceModelConfig(ComponentConfig):
         names = [ref.name for ref in sources]
         if len(set(names)) != len(names):
             raise ValueError(f"a feedback source is listed twice: {names}")
-        return value
+        return sources
 
 
 def build_synthetic(config: SyntheticConfig, seed: int = 0) -> SyntheticAnnotator:
@@ -163,9 +186,8 @@ def make_router(config: PreferenceModelConfig, context: RunContext) -> Router:
     from polyfuse_feedback.store import LabelStore
 
     registry = context.registry or default_registry()
-    sources = config.feedback if isinstance(config.feedback, list) else [config.feedback]
     routes = [Route(ref.name, registry.create("feedback", ref.name, ref.params, seed=context.seed + 1 + n),
-                    ref.weight, ref.share) for n, ref in enumerate(sources)]
+                    ref.weight, ref.share) for n, ref in enumerate(config.feedback)]
     store = LabelStore(config.store.url) if config.store.url else LabelStore.in_run(context.run_dir)
     return Router(store, config.store.project or context.run_dir.resolve().name, routes)
 
