@@ -111,3 +111,28 @@ def test_bounds_that_mean_unbounded_are_not_rescaled() -> None:
     encoder = VectorEncoder((3,), [], None, low=np.array([-huge, -np.inf, 0.0]), high=np.array([huge, np.inf, 2.0]))
     out = encoder(torch.tensor([[0.5, -3.0, 2.0]]))
     assert torch.allclose(out, torch.tensor([[0.5, -3.0, 1.0]]))
+
+
+def test_a_variant_builds_other_registry_names_and_shares_frozen_encoders_configured_alike() -> None:
+    """A reward model's own network: another fuser and encoders; frozen encoders configured the same are shared."""
+    from gymnasium import spaces
+
+    from polyfuse.config import PipelineConfig
+    from polyfuse.network import NetworkFactory
+
+    space = spaces.Dict({"image": spaces.Box(0, 255, (8, 8, 1), np.uint8), "state": spaces.Box(-1, 1, (3,))})
+    config = PipelineConfig.model_validate({
+        "env": {"id": "polyfuse/DigitsVQA-v0"}, "optimizer": "any",
+        "modalities": {"image": {"encoder": "flatten"}, "state": {"encoder": "vector"}}, "fuser": "concat"})
+    factory = NetworkFactory(config, space)
+    policy = factory()
+    variant = factory.variant(fuser={"name": "gated", "params": {"hidden_dim": 8}},
+                              modalities={"image": {"encoder": "flatten"}, "state": {"encoder": "flatten"}})
+    reward = variant()
+    assert type(reward.fuser).__name__ != type(policy.fuser).__name__
+    assert reward.encoders["image"] is policy.encoders["image"], "the same frozen encoder, built once"
+    assert reward.encoders["state"] is not policy.encoders["state"]
+    assert factory.networks == [policy, reward], "the run sees every network (checkpoints, cache counts)"
+    unscaled = factory.variant(modalities={"image": {"encoder": {"name": "flatten", "params": {"rescale": False}}},
+                                           "state": {"encoder": "vector"}})()
+    assert unscaled.encoders["image"] is not policy.encoders["image"], "other params: another encoder"

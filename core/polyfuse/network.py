@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from polyfuse.components import Kind
-from polyfuse.config import FeatureCacheConfig, PipelineConfig
+from polyfuse.config import ComponentRef, FeatureCacheConfig, PipelineConfig
 from polyfuse.encoding import Encoder
 from polyfuse.errors import PolyfuseError
 from polyfuse.feature_cache import CacheStats, CachedEncoder, FeatureCache, identity_namespace, shared_store
@@ -196,8 +197,9 @@ def build_network(
     ``observation_space`` is the single-environment gymnasium Dict space; each
     encoder's factory receives the subspace of the key it reads. Frozen
     encoders are cached as ``config.feature_cache`` says. ``frozen_encoders``
-    (by modality) are reused instead of built, and the frozen encoders built
-    here are added to it: see :class:`NetworkFactory`.
+    (by :func:`frozen_key`: modality, observation key and encoder config) are
+    reused instead of built, and the frozen encoders built here are added to
+    it: see :class:`NetworkFactory`.
     """
     registry = registry or default_registry()
     spaces = getattr(observation_space, "spaces", None)
@@ -216,18 +218,23 @@ def build_network(
                 f"modalities.{modality}.key: the environment has no observation key {key!r}; "
                 f"its keys are {sorted(spaces)}"
             )
-        encoder = shared.get(modality)
+        ref = modality_config.encoder
+        encoder = shared.get(frozen_key(modality, key, ref))
         if encoder is None:
-            ref = modality_config.encoder
             encoder = registry.create(Kind.ENCODER, ref.name, ref.params, space=spaces[key])
             encoder.modality = modality
             if not encoder.trainable:
-                shared[modality] = encoder
+                shared[frozen_key(modality, key, ref)] = encoder
         encoders[modality] = encoder
         keys[modality] = key
     input_dims = {modality: encoder.output_dim for modality, encoder in encoders.items()}
     fuser = registry.create(Kind.FUSER, config.fuser.name, config.fuser.params, input_dims=input_dims)
     return MultimodalNetwork(encoders, keys, fuser, feature_store=feature_store_for(config.feature_cache))
+
+
+def frozen_key(modality: str, key: str, encoder: ComponentRef) -> str:
+    """What makes two frozen encoders one: the same modality, observation key, encoder name and params."""
+    return json.dumps([modality, key, encoder.name, encoder.params], sort_keys=True, default=str)
 
 
 class NetworkFactory:
@@ -250,3 +257,20 @@ class NetworkFactory:
         network = build_network(self.config, self.observation_space, self.registry, self._frozen)
         self.networks.append(network)
         return network
+
+    def variant(self, modalities: Mapping[str, Any] | None = None, fuser: Any = None) -> NetworkFactory:
+        """Networks of other registry names over the same observations (a reward model's own encoders or fuser).
+
+        ``modalities`` and ``fuser`` are written as in a pipeline config and replace the pipeline's; frozen
+        encoders configured the same way are still shared with every other network of the run, and what the
+        variant builds is listed in this factory's ``networks`` (checkpoints, feature-cache counts).
+        """
+        update: dict[str, Any] = {}
+        if modalities is not None:
+            update["modalities"] = modalities
+        if fuser is not None:
+            update["fuser"] = fuser
+        config = PipelineConfig.model_validate({**self.config.model_dump(mode="json"), **update})
+        child = NetworkFactory(config, self.observation_space, self.registry)
+        child.networks, child._frozen = self.networks, self._frozen
+        return child

@@ -219,3 +219,31 @@ def test_sources_mixed_by_share_take_the_least_certain_queries_and_weigh_their_l
     weights = sorted(answer.weight for answer in router.collect())
     assert weights == [0.5] * 8 + [2.0] * 2
     router.close()
+
+
+def test_the_reward_network_can_name_its_own_encoders_and_fuser(make_registry: Any, tmp_path: Path) -> None:
+    import gymnasium as gym
+    from polyfuse.config import validate_pipeline
+    from polyfuse.envs.digits_vqa import observation_space
+    from polyfuse.network import NetworkFactory
+
+    registry = make_registry()
+    if "sbert" not in registry.names("encoders") or "dqn" not in registry.names("optimizers"):
+        pytest.skip("the pipeline reads questions with polyfuse-sbert and trains with polyfuse-dqn")
+    config = validate_pipeline({
+        "env": {"id": "polyfuse/DigitsVQA-v0"}, "optimizer": "dqn",
+        "modalities": {"image": {"encoder": "small-cnn"}, "question": {"encoder": "sbert"}},
+        "fuser": {"name": "gated", "params": {"hidden_dim": 16}},
+        "reward": {"name": "preference-model", "params": {
+            "modalities": {"image": {"encoder": "flatten"}, "question": {"encoder": "sbert"}},
+            "fuser": {"name": "concat", "params": {"output_dim": 8}}, "ensemble_size": 2}},
+    }, registry)
+    factory = NetworkFactory(config, observation_space(), registry)
+    policy = factory()
+    reward = registry.create("rewards", "preference-model", config.reward.params, context=RunContext(
+        observation_space(), gym.spaces.Discrete(12), factory, 0, tmp_path, planned_updates=4, registry=registry))
+    network = reward.members[0].network
+    assert type(network.encoders["image"]).__name__ != type(policy.encoders["image"]).__name__
+    assert network.fuser.output_dim == 8 and policy.fuser.output_dim == 16
+    assert network.encoders["question"] is policy.encoders["question"], "one sentence-transformer for the run"
+    reward.close()

@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 RATING_SCALES = range(2, 11)
 
 
+def reward_network_factory(config: PreferenceModelConfig, context: RunContext) -> Any:
+    """The pipeline's encoders + fuser, or the reward's own (``modalities``, ``fuser``) over the same observations."""
+    if config.modalities is None and config.fuser is None:
+        return context.make_network
+    if not hasattr(context.make_network, "variant"):
+        raise ValueError("the reward's own modalities/fuser need the run's NetworkFactory as context.make_network")
+    modalities = None if config.modalities is None else {
+        name: modality.model_dump(mode="json") for name, modality in config.modalities.items()}
+    fuser = None if config.fuser is None else config.fuser.model_dump(mode="json")
+    return context.make_network.variant(modalities, fuser)
+
+
 class PreferenceModel(RewardSource):
     """Reward learned from comparisons and ratings of trajectory segments, asked of feedback sources."""
 
@@ -44,10 +56,11 @@ class PreferenceModel(RewardSource):
         self.config = config
         self.segment_length = config.fragment_length
         self.num_actions = int(context.action_space.n)
+        make_network = reward_network_factory(config, context)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed)
             self.members = torch.nn.ModuleList([
-                Member(context.make_network(), self.num_actions, config.hidden_sizes, config.head, RATING_SCALES)
+                Member(make_network(), self.num_actions, config.hidden_sizes, config.head, RATING_SCALES)
                 for _ in range(config.ensemble_size)
             ])
         self.parameters = [p for p in self.members.parameters() if p.requires_grad]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from polyfuse import ComponentConfig, hookimpl
+from polyfuse.config import ComponentRef, ModalityConfig
 from polyfuse.errors import PolyfuseError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from polyfuse_feedback.model import PreferenceModel
     from polyfuse_feedback.routing import Router
     from polyfuse_feedback.synthetic import SyntheticAnnotator
+
+
+def describe(error: ValidationError) -> str:
+    """A nested component's params problems on one line: ``params.<field>: <message>; ...``."""
+    return "; ".join(f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
 
 
 class SyntheticConfig(ComponentConfig):
@@ -78,8 +84,7 @@ class FeedbackRef(BaseModel):
         try:
             self.params = component.config.model_validate(self.params).model_dump(mode="json")
         except ValidationError as exc:
-            problems = "; ".join(f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"feedback source {self.name!r}: {problems}") from None
+            raise ValueError(f"feedback source {self.name!r}: {describe(exc)}") from None
         return self
 
 
@@ -101,6 +106,11 @@ class PreferenceModelConfig(ComponentConfig):
         "of sources mixed by share (see FeedbackRef.share) and weighted by weight."
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="The label database.")
+    modalities: dict[str, ModalityConfig] | None = Field(
+        None, description="The reward network's own encoders, written as the pipeline's modalities; null: the "
+        "pipeline's (frozen encoders configured alike are shared with the policy either way)."
+    )
+    fuser: ComponentRef | None = Field(None, description="The reward network's own fuser; null: the pipeline's.")
     ensemble_size: int = Field(3, gt=0, le=16, description="Members of the ensemble (each on its own bootstrap).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="Hidden layers of each member's head.")
     head: Literal["per-action", "concat"] = Field(
@@ -144,6 +154,21 @@ class PreferenceModelConfig(ComponentConfig):
         0.0, ge=0, description="Subtract this many ensemble standard deviations from each score (pessimism where the "
         "members disagree: actions the labels never showed). 0: the ensemble mean alone."
     )
+
+    @model_validator(mode="after")
+    def _installed_components(self, info: ValidationInfo) -> PreferenceModelConfig:
+        """The reward network's own encoders and fuser, checked against the registry with the pipeline config."""
+        registry = (info.context or {}).get("registry")
+        refs = [(f"modalities.{m}.encoder", "encoders", c.encoder) for m, c in (self.modalities or {}).items()]
+        refs += [("fuser", "fusers", self.fuser)] if self.fuser is not None else []
+        for path, kind, ref in refs if registry is not None else []:
+            try:
+                ref.params = registry.get(kind, ref.name).config.model_validate(ref.params).model_dump(mode="json")
+            except PolyfuseError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+            except ValidationError as exc:
+                raise ValueError(f"{path}: {describe(exc)}") from None
+        return self
 
     @field_validator("feedback", mode="before")
     @classmethod
