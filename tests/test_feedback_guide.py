@@ -24,6 +24,7 @@ class TerminalJudge(FeedbackSource):
     """Shows each query's text and actions in the terminal and reads the person's answer."""
 
     asynchronous = True  # a person is slow: asked from a background thread, training goes on
+    batch_size = 1  # each answer is stored as soon as it is given
 
     def __init__(self, config: TerminalConfig, answers: TextIO, screen: TextIO) -> None:
         self.config, self.answers, self.screen = config, answers, screen
@@ -84,7 +85,8 @@ def test_the_terminal_judge_registers_like_any_feedback_source(make_registry) ->
 
     registry = make_registry(sys.modules[__name__], installed=False)
     judge = registry.create("feedback", "terminal", {"text_key": "mission"}, seed=0)
-    assert isinstance(judge, TerminalJudge) and judge.asynchronous and judge.config.text_key == "mission"
+    assert isinstance(judge, TerminalJudge) and judge.asynchronous and judge.batch_size == 1
+    assert judge.config.text_key == "mission"
 
 
 def test_contributing_shows_this_feedback_source_verbatim() -> None:

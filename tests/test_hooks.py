@@ -214,6 +214,8 @@ def test_label_and_query_contract() -> None:
     assert "is a rating" in answer_problem(Query(one, one), Label(rating=2))
     with pytest.raises(ValueError, match="scale"):
         Query(one)
+    with pytest.raises(ValueError, match="2 to 10 levels"):
+        Query(one, scale=11)
     with pytest.raises(ValueError, match="either"):
         Label(1.0, rating=2)
     with pytest.raises(ValueError, match="whole number"):

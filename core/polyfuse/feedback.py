@@ -27,6 +27,7 @@ from typing import Any
 from polyfuse.rewards import Segment
 
 PREFERENCES = (0.0, 0.5, 1.0)
+MAX_SCALE = 10
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class Query:
     priority: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.second is None and self.scale < 2:
-            raise ValueError(f"a rating query needs a scale of at least 2 levels, got {self.scale!r}")
+        if self.second is None and not 2 <= self.scale <= MAX_SCALE:
+            raise ValueError(f"a rating query needs a scale of 2 to {MAX_SCALE} levels, got {self.scale!r}")
 
     @property
     def is_comparison(self) -> bool:
@@ -97,9 +98,12 @@ class FeedbackSource:
     A source that answers slowly (a remote model, people) sets ``asynchronous = True``: the asker then
     calls :meth:`label` from a background thread and trains on the labels that have arrived, so
     training never waits for it. An instant source (a simulated annotator) is asked inline.
+    ``batch_size`` is how many queries one :meth:`label` call gets; answers are stored when it
+    returns, so a source answering one at a time (a person) sets 1 and no given answer waits on others.
     """
 
     asynchronous: bool = False
+    batch_size: int = 32  # queries per label() call; answers are stored when the call returns (a person: 1)
 
     def label(self, queries: Sequence[Query]) -> list[Label | None]:
         """One answer per query, in order."""

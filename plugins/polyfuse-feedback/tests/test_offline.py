@@ -47,6 +47,7 @@ def test_train_reward_from_a_run_then_score_with_it_by_name(make_registry: Any, 
     assert train_reward(argparse.Namespace(**{**vars(args), "labels": str(export), "output": str(again)}),
                         registry) == 0
     np.testing.assert_equal(json.loads((again / "reward_model.json").read_text())["labels"], 100)
+    assert not (again / "feedback.sqlite").exists(), "an export is read, not copied beside the model"
 
     fixed = config.model_copy(deep=True)
     fixed.reward.params = {"init_from": str(saved), "max_labels": 0}

@@ -104,7 +104,9 @@ def test_state_round_trip_reads_labels_back_from_the_store(helpers: Any, tmp_pat
     assert_checkpointable(state)
     model.close()
     restored, _ = make_model(helpers, tmp_path, max_labels=80, updates=2)
+    restored.router.project = "the output_dir moved"  # the saved run's project wins: its labels, its budget
     restored.load_state_dict(state)
+    assert restored.router.project == "test"
     restored.observe(bandit_segments(env, rng, 100))  # the pool of segments is not checkpointed
     restored.update()  # reads the stored labels; asks the second update's share
     assert len(restored.labels) == 80 and restored.router.asked() == 80
@@ -218,6 +220,16 @@ def test_sources_mixed_by_share_take_the_least_certain_queries_and_weigh_their_l
     router.ask(queries)
     weights = sorted(answer.weight for answer in router.collect())
     assert weights == [0.5] * 8 + [2.0] * 2
+    router.close()
+
+
+def test_shares_hold_over_the_run_when_rounds_are_small(tmp_path: Path) -> None:
+    one = Segment({}, np.zeros(1, np.int64), np.zeros(1, np.float32), [{}], True, False, 0)
+    router = Router(LabelStore.in_run(tmp_path), "mix", [Route("judge", SyntheticAnnotator(SyntheticConfig(), 0)),
+                                                         Route("person", SyntheticAnnotator(SyntheticConfig(), 1),
+                                                               share=0.1)])
+    taken = sum(len(router.split([Query(one, one)] * 3)["person"]) for _ in range(100))
+    assert taken == 30, "10% of 300 queries asked 3 at a time, not round(0.3) = 0 each time"
     router.close()
 
 

@@ -221,6 +221,9 @@ def test_export_then_import_moves_labels_between_backends(store_url, target_back
     [info] = target.projects()
     assert (info.segments, info.queries, info.labels) == (3, 3, 3)
     assert source.import_jsonl(path, "run") == 0  # back where it came from: nothing new
+    assert source.import_jsonl(path, "copy") == 3, "a copy into another project of the same database"
+    assert source.import_jsonl(path, "copy") == 0
+    assert [r.key for r in source.labels("copy", abstentions=True)] == [f"copy/{r.key}" for r in expected]
 
 
 def test_import_refuses_a_file_that_is_not_an_export_naming_the_line(tmp_path):

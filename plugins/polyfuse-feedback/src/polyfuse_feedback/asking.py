@@ -34,7 +34,8 @@ class Asker:
     """
 
     def __init__(self, store: LabelStore, project: str, source_name: str, source: FeedbackSource,
-                 *, batch_size: int = 32) -> None:
+                 *, batch_size: int | None = None) -> None:
+        batch_size = int(source.batch_size if batch_size is None else batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.store, self.project, self.source_name, self.source = store, project, source_name, source

@@ -18,6 +18,7 @@ from polyfuse.errors import PolyfuseError
 if TYPE_CHECKING:
     from polyfuse_feedback.store import LabelStore
 
+SQLITE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 DB_HELP = "a database URL (sqlite:///PATH, postgresql+psycopg://USER@HOST/DB), a run directory or a .sqlite file"
 
 
@@ -61,7 +62,7 @@ def store_url(db: str, *, create: bool) -> str:
     if "://" in db:
         return db
     path = Path(db).expanduser()
-    if path.is_file():
+    if path.is_file() or (create and path.suffix in SQLITE_SUFFIXES):
         return f"sqlite:///{path.resolve()}"
     run_store = path / "feedback.sqlite"
     if run_store.is_file() or create:

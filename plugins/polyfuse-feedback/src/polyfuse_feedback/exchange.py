@@ -129,6 +129,13 @@ def _parse(path: Path, number: int, text: str) -> tuple[int, dict[str, Any], Lab
     return number, line, label, first, second
 
 
+def _project_of_key(conn: Any, key: str) -> int | None:
+    """The project holding the label with idempotency key ``key``, if any (keys are unique per database)."""
+    return conn.execute(sa.select(queries.c.project_id).select_from(labels.join(queries, labels.c.query_id ==
+                                                                                  queries.c.id))
+                        .where(labels.c.key == key)).scalar()
+
+
 def import_jsonl(store: LabelStore, path: Path, project: str) -> int:
     """Add the labels in ``path`` to ``project``, all or none; how many were not there already."""
     try:
@@ -142,7 +149,12 @@ def import_jsonl(store: LabelStore, path: Path, project: str) -> int:
         segment_ids: dict[int, int] = {}  # the file's ids -> this database's
         query_ids: dict[int, int] = {}
         for number, line, label, first, second in parsed:
-            if conn.execute(sa.select(labels.c.id).where(labels.c.key == str(line["key"]))).scalar() is not None:
+            key = str(line["key"])
+            owner = _project_of_key(conn, key)
+            if owner is not None and owner != project_id:  # the same label copied into another project here
+                key = f"{project}/{key}"
+                owner = _project_of_key(conn, key)
+            if owner is not None:  # already in this project: importing twice adds nothing
                 continue
             for value, segment in ((line["first"], first), (line["second"], second)):
                 if segment is not None and int(value["id"]) not in segment_ids:
@@ -155,7 +167,7 @@ def import_jsonl(store: LabelStore, path: Path, project: str) -> int:
                                    int(query["scale"]), float(query["priority"]), str(query["source"]))
                     query_ids[int(query["id"])] = store._post_queries(conn, project_id, [new])[0]
                 store._record_label(conn, query_ids[int(query["id"])], label, str(line["source"]),
-                                    line["annotator"], str(line["key"]), created_at=float(line["created_at"]))
+                                    line["annotator"], key, created_at=float(line["created_at"]))
             except StoreError as exc:
                 raise StoreError(f"{path}:{number}: {exc}") from None
             added += 1

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from polyfuse.feedback import Query
+from polyfuse.errors import PolyfuseError
+from polyfuse.feedback import MAX_SCALE, Query
 from polyfuse.observations import concatenate
 from polyfuse.rewards import RewardBatch, RewardSource, RunContext, Segment
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from polyfuse_feedback.plugin import PreferenceModelConfig
     from polyfuse_feedback.routing import Answer, Router
 
-RATING_SCALES = range(2, 11)
+RATING_SCALES = range(2, MAX_SCALE + 1)
 
 
 def reward_network_factory(config: PreferenceModelConfig, context: RunContext) -> Any:
@@ -118,12 +119,16 @@ class PreferenceModel(RewardSource):
         self.pool.extend(segment for segment in segments if len(segment))
 
     def _candidates(self, count: int, comparison: bool) -> list[tuple[int, int | None]]:
+        """``count`` random segments or pairs from the pool, without repeats (unless the pool is too small)."""
         size = len(self.pool)
         first = self.rng.integers(0, size, count)
         if not comparison:
-            return [(int(a), None) for a in first]
-        second = (first + self.rng.integers(1, size, count)) % size
-        return list(zip(first.tolist(), second.tolist()))
+            candidates: list[tuple[int, int | None]] = [(int(a), None) for a in first]
+        else:
+            second = (first + self.rng.integers(1, size, count)) % size
+            candidates = [(int(a), int(b)) for a, b in zip(first, second)]
+        unique = list(dict.fromkeys(candidates))
+        return unique if len(unique) * 2 >= count else candidates
 
     def _uncertainty(self, candidates: Sequence[tuple[int, int | None]]) -> np.ndarray:
         """Ensemble spread per candidate: std of P(second preferred), or of the return for a rating."""
@@ -152,7 +157,7 @@ class PreferenceModel(RewardSource):
             active = self.config.selection == "disagreement" and self.trained
             candidates = self._candidates(wanted * (self.config.candidates_per_query if active else 1), comparison)
             spread = self._uncertainty(candidates)
-            keep = np.argsort(-spread, kind="stable")[:wanted] if active else np.arange(wanted)
+            keep = np.argsort(-spread, kind="stable")[:wanted] if active else np.arange(min(wanted, len(candidates)))
             chosen += [candidates[i] for i in keep.tolist()]
             spreads.append(spread[keep])
         return chosen, np.concatenate(spreads) if spreads else np.zeros(0)
@@ -178,6 +183,10 @@ class PreferenceModel(RewardSource):
         """Labels to learn from (what the router collected, or a stored label set for offline training)."""
         for answer in answers:
             query = answer.query
+            if query.second is None and query.scale not in RATING_SCALES:
+                raise PolyfuseError(f"label {answer.label_id} rates on a scale of {query.scale}; the preference "
+                                    f"model learns ratings on scales of {RATING_SCALES.start} to "
+                                    f"{RATING_SCALES.stop - 1} levels")
             second = None if query.second is None else (answer.second_id, query.second)
             self.labels.add(answer.label_id, (answer.first_id, query.first), second, answer.label,
                             query.scale, answer.weight)
@@ -281,7 +290,7 @@ class PreferenceModel(RewardSource):
 
     def state_dict(self) -> dict[str, Any]:
         return {"members": self.members.state_dict(), "adam": self.adam.state_dict(),
-                "sources": self.router.state_dict() if self.router is not None else {},
+                "router": self.router.state_dict() if self.router is not None else {},
                 "rng": json.dumps(self.rng.bit_generator.state),
                 "updates": self.updates, "mean": self.mean, "std": self.std, "trained": self.trained}
 
@@ -289,7 +298,7 @@ class PreferenceModel(RewardSource):
         self.members.load_state_dict(state["members"])
         self.adam.load_state_dict(state["adam"])
         if self.router is not None:
-            self.router.load_state_dict(state["sources"])
+            self.router.load_state_dict(state["router"])
         self.rng.bit_generator.state = json.loads(state["rng"])
         self.updates = int(state["updates"])
         self.mean, self.std, self.trained = float(state["mean"]), float(state["std"]), bool(state["trained"])

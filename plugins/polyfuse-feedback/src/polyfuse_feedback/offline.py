@@ -11,6 +11,8 @@ label budget) and that ``model-judge`` labels queries with.
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +54,20 @@ def train_reward(args: argparse.Namespace, registry: Any) -> int:
         raise PolyfuseError(f"{args.config}: name the env the labels come from (env.id): its observation and action "
                             "spaces shape the reward model")
     output = Path(args.output)
-    store, project = _open_labels(args.labels, args.project, output)
+    scratch = Path(tempfile.mkdtemp(prefix="polyfuse-labels-"))
+    try:
+        store, project = _open_labels(args.labels, args.project, scratch)
+        try:
+            answers = Router(store, project, []).collect()
+        finally:
+            store.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     observation_space, action_space = _spaces(config)
     params = PreferenceModelConfig.model_validate({**config.reward.params, "max_labels": 0})
     context = RunContext(observation_space, action_space, NetworkFactory(config, observation_space, registry),
                          seed=args.seed, run_dir=output, planned_updates=1, registry=registry)
     model = PreferenceModel(params, context, router=None)
-    answers = Router(store, project, []).collect()
-    store.close()
     if not answers:
         raise PolyfuseError(f"no labels in project {project!r} of {args.labels}")
     model.add_answers(answers)
@@ -88,8 +96,8 @@ def train_reward(args: argparse.Namespace, registry: Any) -> int:
     return 0
 
 
-def _open_labels(source: str, project: str | None, output: Path) -> tuple[Any, str]:
-    """The store holding the labels and the project to read; a JSONL export is imported into ``output`` first."""
+def _open_labels(source: str, project: str | None, scratch: Path) -> tuple[Any, str]:
+    """The store holding the labels and the project to read; a JSONL export is imported into ``scratch`` first."""
     from polyfuse_feedback.commands import open_store
     from polyfuse_feedback.store import LabelStore
 
@@ -97,8 +105,7 @@ def _open_labels(source: str, project: str | None, output: Path) -> tuple[Any, s
     if path.suffix == ".jsonl":
         if not path.is_file():
             raise PolyfuseError(f"--labels {source}: no such file")
-        output.mkdir(parents=True, exist_ok=True)
-        store = LabelStore.in_run(output)
+        store = LabelStore(f"sqlite:///{scratch / 'labels.sqlite'}")  # read once, kept nowhere
         name = project or path.stem
         store.import_jsonl(path, name)
         return store, name

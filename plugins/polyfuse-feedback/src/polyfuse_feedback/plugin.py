@@ -200,7 +200,13 @@ def build_synthetic(config: SyntheticConfig, seed: int = 0) -> SyntheticAnnotato
 def build_preference_model(config: PreferenceModelConfig, context: RunContext) -> PreferenceModel:
     from polyfuse_feedback.model import PreferenceModel
 
-    return PreferenceModel(config, context, make_router(config, context) if config.max_labels else None)
+    router = make_router(config, context) if config.max_labels else None
+    try:
+        return PreferenceModel(config, context, router)
+    except BaseException:
+        if router is not None:  # its worker thread, connections and sources would outlive the failed build
+            router.close()
+        raise
 
 
 def make_router(config: PreferenceModelConfig, context: RunContext) -> Router:

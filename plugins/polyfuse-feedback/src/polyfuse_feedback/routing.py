@@ -23,6 +23,9 @@ from polyfuse_feedback.asking import Asker
 from polyfuse_feedback.store import LabelStore, NewQuery
 
 
+CLOSE_TIMEOUT_S = 10.0
+
+
 @dataclass(frozen=True)
 class Route:
     """A feedback source by name, the weight of its labels and the share of queries it takes (``None``: the rest)."""
@@ -53,6 +56,7 @@ class Router:
         self.routes = list(routes)
         self.weights = {route.name: route.weight for route in self.routes}
         self.askers = {route.name: Asker(store, project, route.name, route.source) for route in self.routes}
+        self.routed = {route.name: 0 for route in self.routes}  # queries sent to each source so far
         self.last_label_id = 0
         self._segment_ids: dict[int, tuple[weakref.ref[Segment], int]] = {}
         self._segments: dict[int, Segment] = {}
@@ -60,15 +64,22 @@ class Router:
     # -- asking --------------------------------------------------------------------------------------
 
     def split(self, queries: Sequence[Query]) -> dict[str, list[Query]]:
-        """Queries per source: the shared sources take the highest-priority ones first, in route order."""
+        """Queries per source: the shared sources take the highest-priority ones first, in route order.
+
+        Shares hold over the run, not per round: a round of 3 queries and a share of 0.1 gives the source
+        none now and one a few rounds later, as the running total says.
+        """
         remaining = sorted(queries, key=lambda q: -q.priority)
+        total = sum(self.routed.values()) + len(queries)
         routed: dict[str, list[Query]] = {}
         for route in self.routes:
             if route.share is not None:
-                take = round(route.share * len(queries))
+                take = min(max(0, round(route.share * total) - self.routed[route.name]), len(remaining))
                 routed[route.name], remaining = remaining[:take], remaining[take:]
         default = next(route.name for route in self.routes if route.share is None)
         routed[default] = remaining
+        for name, taken in routed.items():
+            self.routed[name] += len(taken)
         return routed
 
     def ask(self, queries: Sequence[Query]) -> None:
@@ -126,15 +137,22 @@ class Router:
                 for key, value in asker.metrics().items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: route.source.state_dict() for name, route in zip(self.askers, self.routes)}
+        return {"project": self.project, "routed": dict(self.routed),
+                "sources": {route.name: route.source.state_dict() for route in self.routes}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for route in self.routes:
-            route.source.load_state_dict(state.get(route.name, {}))
-
-    def close(self) -> None:
+        """Continue the saved run's project (its output_dir may have moved since) and its shares."""
+        self.project = str(state["project"])
         for asker in self.askers.values():
-            asker.close()
+            asker.project = self.project
+        self.routed.update({name: int(count) for name, count in state["routed"].items() if name in self.routed})
+        for route in self.routes:
+            route.source.load_state_dict(state["sources"].get(route.name, {}))
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop asking; a slow source's unanswered queries stay pending and are asked again on resume."""
+        for asker in self.askers.values():
+            asker.close(timeout)
         for route in self.routes:
             route.source.close()
         self.store.close()

@@ -23,7 +23,7 @@ def query_counts(budget: int, updates: int, initial_share: float, shape: str, qu
         return [0] * max(updates, 0)
     initial = round(budget * initial_share) if updates > 1 else budget
     rest = budget - initial
-    spread = max(1, min(updates - 1, math.ceil((updates - 1) * query_until)))
+    spread = max(1, min(updates - 1, math.ceil(updates * query_until) - 1))  # updates after the first one
     t = np.linspace(0.0, 1.0, spread)
     weights = {"constant": np.ones_like(t), "hyperbolic": 1.0 / (1.0 + t),
                "inverse-quadratic": 1.0 / (1.0 + t) ** 2}[shape]

@@ -99,6 +99,7 @@ class HttpJudge(FeedbackSource):
         self.segment = Template(config.segment, self.names, "segment") if config.segment else None
         self.limiter = RateLimiter(config.requests_per_minute)
         self.pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="http-judge")
+        self.batch_size = config.max_concurrency  # one wave of requests per call: each answer is stored soon
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter({key: 0 for key in COUNTERS})
         self.warned: set[str] = set()
@@ -215,7 +216,7 @@ class HttpJudge(FeedbackSource):
             self.warned.add(key)
         if first:  # once per kind: a dead server would otherwise print on every query
             print(f"warning: http-judge ({key}): {detail}; such queries are abstained on and counted in "
-                  f"reward/feedback/{key}", file=sys.stderr)
+                  f"reward/feedback/<source>/source/{key}", file=sys.stderr)
 
     def metrics(self) -> dict[str, float]:
         with self.lock:
