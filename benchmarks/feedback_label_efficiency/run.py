@@ -11,7 +11,8 @@ other.
   ``reward.params.selection``, ``trainer.seed`` and ``trainer.output_dir`` are changed (the env-reward arm:
   the same file with ``reward: {name: env}``), so improvements to that example carry over.
 - BabyAI-GoToLocalS6N2-v0: ``examples/babyai_rlhf.yaml`` the same way (its env-reward arm is the README's
-  BabyAI pipeline, ``examples/babyai_goto_local_ppo.yaml``, at the same budget).
+  BabyAI pipeline, ``examples/babyai_goto_local_ppo.yaml``, at the same 50k-step budget and with the same
+  KL penalty to the warm-started policy).
 
 Writes into ``--out``: ``cells/*.json`` (one per grid cell, named by a hash of its effective config: a cell
 whose file exists is skipped, so an interrupted benchmark continues where it stopped, and a changed example
@@ -19,7 +20,7 @@ is rerun), ``results.csv``, ``results.md`` and ``label_efficiency.png`` (success
 env-reward agent as a horizontal line). Prints the table and, per task, RLHF success / env-reward success.
 Runs go to ``--runs`` (their checkpoints and label stores are deleted once read; metrics.jsonl is kept).
 
-    nice -n 10 .venv/bin/python benchmarks/feedback_label_efficiency/run.py              # the README's grid
+    nice -n 10 .venv/bin/python benchmarks/feedback_label_efficiency/run.py              # the default grid, ~25 min
     .venv/bin/python benchmarks/feedback_label_efficiency/run.py --quick                  # smoke run, ~3 min
     .venv/bin/python benchmarks/feedback_label_efficiency/run.py --tasks digits --labels 100,1000 --seeds 0,1
 """
@@ -218,8 +219,8 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| task | reward | labels | held-out success | ± s.e. | per seed | / env-reward | "
-             "reward model: return corr. | held-out acc. | success at step 0 | s per run |",
+    lines = [("| task | reward | labels | held-out success | ± s.e. | per seed | / env-reward | "
+              "reward model: return corr. | held-out acc. | success at step 0 | s per run |"),
              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     arm_names = {"env": "env reward", "random": "RLHF, random queries", "disagreement": "RLHF, active queries"}
     for r in rows:
