@@ -145,7 +145,9 @@ class PreferenceModelConfig(ComponentConfig):
                                     "the model's pairwise accuracy.")
     pool_size: int = Field(4096, gt=1, description="Most recent segments kept to form queries from.")
     fragment_length: int = Field(0, ge=0, description="Segment length in steps; 0: whole episodes.")
-    normalize: bool = Field(True, description="Scale scores to zero mean and unit variance over the pool.")
+    normalize: bool = Field(True, description="Scale scores so that segment returns over the pool have unit "
+                            "variance (not centred: with episodes of different lengths the per-step level is part "
+                            "of what the labels taught).")
     init_from: str | None = Field(
         None, description="Start from a saved reward model: a folder written by `polyfuse feedback train-reward` or "
         "the output_dir of a preference-model run. With max_labels: 0 the model stays as saved (a fixed reward)."

@@ -27,11 +27,10 @@ WEIGHTS, DESCRIPTION = "reward_model.safetensors", "reward_model.json"
 
 @dataclass(frozen=True)
 class SavedReward:
-    """What a saved reward model holds: its pipeline config (a dict), weights and normalisation."""
+    """What a saved reward model holds: its pipeline config (a dict), weights and score scale."""
 
     pipeline: dict[str, Any]
     members: Mapping[str, torch.Tensor]
-    mean: float
     std: float
 
 
@@ -48,7 +47,7 @@ def save_reward_model(model: PreferenceModel, folder: Path, pipeline: Mapping[st
 
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(folder / WEIGHTS, own_state(model.members, frozen_prefixes(model.members)), {})
-    description = {"pipeline": dict(pipeline), "mean": model.mean, "std": model.std, **summary}
+    description = {"pipeline": dict(pipeline), "std": model.std, **summary}
     (folder / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return folder
 
@@ -60,8 +59,7 @@ def read_saved_reward(path: str | Path) -> SavedReward:
         from safetensors.torch import load_file
 
         description = json.loads((folder / DESCRIPTION).read_text(encoding="utf-8"))
-        return SavedReward(description["pipeline"], load_file(str(folder / WEIGHTS)), float(description["mean"]),
-                           float(description["std"]))
+        return SavedReward(description["pipeline"], load_file(str(folder / WEIGHTS)), float(description["std"]))
     from polyfuse.training.checkpoint import load_latest_checkpoint
 
     found = load_latest_checkpoint(folder, required=("config", "reward")) if folder.is_dir() else None
@@ -74,7 +72,7 @@ def read_saved_reward(path: str | Path) -> SavedReward:
     if pipeline.get("reward", {}).get("name") != "preference-model" or "members" not in reward:
         raise PolyfuseError(f"the run in {folder} trained with reward {pipeline.get('reward', {}).get('name')!r}, "
                             "not a preference-model: it has no reward model to load")
-    return SavedReward(pipeline, reward["members"], float(reward["mean"]), float(reward["std"]))
+    return SavedReward(pipeline, reward["members"], float(reward["std"]))
 
 
 def load_members(model: PreferenceModel, saved: SavedReward, source: str) -> None:
@@ -84,4 +82,4 @@ def load_members(model: PreferenceModel, saved: SavedReward, source: str) -> Non
     except RuntimeError as exc:
         raise PolyfuseError(f"the reward model in {source} does not fit this pipeline (its encoders, fuser, "
                             f"head and ensemble_size must be those it was trained with): {str(exc)[:300]}") from None
-    model.mean, model.std, model.trained = saved.mean, saved.std, True
+    model.std, model.trained = saved.std, True
