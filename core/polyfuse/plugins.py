@@ -183,9 +183,7 @@ def broken_plugins_notice(plugins: Iterable[PluginInfo]) -> str | None:
 def _collect_components(
     manager: pluggy.PluginManager, info: PluginInfo, components: dict[Kind, dict[str, Component]]
 ) -> None:
-    others = [p for name, p in manager.list_name_plugin() if name != info.name]
     for kind in Kind:
-        caller = manager.subset_hook_caller(kind.hook_name, remove_plugins=others)
         registered: list[Component] = []
 
         def register(name: Any, factory: Any = None, *, config: Any = None, description: Any = "") -> None:
@@ -206,12 +204,7 @@ def _collect_components(
                 return
             registered.append(component)
 
-        try:
-            caller(register=register)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:
-            info.errors.append(f"{kind.hook_name} raised {describe_error(exc)}")
+        if not _call_own_hook(manager, info, kind.hook_name, register):
             continue
         for component in registered:
             components[kind][component.name] = component
@@ -219,8 +212,6 @@ def _collect_components(
 
 
 def _collect_commands(manager: pluggy.PluginManager, info: PluginInfo, commands: dict[str, Command]) -> None:
-    others = [p for name, p in manager.list_name_plugin() if name != info.name]
-    caller = manager.subset_hook_caller("register_commands", remove_plugins=others)
     registered: dict[str, Command] = {}
 
     def register(name: Any, handler: Any = None, *, arguments: Any = None, help: Any = "") -> None:
@@ -237,11 +228,18 @@ def _collect_commands(manager: pluggy.PluginManager, info: PluginInfo, commands:
         else:
             registered[name] = Command(name, handler, arguments, str(help), info.name, info.distribution)
 
+    if _call_own_hook(manager, info, "register_commands", register):
+        commands.update(registered)
+
+
+def _call_own_hook(manager: pluggy.PluginManager, info: PluginInfo, hook_name: str, register: Any) -> bool:
+    """Call one plugin's own implementation of ``hook_name``; whatever it raises (Ctrl-C aside) is its error."""
+    others = [p for name, p in manager.list_name_plugin() if name != info.name]
     try:
-        caller(register=register)
+        manager.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
-        info.errors.append(f"register_commands raised {describe_error(exc)}")
-        return
-    commands.update(registered)
+        info.errors.append(f"{hook_name} raised {describe_error(exc)}")
+        return False
+    return True

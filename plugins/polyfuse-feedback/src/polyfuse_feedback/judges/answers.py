@@ -52,17 +52,22 @@ def _field(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return next((lowered[k] for k in keys if k in lowered), None)
 
 
-def parse_comparison(text: str, default_confidence: float) -> Label | None:
-    """A preference label (0: A/first, 1: B/second, 0.5: tie), ``None`` for "can't tell"."""
+def _verdict_text(text: str, keys: tuple[str, ...], what: str, default_confidence: float) -> tuple[str, float]:
+    """The answer's verdict as text and its confidence: from a JSON object when it gives one, else the prose."""
     text = THINKING.sub("", text)
     data = _json_object(text)
-    confidence = default_confidence
-    if data is not None:
-        confidence = _confidence(_field(data, ("confidence", "certainty")), default_confidence)
-        choice = _field(data, CHOICE_KEYS)
-        if choice is None:
-            raise MalformedAnswer(f"JSON answer without a choice: {text[:200]!r}")
-        text = str(choice).upper() if str(choice).strip().lower() in ("a", "b") else str(choice)
+    if data is None:
+        return text, default_confidence
+    verdict = _field(data, keys)
+    if verdict is None:
+        raise MalformedAnswer(f"JSON answer without {what}: {text[:200]!r}")
+    return str(verdict), _confidence(_field(data, ("confidence", "certainty")), default_confidence)
+
+
+def parse_comparison(text: str, default_confidence: float) -> Label | None:
+    """A preference label (0: A/first, 1: B/second, 0.5: tie), ``None`` for "can't tell"."""
+    text, confidence = _verdict_text(text, CHOICE_KEYS, "a choice", default_confidence)
+    text = text.upper() if text.strip().lower() in ("a", "b") else text
     if CANT_TELL.search(text):
         return None
     match = CHOICE.search(text)
@@ -74,15 +79,7 @@ def parse_comparison(text: str, default_confidence: float) -> Label | None:
 
 def parse_rating(text: str, scale: int, default_confidence: float) -> Label | None:
     """A rating label from 1 to ``scale``, ``None`` for "can't tell"."""
-    text = THINKING.sub("", text)
-    data = _json_object(text)
-    confidence = default_confidence
-    if data is not None:
-        confidence = _confidence(_field(data, ("confidence", "certainty")), default_confidence)
-        rating = _field(data, RATING_KEYS)
-        if rating is None:
-            raise MalformedAnswer(f"JSON answer without a rating: {text[:200]!r}")
-        text = str(rating)
+    text, confidence = _verdict_text(text, RATING_KEYS, "a rating", default_confidence)
     if CANT_TELL.search(text):
         return None
     match = NUMBER.search(text)
