@@ -81,7 +81,9 @@ class RunContext:
     ``planned_updates`` is how many times the trainer will call ``update()``
     over the whole run (``None`` when unknown), so a reward can spread a
     budget (of labels, say) over the run; ``registry`` is the run's registry,
-    to build the components a reward names in its params (feedback sources).
+    to build the components a reward names in its params (feedback sources);
+    ``env_id`` and ``action_names`` (what each discrete action means, where the
+    environment says) let a reward show the behaviour to people.
     """
 
     observation_space: Any
@@ -92,6 +94,8 @@ class RunContext:
     device: torch.device | str = "cpu"
     planned_updates: int | None = None
     registry: Any = None
+    env_id: str | None = None
+    action_names: tuple[str, ...] | None = None
 
 
 class RewardSource:

@@ -17,6 +17,6 @@ if DIGITS_VQA_ID not in gym.registry:
         vector_entry_point="polyfuse.envs.digits_vqa:DigitsVQAVectorEnv",
     )
 
-from polyfuse.envs.factory import check_env_id, eval_kwargs, make_env, make_vector_env  # noqa: E402
+from polyfuse.envs.factory import action_names, check_env_id, eval_kwargs, make_env, make_vector_env  # noqa: E402
 
-__all__ = ["DIGITS_VQA_ID", "check_env_id", "eval_kwargs", "make_env", "make_vector_env"]
+__all__ = ["DIGITS_VQA_ID", "action_names", "check_env_id", "eval_kwargs", "make_env", "make_vector_env"]

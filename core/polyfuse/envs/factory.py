@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import difflib
 import importlib
 import signal
@@ -83,6 +85,27 @@ def eval_kwargs(env_id: str, kwargs: Mapping[str, Any] | None = None) -> dict[st
     finally:
         env.close()
     return {**dict(kwargs or {}), **held_out}
+
+
+def action_names(env_id: str, kwargs: Mapping[str, Any] | None = None) -> tuple[str, ...] | None:
+    """What each discrete action means, for people who look at the agent's behaviour; ``None`` if unknown.
+
+    Read from the environment: DigitsVQA's ``answers``, MiniGrid's ``actions`` enum, or Atari-style
+    ``get_action_meanings()``.
+    """
+    env = make_env(env_id, kwargs)
+    try:
+        inner = env.unwrapped
+        if isinstance(getattr(inner, "answers", None), (tuple, list)):
+            return tuple(str(answer) for answer in inner.answers)
+        actions = getattr(inner, "actions", None)
+        if isinstance(actions, type) and issubclass(actions, enum.Enum):
+            return tuple(action.name for action in actions)
+        if callable(getattr(inner, "get_action_meanings", None)):
+            return tuple(str(meaning) for meaning in inner.get_action_meanings())
+        return None
+    finally:
+        env.close()
 
 
 def make_vector_env(

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig
-from polyfuse.envs import check_env_id, make_vector_env
+from polyfuse.envs import action_names, check_env_id, make_vector_env
 from polyfuse.errors import PolyfuseError
 from polyfuse.network import NetworkFactory
 from polyfuse.registry import Registry, default_registry
@@ -279,6 +279,8 @@ class Trainer:
         reward = registry.create(Kind.REWARD, config.reward.name, config.reward.params, context=RunContext(
             observation_space, action_space, make_network, derive_seed(trainer.seed, 3), self.output_dir,
             planned_updates=trainer.total_steps // trainer.reward_update_every, registry=registry,
+            env_id=config.env.id if config.env else None,
+            action_names=action_names(config.env.id, config.env.kwargs) if config.env else None,
         ))
         cleanup.callback(reward.close)
         envs = TrackedVectorEnv(vector_env, reward.segment_length) if vector_env is not None else None

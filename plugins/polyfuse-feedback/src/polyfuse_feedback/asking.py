@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from polyfuse.feedback import FeedbackSource, Label, Query, answer_problem
 
+from polyfuse_feedback.human import StoreAnsweredSource
 from polyfuse_feedback.store import LabelStore
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class Asker:
         self._waiting: queue.PriorityQueue = queue.PriorityQueue()
         self._worker: threading.Thread | None = None
         self._closed = False
-        if source.asynchronous:
+        self.in_store = isinstance(source, StoreAnsweredSource)  # people answer in the app, not through label()
+        if source.asynchronous and not self.in_store:
             self._worker = threading.Thread(target=self._work, name=f"asker-{source_name}", daemon=True)
             self._worker.start()
 
@@ -57,6 +59,8 @@ class Asker:
             raise RuntimeError(f"the asker of {self.source_name!r} is closed: its queries would never be asked")
         items = [(int(query_id), dataclasses.replace(query, id=int(query_id))) for query_id, query in items]
         self._count(asked=len(items))
+        if self.in_store:
+            return
         if self._worker is None:
             for start in range(0, len(items), self.batch_size):
                 self._label(items[start:start + self.batch_size])
@@ -68,7 +72,7 @@ class Asker:
     def resume(self) -> int:
         """Ask again the pending queries this source was asked before a restart; how many."""
         ids = [q.id for q in self.store.pending(self.project, source=self.source_name)]
-        if ids:
+        if ids and not self.in_store:  # the app serves a store-answered source's pending queries as they are
             self.ask(zip(ids, self.store.queries(ids)))
         return len(ids)
 
@@ -82,6 +86,10 @@ class Asker:
         with self._lock:
             metrics = {key: float(value) for key, value in self.counts.items()}
             metrics["waiting"] = float(self._outstanding)
+        if self.in_store:
+            counts = self.store.query_counts(self.project, self.source_name)
+            metrics.update(labelled=float(counts["answered"]), abstained=float(counts["abstained"]),
+                           waiting=float(counts["pending"]))
         try:
             metrics.update({f"source/{key}": float(value) for key, value in self.source.metrics().items()})
         except Exception:  # a source's metrics are not worth a crashed run

@@ -1,5 +1,5 @@
-"""``polyfuse feedback export|import|projects|train-reward``: move label sets between label stores, list a
-store's projects, fit a reward model to a label set (:mod:`polyfuse_feedback.offline`).
+"""``polyfuse feedback ...``: serve the annotation app, hand out tokens, migrate a database, move label sets
+between label stores, list a store's projects, fit a reward model to a label set (:mod:`polyfuse_feedback.offline`).
 
 Light on purpose (``polyfuse --help`` imports it): the store and SQLAlchemy are imported by the handler.
 ``--db`` takes a database URL (``sqlite:///...``, ``postgresql+psycopg://...``), a run directory (its
@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from polyfuse.errors import PolyfuseError
 
+from polyfuse_feedback.human import DEFAULT_PORT
+
 if TYPE_CHECKING:
     from polyfuse_feedback.store import LabelStore
 
@@ -25,11 +27,33 @@ DB_HELP = "a database URL (sqlite:///PATH, postgresql+psycopg://USER@HOST/DB), a
 def register_commands(register: Any) -> None:
     """Register ``polyfuse feedback``; the plugin's ``register_commands`` hook calls this."""
     register("feedback", feedback, arguments=add_arguments,
-             help="label stores: export a project's labels, import them, list projects; train a reward model")
+             help="human feedback and label stores: serve the annotation app, tokens, export/import labels, "
+             "list projects, train a reward model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="feedback_command", metavar="SUBCOMMAND", required=True)
+    serve = commands.add_parser("serve", help="start the annotation web app on a label store")
+    serve.add_argument("--db", required=True, help=f"{DB_HELP}; created if missing")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free one)")
+    serve.add_argument("--lease", type=float, default=600.0, metavar="SECONDS",
+                       help="how long a shown query stays reserved for its annotator (default 600)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1); the state is in the "
+                       "database, so more workers answer more annotators at once where cores allow")
+    serve.add_argument("--admin-token", action="store_true", help="print a new admin token's login link at start")
+    token = commands.add_parser("token", help="give an annotator (created if new) a new access token; printed once")
+    token.add_argument("name", help="the annotator's name (letters, digits, . _ - @ +)")
+    token.add_argument("--db", required=True, help=f"{DB_HELP}; created if missing")
+    scope = token.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--project", help="the project this token may annotate")
+    scope.add_argument("--admin", action="store_true", help="an admin token: every project, and the admin page")
+    revoke = commands.add_parser("revoke", help="revoke every token of an annotator")
+    revoke.add_argument("name")
+    revoke.add_argument("--db", required=True, help=DB_HELP)
+    migrate = commands.add_parser("migrate", help="upgrade a label store's schema to this version's (opening a store "
+                                  "does it too; this says what was done)")
+    migrate.add_argument("--db", required=True, help=DB_HELP)
     export = commands.add_parser("export", help="write a project's labels, segments inline, to a JSONL file")
     export.add_argument("--db", required=True, help=DB_HELP)
     export.add_argument("--project", required=True, help="the project (training run) to export")
@@ -53,7 +77,8 @@ def feedback(args: argparse.Namespace, registry: Any) -> int:
         from polyfuse_feedback.offline import train_reward
 
         return train_reward(args, registry)
-    handlers = {"export": export_labels, "import": import_labels, "projects": list_projects}
+    handlers = {"export": export_labels, "import": import_labels, "projects": list_projects, "serve": serve_app,
+                "token": new_token, "revoke": revoke, "migrate": migrate}
     return handlers[args.feedback_command](args)
 
 
@@ -118,4 +143,66 @@ def list_projects(args: argparse.Namespace) -> int:
     print(f"{'project':<{width}}  {'labels':>7}  {'queries':>7}  {'pending':>7}  {'segments':>8}")
     for p in projects:
         print(f"{p.name:<{width}}  {p.labels:>7}  {p.queries:>7}  {p.pending:>7}  {p.segments:>8}")
+    return 0
+
+
+def serve_app(args: argparse.Namespace) -> int:
+    from polyfuse_feedback.app.server import serve
+
+    url = store_url(args.db, create=True)
+    admin = None
+    if args.admin_token:
+        from polyfuse_feedback.access import issue_token
+
+        with open_store(args.db, create=True) as store:
+            admin = issue_token(store, "admin", role="admin")
+
+    def started(address: str) -> None:
+        print(f"annotation app on {address} (Ctrl+C stops it)", flush=True)
+        if admin is not None:
+            print(f"  admin page: {address}/login#token={admin}", flush=True)
+
+    serve(url, args.host, args.port, lease_s=args.lease, workers=args.workers, on_start=started)
+    return 0
+
+
+def new_token(args: argparse.Namespace) -> int:
+    from polyfuse_feedback.access import issue_token
+
+    with open_store(args.db, create=True) as store:
+        token = issue_token(store, args.name, project=args.project, role="admin" if args.admin else "annotator")
+    scope = "every project (admin)" if args.admin else f"project {args.project!r}"
+    print(f"token for {args.name} on {scope} (shown once; log in at the app's /login#token=TOKEN):")
+    print(token)
+    return 0
+
+
+def revoke(args: argparse.Namespace) -> int:
+    from polyfuse_feedback.access import revoke_tokens
+
+    with open_store(args.db) as store:
+        count = revoke_tokens(store, args.name)
+    print(f"{count} tokens of {args.name} revoked")
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from polyfuse_feedback import migrations
+
+    url = store_url(args.db, create=False)
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            before = migrations.current(conn)
+    except sa.exc.DBAPIError as exc:
+        raise PolyfuseError(f"cannot open {args.db}: {str(exc.orig).strip().splitlines()[0]}") from None
+    finally:
+        engine.dispose()
+    with open_store(args.db) as store:  # opening migrates
+        url = store.url
+    after = migrations.head()
+    print(f"{url}: schema revision {before or 'none'} -> {after}" if before != after
+          else f"{url}: already at schema revision {after}")
     return 0

@@ -27,15 +27,12 @@ import sqlalchemy as sa
 from polyfuse.feedback import Label
 from polyfuse.rewards import Segment
 
+from polyfuse_feedback.schema import labels, projects, queries, segments
 from polyfuse_feedback.store import (
     NewQuery,
     StoreError,
     decode_segment,
     encode_segment,
-    labels,
-    projects,
-    queries,
-    segments,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +82,7 @@ def export_jsonl(store: LabelStore, project: str, path: Path) -> int:
                  .join(projects, projects.c.id == queries.c.project_id)
                  .where(projects.c.name == project).order_by(labels.c.id))
     count, last = 0, 0
-    with store._read() as conn, path.open("w", encoding="utf-8") as out:
+    with store.reading() as conn, path.open("w", encoding="utf-8") as out:
         while True:
             page = conn.execute(statement.where(labels.c.id > last).limit(PAGE)).all()
             if not page:
@@ -144,7 +141,7 @@ def import_jsonl(store: LabelStore, path: Path, project: str) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise StoreError(f"cannot read the label export {path}: {exc}") from None
     added = 0
-    with store._write() as conn:
+    with store.writing() as conn:
         project_id = store._project(conn, project)
         segment_ids: dict[int, int] = {}  # the file's ids -> this database's
         query_ids: dict[int, int] = {}
@@ -166,7 +163,7 @@ def import_jsonl(store: LabelStore, path: Path, project: str) -> int:
                                    None if second is None else segment_ids[int(line["second"]["id"])],
                                    int(query["scale"]), float(query["priority"]), str(query["source"]))
                     query_ids[int(query["id"])] = store._post_queries(conn, project_id, [new])[0]
-                store._record_label(conn, query_ids[int(query["id"])], label, str(line["source"]),
+                store.record_label_in(conn, query_ids[int(query["id"])], label, str(line["source"]),
                                     line["annotator"], key, created_at=float(line["created_at"]))
             except StoreError as exc:
                 raise StoreError(f"{path}:{number}: {exc}") from None

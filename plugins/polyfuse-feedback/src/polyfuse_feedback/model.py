@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from polyfuse_feedback.routing import Answer, Router
 
 RATING_SCALES = range(2, MAX_SCALE + 1)
+RECORDED = ("heldout_accuracy", "return_correlation", "labels")  # kept in the label store for the admin page
 
 
 def reward_network_factory(config: PreferenceModelConfig, context: RunContext) -> Any:
@@ -280,9 +281,11 @@ class PreferenceModel(RewardSource):
                            ("return_correlation", self.return_correlation() if self.trained else None)):
             if value is not None:
                 metrics[key] = value
+        metrics.update(labels=float(len(self.labels)), updates=float(self.updates))
         if self.router is not None:
+            self.router.record(self.updates, {key: metrics[key] for key in RECORDED if key in metrics})
             metrics.update(asked=float(self.router.asked()), **self.router.metrics())
-        return {**metrics, "labels": float(len(self.labels)), "updates": float(self.updates)}
+        return metrics
 
     def close(self) -> None:
         if self.router is not None:

@@ -15,6 +15,7 @@ from polyfuse.errors import PolyfuseError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from polyfuse_feedback.commands import register_commands as register_feedback_commands
+from polyfuse_feedback.human import HumanConfig, build_human
 from polyfuse_feedback.judges import register_judges
 
 if TYPE_CHECKING:
@@ -221,8 +222,12 @@ def make_router(config: PreferenceModelConfig, context: RunContext) -> Router:
     registry = context.registry or default_registry()
     routes = [Route(ref.name, registry.create("feedback", ref.name, ref.params, seed=context.seed + 1 + n),
                     ref.weight, ref.share) for n, ref in enumerate(config.feedback)]
+    from polyfuse_feedback.rendering import describe_observations
+
+    display = {"env": context.env_id, "actions": list(context.action_names or ()),
+               "observations": describe_observations(context.observation_space, context.env_id)}
     store = LabelStore(config.store.url) if config.store.url else LabelStore.in_run(context.run_dir)
-    return Router(store, config.store.project or context.run_dir.resolve().name, routes)
+    return Router(store, config.store.project or context.run_dir.resolve().name, routes, display)
 
 
 @hookimpl
@@ -236,6 +241,8 @@ def register_rewards(register: Callable[..., Any]) -> None:
 def register_feedback(register: Callable[..., Any]) -> None:
     register("synthetic", build_synthetic, config=SyntheticConfig,
              description="Simulated annotator: Boltzmann-rational in the true return, with an error rate")
+    register("human", build_human, config=HumanConfig,
+             description="People answering in the annotation web app (polyfuse feedback serve), via the label store")
     register_judges(register)
 
 

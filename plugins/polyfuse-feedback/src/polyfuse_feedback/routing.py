@@ -12,7 +12,7 @@ a background thread; :meth:`Router.collect` returns what has arrived.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from polyfuse.feedback import FeedbackSource, Label, Query
 from polyfuse.rewards import Segment
 
 from polyfuse_feedback.asking import Asker
+from polyfuse_feedback.human import StoreAnsweredSource
 from polyfuse_feedback.store import LabelStore, NewQuery
 
 
@@ -51,8 +52,12 @@ class Answer:
 class Router:
     """Sends queries to feedback sources through the label store and reads back the labels."""
 
-    def __init__(self, store: LabelStore, project: str, routes: Sequence[Route]) -> None:
+    def __init__(self, store: LabelStore, project: str, routes: Sequence[Route],
+                 display: Mapping[str, Any] | None = None) -> None:
+        """``display``: how the annotation app shows this run's segments (:mod:`polyfuse_feedback.rendering`)."""
         self.store, self.project = store, project
+        self.display = dict(display or {})
+        self._started = False
         self.routes = list(routes)
         self.weights = {route.name: route.weight for route in self.routes}
         self.askers = {route.name: Asker(store, project, route.name, route.source) for route in self.routes}
@@ -82,7 +87,18 @@ class Router:
             self.routed[name] += len(taken)
         return routed
 
+    def start(self) -> None:
+        """Describe the project for the app and tell people where to answer; once, before the first query."""
+        if self._started:
+            return
+        self._started = True
+        self.store.configure_project(self.project, display=self.display or None)
+        for route in self.routes:
+            if isinstance(route.source, StoreAnsweredSource):
+                route.source.start(self.store, self.project)
+
     def ask(self, queries: Sequence[Query]) -> None:
+        self.start()
         for name, routed in self.split(queries).items():
             if not routed:
                 continue
@@ -129,8 +145,13 @@ class Router:
 
     def resume(self) -> None:
         """Re-ask the queries a stopped run had posted but not had answered."""
+        self.start()
         for asker in self.askers.values():
             asker.resume()
+
+    def record(self, update: int, values: Mapping[str, float]) -> None:
+        """Keep the reward model's figures after ``update`` in the store, where the admin page plots them."""
+        self.store.record_metrics(self.project, update, values)
 
     def metrics(self) -> dict[str, float]:
         return {f"feedback/{name}/{key}": value for name, asker in self.askers.items()

@@ -6,29 +6,23 @@ team points several runs and the annotation web app at one PostgreSQL database
 commits before it returns, so one store may be shared by threads (each gets its own connection) and
 an acknowledged label survives ``kill -9`` of the writer.
 
-The schema, for the trainer and the human-annotation app alike:
-
-- ``projects``: one named project per training run;
-- ``segments``: trajectory segments; numeric observations, actions and rewards in an ``np.savez``
-  blob written and read with ``allow_pickle=False`` (no pickle, dtypes and shapes kept), text
-  observations and the observation keys' order as JSON, infos as JSON (JSON scalars only);
-- ``queries``: a comparison of two segments or a rating of one (``scale`` levels), with a
-  ``priority`` (higher first), the feedback ``source`` asked, and a ``status``: ``pending``,
-  ``answered``, ``abstained`` or ``failed``;
-- ``labels``: answers, each with its ``source``, ``annotator`` (a person's name, or none), a unique
-  idempotency ``key`` and ``created_at``; an abstention is a label row without preference or rating.
+The tables are described in :mod:`polyfuse_feedback.schema`; opening a store applies the schema's
+migrations (:mod:`polyfuse_feedback.migrations`), so a database written by an older version is upgraded.
 
 Labels move between databases as JSONL (:meth:`LabelStore.export_jsonl`, see :mod:`polyfuse_feedback.exchange`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import secrets
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -40,68 +34,15 @@ from polyfuse.feedback import Label, Query, answer_problem
 from polyfuse.observations import is_text
 from polyfuse.rewards import Segment
 
+from polyfuse_feedback import migrations
+from polyfuse_feedback.schema import STATUSES, labels, project_metrics, projects, queries, segments, store_meta
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 1
-STATUSES = ("pending", "answered", "abstained", "failed")
 LABEL_WRITE_LOCK = 7102027  # PostgreSQL advisory lock key serialising label writes
-SCHEMA_LOCK = 7102026  # and the first open's CREATE TABLEs
+SCHEMA_LOCK = 7102026  # and the first open's migrations
 INSTALL_POSTGRESQL = "pip install 'polyfuse-feedback[postgresql]'"
-
-metadata = sa.MetaData()
-store_meta = sa.Table(
-    "store_meta", metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(255), nullable=False),
-)
-projects = sa.Table(
-    "projects", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(255), nullable=False, unique=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-segments = sa.Table(
-    "segments", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False, index=True),
-    sa.Column("length", sa.Integer, nullable=False),
-    sa.Column("arrays", sa.LargeBinary, nullable=False),   # np.savez: numeric observations, actions, rewards
-    sa.Column("layout", sa.Text, nullable=False),          # JSON: observation keys in order, text observations
-    sa.Column("infos", sa.Text, nullable=False),           # JSON: one object per step
-    sa.Column("terminated", sa.Boolean, nullable=False),
-    sa.Column("truncated", sa.Boolean, nullable=False),
-    sa.Column("env_index", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-queries = sa.Table(
-    "queries", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
-    sa.Column("first_id", sa.Integer, sa.ForeignKey("segments.id"), nullable=False),
-    sa.Column("second_id", sa.Integer, sa.ForeignKey("segments.id"), nullable=True),
-    sa.Column("scale", sa.Integer, nullable=False),        # rating levels; 0 for a comparison
-    sa.Column("priority", sa.Float, nullable=False),
-    sa.Column("source", sa.String(255), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("error", sa.Text, nullable=True),            # why it failed
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.CheckConstraint(f"status IN {STATUSES!r}", name="query_status"),
-    sa.Index("queries_by_status", "project_id", "status", "priority"),
-)
-labels = sa.Table(
-    "labels", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("query_id", sa.Integer, sa.ForeignKey("queries.id"), nullable=False, index=True),
-    sa.Column("preference", sa.Float, nullable=True),
-    sa.Column("rating", sa.Integer, nullable=True),
-    sa.Column("confidence", sa.Float, nullable=False),
-    sa.Column("source", sa.String(255), nullable=False),
-    sa.Column("annotator", sa.String(255), nullable=True),
-    sa.Column("key", sa.String(255), nullable=False, unique=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
 
 
 class StoreError(PolyfuseError):
@@ -154,6 +95,17 @@ class LabelRecord:
         if self.preference is None and self.rating is None:
             return None
         return Label(preference=self.preference, rating=self.rating, confidence=self.confidence)
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """How the annotation app shows a project; see :meth:`LabelStore.configure_project`."""
+
+    id: int
+    name: str
+    display: dict[str, Any]
+    instructions: str
+    overlap: float
 
 
 @dataclass(frozen=True)
@@ -255,7 +207,9 @@ def _engine(url_text: str) -> sa.Engine:
         url = url.set(drivername="postgresql+psycopg")
     try:
         if url.get_backend_name() == "sqlite":
-            engine = sa.create_engine(url, connect_args={"timeout": 60})
+            on_disk = url.database not in (None, "", ":memory:")  # the app's threads each hold a connection
+            engine = sa.create_engine(url, connect_args={"timeout": 60},
+                                      **({"pool_size": 16, "max_overflow": 32} if on_disk else {}))
             _configure_sqlite(engine, url)
         else:
             timeout = {} if "connect_timeout" in url.query else {"connect_timeout": 10}  # not the OS's minutes
@@ -310,27 +264,37 @@ class LabelStore:
     def __init__(self, url: str) -> None:
         self.engine = _engine(url)
         self._writer = self.engine.execution_options(polyfuse_write=True)
+        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         self.url = _shown(self.engine.url)
         try:
-            with self._write() as conn:
+            with self.writing() as conn:
                 if conn.dialect.name == "postgresql":  # serialise concurrent first opens
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": SCHEMA_LOCK})
-                metadata.create_all(conn)
+                migrations.upgrade(conn)
                 rows = dict(conn.execute(sa.select(store_meta.c.key, store_meta.c.value)).all())
-                if "schema_version" not in rows:
-                    rows = {"schema_version": str(SCHEMA_VERSION), "store_id": uuid.uuid4().hex}
-                    conn.execute(store_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
+                new = {key: make() for key, make in (("store_id", lambda: uuid.uuid4().hex),
+                                                     ("app_secret", lambda: secrets.token_hex(32)))
+                       if key not in rows}
+                if new:
+                    conn.execute(store_meta.insert(), [{"key": k, "value": v} for k, v in new.items()])
+                    rows.update(new)
         except sa.exc.DBAPIError as exc:  # unreachable, refused, no such database, not a database file
             self.engine.dispose()
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
             raise StoreError(f"cannot open the label store at {self.url}: {reason}; check that the database "
                              "server is running and the URL's host, port, user, password and database name "
                              "(for SQLite: that the folder is writable)") from None
-        if int(rows["schema_version"]) > SCHEMA_VERSION:
+        except LookupError as exc:
             self.engine.dispose()
-            raise StoreError(f"the label store at {self.url} has schema version {rows['schema_version']}, newer "
-                             f"than this polyfuse-feedback's {SCHEMA_VERSION}: upgrade polyfuse-feedback")
+            raise StoreError(f"the label store at {self.url} is at schema revision {exc.args[0]}, newer than this "
+                             f"polyfuse-feedback's {migrations.head()}: upgrade polyfuse-feedback") from None
         self.store_id = rows["store_id"]
+        self.app_secret = bytes.fromhex(rows["app_secret"])  # the annotation app's CSRF key, shared by its workers
+
+    @property
+    def database_url(self) -> str:
+        """The URL with its password, to open the same database elsewhere (the app); never print it."""
+        return self.engine.url.render_as_string(hide_password=False)
 
     @classmethod
     def in_run(cls, run_dir: str | Path) -> LabelStore:
@@ -346,22 +310,30 @@ class LabelStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self) -> Any:
-        """A transaction that writes (SQLite: ``BEGIN IMMEDIATE``), committed when the block ends."""
-        return self._writer.begin()
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A transaction that writes (SQLite: ``BEGIN IMMEDIATE``), committed when the block ends.
 
-    def _read(self) -> Any:
+        On SQLite, this process's writers also queue on a lock of their own: SQLite's busy handler
+        waits by sleeping in growing steps, so threads contending for its lock would wait far longer
+        than the writes take (other processes still meet the busy timeout).
+        """
+        with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    def reading(self) -> Any:
+        """A transaction that only reads, for modules that query the tables (:mod:`polyfuse_feedback.access`)."""
         return self.engine.begin()
 
     # -- projects -----------------------------------------------------------------------------------
 
     def project(self, name: str) -> int:
         """The id of project ``name``, created on first use."""
-        with self._read() as conn:
+        with self.reading() as conn:
             found = conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).scalar()
         if found is not None:
             return int(found)
-        with self._write() as conn:
+        with self.writing() as conn:
             return self._project(conn, name)
 
     @staticmethod
@@ -389,15 +361,65 @@ class LabelStore:
             count(queries, queries.c.project_id), count(queries, queries.c.project_id, queries.c.status == "pending"),
             count(joined, queries.c.project_id),
         ).order_by(projects.c.id)
-        with self._read() as conn:
+        with self.reading() as conn:
             return [ProjectInfo(*row) for row in conn.execute(statement)]
+
+    def configure_project(self, name: str, *, display: Mapping[str, Any] | None = None,
+                          instructions: str | None = None, overlap: float | None = None) -> None:
+        """Set how the annotation app shows ``name`` (created if new); ``None`` leaves a setting as it is.
+
+        ``display``: JSON-able, see :mod:`polyfuse_feedback.rendering`; ``instructions``: what
+        annotators are asked; ``overlap``: the share of queries given to two annotators (agreement).
+        """
+        values: dict[str, Any] = {}
+        if display is not None:
+            values["display"] = json.dumps(display)
+        if instructions is not None:
+            values["instructions"] = instructions
+        if overlap is not None:
+            if not 0.0 <= overlap <= 1.0:
+                raise StoreError(f"overlap must be in [0, 1], got {overlap}")
+            values["overlap"] = float(overlap)
+        with self.writing() as conn:
+            project_id = self._project(conn, name)
+            if values:
+                conn.execute(projects.update().where(projects.c.id == project_id).values(**values))
+
+    def project_settings(self, name: str) -> ProjectSettings | None:
+        """``name``'s display, instructions and overlap; ``None`` if there is no such project."""
+        with self.reading() as conn:
+            row = conn.execute(sa.select(projects.c.id, projects.c.name, projects.c.display, projects.c.instructions,
+                                         projects.c.overlap).where(projects.c.name == name)).one_or_none()
+        if row is None:
+            return None
+        return ProjectSettings(row.id, row.name, json.loads(row.display) if row.display else {},
+                               row.instructions or "", float(row.overlap))
+
+    def record_metrics(self, project: str, step: int, values: Mapping[str, float]) -> None:
+        """Keep a training run's figures (the reward model's held-out accuracy...) for the admin page."""
+        now = time.time()
+        rows = [{"step": int(step), "name": str(name)[:64], "value": float(value), "created_at": now}
+                for name, value in values.items() if math.isfinite(float(value))]
+        with self.writing() as conn:
+            project_id = self._project(conn, project)
+            if rows:
+                conn.execute(project_metrics.insert(), [{"project_id": project_id, **row} for row in rows])
+
+    def metric_history(self, project: str, name: str) -> list[tuple[int, float]]:
+        """``(step, value)`` of one figure over the run, in step order."""
+        statement = (sa.select(project_metrics.c.step, project_metrics.c.value)
+                     .join(projects, projects.c.id == project_metrics.c.project_id)
+                     .where(projects.c.name == project, project_metrics.c.name == name)
+                     .order_by(project_metrics.c.step, project_metrics.c.id))
+        with self.reading() as conn:
+            return [(int(step), float(value)) for step, value in conn.execute(statement)]
 
     # -- segments -----------------------------------------------------------------------------------
 
     def add_segments(self, project: str, new: Iterable[Segment]) -> list[int]:
         """Store segments in ``project``; their ids, in order."""
         rows = [encode_segment(segment) for segment in new]
-        with self._write() as conn:
+        with self.writing() as conn:
             return self._add_segments(conn, self._project(conn, project), rows)
 
     @staticmethod
@@ -408,7 +430,7 @@ class LabelStore:
 
     def segments(self, ids: Sequence[int]) -> list[Segment]:
         """The segments ``ids``, in that order."""
-        with self._read() as conn:
+        with self.reading() as conn:
             rows = {row.id: row for row in conn.execute(sa.select(segments).where(segments.c.id.in_(set(ids))))}
         missing = sorted(set(ids) - set(rows))
         if missing:
@@ -420,7 +442,7 @@ class LabelStore:
     def post_queries(self, project: str, items: Iterable[NewQuery | tuple]) -> list[int]:
         """Post queries (:class:`NewQuery` or tuples of its fields) as pending; their ids, in order."""
         items = [NewQuery(*item) for item in items]
-        with self._write() as conn:
+        with self.writing() as conn:
             project_id = self._project(conn, project)
             return self._post_queries(conn, project_id, items)
 
@@ -454,12 +476,12 @@ class LabelStore:
                      .order_by(queries.c.priority.desc(), queries.c.id).limit(limit))
         if source is not None:
             statement = statement.where(queries.c.source == source)
-        with self._read() as conn:
+        with self.reading() as conn:
             return [StoredQuery(*row) for row in conn.execute(statement)]
 
     def queries(self, ids: Sequence[int]) -> list[Query]:
         """The queries ``ids`` as :class:`polyfuse.feedback.Query` (segments loaded, ``id`` the query id)."""
-        with self._read() as conn:
+        with self.reading() as conn:
             rows = {row.id: row for row in conn.execute(sa.select(queries).where(queries.c.id.in_(set(ids))))}
         missing = sorted(set(ids) - set(rows))
         if missing:
@@ -469,22 +491,32 @@ class LabelStore:
         return [Query(loaded[rows[i].first_id], None if rows[i].second_id is None else loaded[rows[i].second_id],
                       id=i, scale=rows[i].scale, priority=rows[i].priority) for i in ids]
 
+    def query_counts(self, project: str, source: str | None = None) -> dict[str, int]:
+        """How many of ``project``'s queries (of one ``source``) are in each status."""
+        statement = (sa.select(queries.c.status, sa.func.count()).join(projects, projects.c.id == queries.c.project_id)
+                     .where(projects.c.name == project).group_by(queries.c.status))
+        if source is not None:
+            statement = statement.where(queries.c.source == source)
+        with self.reading() as conn:
+            found = dict(conn.execute(statement).all())
+        return {status: int(found.get(status, 0)) for status in STATUSES}
+
     def status(self, query_ids: Sequence[int]) -> dict[int, str]:
         """Each query's status."""
-        with self._read() as conn:
+        with self.reading() as conn:
             return dict(conn.execute(sa.select(queries.c.id, queries.c.status)
                                      .where(queries.c.id.in_(set(query_ids)))).all())
 
     def mark_failed(self, query_ids: Sequence[int], error: str) -> None:
         """Mark pending queries failed (a source that raised or answered wrongly), with the reason."""
-        with self._write() as conn:
+        with self.writing() as conn:
             conn.execute(queries.update().where(queries.c.id.in_(set(query_ids)), queries.c.status == "pending")
                          .values(status="failed", error=error[:2000], updated_at=time.time()))
 
     def retry_failed(self, project: str, source: str | None = None) -> int:
         """Put the failed queries of ``project`` (of one ``source``) back to pending; how many."""
         ids = [q.id for q in self._queries(project, ["failed"], source, None)]
-        with self._write() as conn:
+        with self.writing() as conn:
             conn.execute(queries.update().where(queries.c.id.in_(ids))
                          .values(status="pending", error=None, updated_at=time.time()))
         return len(ids)
@@ -498,17 +530,18 @@ class LabelStore:
         Durable once returned. ``key`` makes a submission idempotent: a key already stored returns the
         label recorded under it and changes nothing (a retried web request, a re-imported file).
         """
-        with self._write() as conn:
-            return self._record_label(conn, query_id, label, source, annotator, key)
+        with self.writing() as conn:
+            return self.record_label_in(conn, query_id, label, source, annotator, key)
 
     def record_labels(self, answers: Iterable[tuple[int, Label | None]], *, source: str,
                       annotator: str | None = None) -> list[int]:
         """Record several answers ``(query_id, label or None)`` in one transaction (one sync): all or none."""
-        with self._write() as conn:
-            return [self._record_label(conn, query_id, label, source, annotator, None) for query_id, label in answers]
+        with self.writing() as conn:
+            return [self.record_label_in(conn, query_id, label, source, annotator, None) for query_id, label in answers]
 
-    def _record_label(self, conn: Connection, query_id: int, label: Label | None, source: str,
-                      annotator: str | None, key: str | None, created_at: float | None = None) -> int:
+    def record_label_in(self, conn: Connection, query_id: int, label: Label | None, source: str,
+                        annotator: str | None, key: str | None, created_at: float | None = None) -> int:
+        """:meth:`record_label` inside the caller's write transaction (:meth:`writing`), with other writes."""
         if conn.dialect.name == "postgresql":  # label ids in commit order: see labels()
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": LABEL_WRITE_LOCK})
         if key is not None:
@@ -563,7 +596,7 @@ class LabelStore:
                      .order_by(labels.c.id).limit(limit))
         if not abstentions:
             statement = statement.where(sa.or_(labels.c.preference.is_not(None), labels.c.rating.is_not(None)))
-        with self._read() as conn:
+        with self.reading() as conn:
             return [LabelRecord(*row) for row in conn.execute(statement)]
 
     # -- moving label sets --------------------------------------------------------------------------
