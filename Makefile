@@ -12,13 +12,14 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup postgresql-server run test test-isolated clean
+.PHONY: setup test-services run test test-isolated clean
 
-setup: $(VENV)/.installed postgresql-server
+setup: $(VENV)/.installed test-services
 
-# Debian's PostgreSQL server, for the label store's tests; a no-op when present, without root or apt.
-postgresql-server:
-	@scripts/install-postgresql.sh
+# Debian's PostgreSQL server and Chromium, for the label store's and the annotation app's tests;
+# a no-op when present, and a note (not a failure) without root or apt.
+test-services:
+	@scripts/install-test-services.sh
 
 # Everything: the core, every plugin, test tools.
 $(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))

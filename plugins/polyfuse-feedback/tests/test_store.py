@@ -382,7 +382,7 @@ def test_the_server_finder_prefers_path_then_the_newest_debian_version(find_post
 
 
 def test_the_set_up_never_fails_without_apt(tmp_path):
-    script = Path(__file__).parents[3] / "scripts" / "install-postgresql.sh"
+    script = Path(__file__).parents[3] / "scripts" / "install-test-services.sh"
     if not script.is_file():
         pytest.skip("the repository's scripts/ is not beside this plugin (installed elsewhere)")
     bare = tmp_path / "bin"  # a PATH with bash and id, but neither initdb nor apt-get
@@ -390,6 +390,7 @@ def test_the_set_up_never_fails_without_apt(tmp_path):
     for tool in ("bash", "id"):
         (bare / tool).symlink_to(shutil.which(tool))
     done = subprocess.run([str(bare / "bash"), str(script)], check=False, capture_output=True, text=True,
-                          env={"PATH": str(bare), "PG_BIN_GLOB": str(tmp_path / "none")})
+                          env={"PATH": str(bare), "PG_BIN_GLOB": str(tmp_path / "none"),
+                               "CHROMIUM": "no-such-browser"})
     assert done.returncode == 0
-    assert "apt-get install postgresql" in done.stderr
+    assert "apt-get install postgresql chromium" in done.stderr

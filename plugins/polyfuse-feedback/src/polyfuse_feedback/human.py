@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from polyfuse import ComponentConfig
 from polyfuse.feedback import FeedbackSource, Label, Query
 from pydantic import Field
+from tqdm import tqdm
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -80,12 +81,11 @@ class HumanFeedback(StoreAnsweredSource):
             where = self.url
         else:
             where = f"the app (polyfuse feedback serve --db {store.url})"
-        print(f"human feedback for project {project!r}: annotate at {where}", file=sys.stderr)
-        for name, token in links.items():
-            print(f"  {name}: {where}/login#token={token}" if config.serve else f"  {name}'s token: {token}",
-                  file=sys.stderr)
-        print(f"  admin page: {where}/login#token={admin}" if config.serve else f"  admin token: {admin}",
-              file=sys.stderr)
+        lines = [f"human feedback for project {project!r}: annotate at {where}"]
+        lines += [f"  {name}: {where}/login#token={token}" if config.serve else f"  {name}'s token: {token}"
+                  for name, token in links.items()]
+        lines.append(f"  admin page: {where}/login#token={admin}" if config.serve else f"  admin token: {admin}")
+        tqdm.write("\n".join(lines), file=sys.stderr)  # above the run's progress bar, not through it
 
     def _serve(self, database_url: str) -> str:
         from polyfuse_feedback.app.server import start_in_thread

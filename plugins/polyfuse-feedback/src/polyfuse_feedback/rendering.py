@@ -77,7 +77,7 @@ class RenderedSegment:
     actions: list[str]
     images: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> {"animation"|"still", "filmstrip"}
     texts: dict[str, list[str]] = field(default_factory=dict)
-    numbers: dict[str, list[list[float]]] = field(default_factory=dict)
+    numbers: dict[str, list[list[float | int]]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {"steps": self.steps, "actions": self.actions, "images": self.images, "texts": self.texts,
@@ -100,7 +100,8 @@ def render_segment(segment: Segment, display: Mapping[str, Any]) -> RenderedSegm
             shown.images[key] = _media(frames)
         else:
             array = np.asarray(values, dtype=float).reshape(len(segment), -1)
-            shown.numbers[key] = [[round(float(x), 4) for x in row] for row in array]
+            whole = bool(np.all(array == np.round(array)))
+            shown.numbers[key] = [[int(x) if whole else round(float(x), 4) for x in row] for row in array]
     return shown
 
 
