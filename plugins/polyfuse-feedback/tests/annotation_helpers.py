@@ -2,7 +2,6 @@
 
 from polyfuse_feedback.access import authenticate, issue_token
 from polyfuse_feedback.store import NewQuery
-
 from test_store import make_segment
 
 DISPLAY = {"env": "polyfuse/DigitsVQA-v0", "actions": [str(d) for d in range(10)] + ["yes", "no"],

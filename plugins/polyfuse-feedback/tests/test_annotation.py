@@ -4,14 +4,13 @@ skips, idempotent answers, project scope, tokens; agreement maths."""
 import time
 
 import pytest
+from annotation_helpers import human_project, principal
 from polyfuse.feedback import Label
 from polyfuse_feedback.access import authenticate, issue_token, revoke_tokens
 from polyfuse_feedback.agreement import cohen_kappa, fleiss_kappa
 from polyfuse_feedback.annotation import AnnotationQueue, NotFound
 from polyfuse_feedback.schema import tokens
 from polyfuse_feedback.store import LabelStore, NewQuery, StoreError
-
-from annotation_helpers import human_project, principal
 from test_store import make_segment
 
 

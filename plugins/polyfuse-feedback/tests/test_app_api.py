@@ -4,12 +4,11 @@ security headers. The real server, a real browser and kill -9 are in test_app_se
 import re
 
 import pytest
+from annotation_helpers import human_project
 from fastapi.testclient import TestClient
 from polyfuse_feedback.access import issue_token
 from polyfuse_feedback.app import create_app
 from polyfuse_feedback.store import LabelStore
-
-from annotation_helpers import human_project
 
 
 @pytest.fixture
@@ -123,10 +122,11 @@ def test_the_openapi_schema_documents_every_endpoint(app_store):
     client = app_store[0]
     schema = client.get("/api/v1/openapi.json").json()
     assert schema["info"]["version"] == "1"
-    assert set(schema["paths"]) == {"/api/v1/projects", "/api/v1/projects/{project}/next",
-                                    "/api/v1/projects/{project}/queries/{query_id}/labels",
-                                    "/api/v1/projects/{project}/queries/{query_id}/skip",
-                                    "/api/v1/projects/{project}/progress"}
+    prefix = "/api/v1/projects/{project}"
+    assert set(schema["paths"]) == {"/api/v1/projects", *(prefix + path for path in (
+        "/next", "/queries/{query_id}/labels", "/queries/{query_id}/skip", "/progress",  # annotators, admins
+        "/segments", "/queries", "/queries/pending", "/queries/failed", "/labels", "/counts", "/settings",
+        "/metrics"))}  # training runs
     for path in schema["paths"].values():
         for operation in path.values():
             assert operation.get("description") or operation.get("summary")

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from annotation_helpers import DISPLAY
+from app_clients import free_port, kill, start_server
 from polyfuse.rewards import Segment
 from polyfuse.training.checkpoint import checkpoint_location
 from polyfuse.training.metrics import read_metrics
 from polyfuse_feedback.access import issue_token
 from polyfuse_feedback.store import LabelStore, NewQuery
-
-from annotation_helpers import DISPLAY
-from app_clients import free_port, kill, start_server
 from test_store import make_segment
 
 CHROMIUM = shutil.which(os.environ.get("CHROMIUM", "chromium"))

@@ -4,11 +4,9 @@ loopback, SIGKILL of the server while 32 annotators submit 2,000 labels."""
 import threading
 import time
 
-import pytest
+from app_clients import Annotator, free_port, kill, start_server
 from polyfuse_feedback.access import issue_token
 from polyfuse_feedback.store import LabelStore, NewQuery
-
-from app_clients import Annotator, free_port, kill, start_server
 from test_store import make_segment
 
 ANNOTATORS, LABELS = 32, 2000

@@ -1,15 +1,14 @@
 """Schema migrations: a new store matches polyfuse_feedback.schema on both backends, an older store is upgraded
 with its data, a newer one is refused with advice."""
 
-import sqlalchemy as sa
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from polyfuse.feedback import Label
 from polyfuse_feedback import migrations
 from polyfuse_feedback.schema import metadata
 from polyfuse_feedback.store import LabelStore, NewQuery, StoreError
-
 from test_store import make_segment
 
 
@@ -28,8 +27,8 @@ def test_a_new_store_has_exactly_the_schema_modules_tables(store_url):
 def test_revisions_are_numbered_in_a_chain():
     revisions = migrations._revision_files()
     assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
-    from alembic.script import ScriptDirectory
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(migrations.HERE))

@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope = token.add_mutually_exclusive_group(required=True)
     scope.add_argument("--project", help="the project this token may annotate")
     scope.add_argument("--admin", action="store_true", help="an admin token: every project, and the admin page")
+    token.add_argument("--trainer", action="store_true", help="with --project: a token for a training run on "
+                       "another machine to post the project's queries through the app's API (store.url: the app)")
     revoke = commands.add_parser("revoke", help="revoke every token of an annotator")
     revoke.add_argument("name")
     revoke.add_argument("--db", required=True, help=DB_HELP)
@@ -169,10 +171,15 @@ def serve_app(args: argparse.Namespace) -> int:
 def new_token(args: argparse.Namespace) -> int:
     from polyfuse_feedback.access import issue_token
 
+    if args.trainer and args.admin:
+        raise PolyfuseError("--trainer tokens are for one project: give --project, not --admin")
+    role = "admin" if args.admin else "trainer" if args.trainer else "annotator"
     with open_store(args.db, create=True) as store:
-        token = issue_token(store, args.name, project=args.project, role="admin" if args.admin else "annotator")
+        token = issue_token(store, args.name, project=args.project, role=role)
     scope = "every project (admin)" if args.admin else f"project {args.project!r}"
-    print(f"token for {args.name} on {scope} (shown once; log in at the app's /login#token=TOKEN):")
+    use = ("give it to the run as store.token or POLYFUSE_FEEDBACK_TOKEN" if args.trainer
+           else "log in at the app's /login#token=TOKEN")
+    print(f"{role} token for {args.name} on {scope} (shown once; {use}):")
     print(token)
     return 0
 

@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from polyfuse import ComponentConfig
+from polyfuse.errors import PolyfuseError
 from polyfuse.feedback import FeedbackSource, Label, Query
 from pydantic import Field
 from tqdm import tqdm
@@ -74,6 +75,13 @@ class HumanFeedback(StoreAnsweredSource):
 
         config = self.config
         store.configure_project(project, instructions=config.instructions, overlap=config.overlap)
+        if store.app_url is not None:  # the run talks to an app elsewhere: tokens are given out there
+            if config.serve:
+                raise PolyfuseError(f"the run's label store is the annotation app at {store.app_url}: set the "
+                                    "human source's serve: false (the app is already running there)")
+            tqdm.write(f"human feedback for project {project!r}: annotate at {store.app_url} (tokens: polyfuse "
+                       f"feedback token NAME --project {project} on the app's machine)", file=sys.stderr)
+            return
         links = {name: issue_token(store, name, project=project) for name in config.annotators}
         admin = issue_token(store, "admin", role="admin")
         if config.serve:

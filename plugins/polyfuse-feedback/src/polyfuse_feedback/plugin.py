@@ -94,7 +94,10 @@ class StoreConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     url: str | None = Field(None, description="SQLAlchemy URL of the label database (e.g. postgresql+psycopg://"
-                            "user@host/db); null: a SQLite file feedback.sqlite in the run directory.")
+                            "user@host/db), or the address of the annotation app (http://HOST:PORT) when the run "
+                            "cannot reach its database; null: a SQLite file feedback.sqlite in the run directory.")
+    token: str | None = Field(None, description="With the app's address as url: a trainer token of the project "
+                              "(better kept in the POLYFUSE_FEEDBACK_TOKEN environment variable than in a config).")
     project: str | None = Field(None, description="Project the run's queries and labels belong to; null: the run "
                                 "directory's name. A resumed run (or a new one naming the project) reads its labels.")
 
@@ -226,8 +229,15 @@ def make_router(config: PreferenceModelConfig, context: RunContext) -> Router:
 
     display = {"env": context.env_id, "actions": list(context.action_names or ()),
                "observations": describe_observations(context.observation_space, context.env_id)}
-    store = LabelStore(config.store.url) if config.store.url else LabelStore.in_run(context.run_dir)
-    return Router(store, config.store.project or context.run_dir.resolve().name, routes, display)
+    project = config.store.project or context.run_dir.resolve().name
+    url = config.store.url
+    if url and url.startswith(("http://", "https://")):
+        from polyfuse_feedback.remote import RemoteLabelStore
+
+        store: Any = RemoteLabelStore(url, project, config.store.token)
+    else:
+        store = LabelStore(url) if url else LabelStore.in_run(context.run_dir)
+    return Router(store, project, routes, display)
 
 
 @hookimpl

@@ -36,7 +36,6 @@ KINDS = ("image", "minigrid", "text", "discrete", "vector")
 def describe_observations(observation_space: Any, env_id: str | None) -> dict[str, str]:
     """Each observation key's kind (see the module docstring), from a gymnasium ``Dict`` space."""
     from gymnasium import spaces
-
     from polyfuse.envs.babyai import is_minigrid_id
 
     if observation_space is None:  # a run learning from a dataset only

@@ -139,7 +139,7 @@ class Router:
 
     def asked(self) -> int:
         """Queries posted in this project so far (whatever their state), so a resumed run keeps to its budget."""
-        return next((p.queries for p in self.store.projects() if p.name == self.project), 0)
+        return sum(self.store.query_counts(self.project).values())
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -164,6 +164,8 @@ class Router:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved run's project (its output_dir may have moved since) and its shares."""
         self.project = str(state["project"])
+        if self.store.app_url is not None:
+            self.store.project = self.project
         for asker in self.askers.values():
             asker.project = self.project
         self.routed.update({name: int(count) for name, count in state["routed"].items() if name in self.routed})

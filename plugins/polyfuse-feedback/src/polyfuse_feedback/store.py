@@ -191,6 +191,15 @@ def _query_shape(query_id: int, second: int | None, scale: int) -> Query:
     return Query(_PLACEHOLDER, None if second is None else _PLACEHOLDER, id=query_id, scale=scale)
 
 
+def queries_with_segments(store: Any, ids: Sequence[int]) -> list[Query]:
+    """``store``'s queries ``ids`` with their segments loaded (a :class:`LabelStore` or its remote client)."""
+    rows = store.stored_queries(ids)
+    segment_ids = sorted({s for row in rows for s in (row.first, row.second) if s is not None})
+    loaded = dict(zip(segment_ids, store.segments(segment_ids)))
+    return [Query(loaded[row.first], None if row.second is None else loaded[row.second], id=row.id, scale=row.scale,
+                  priority=row.priority) for row in rows]
+
+
 # -- opening ----------------------------------------------------------------------------------------
 
 def _shown(url: sa.URL) -> str:
@@ -290,6 +299,8 @@ class LabelStore:
                              f"polyfuse-feedback's {migrations.head()}: upgrade polyfuse-feedback") from None
         self.store_id = rows["store_id"]
         self.app_secret = bytes.fromhex(rows["app_secret"])  # the annotation app's CSRF key, shared by its workers
+
+    app_url: str | None = None  # a database, not the annotation app's API (see polyfuse_feedback.remote)
 
     @property
     def database_url(self) -> str:
@@ -479,17 +490,28 @@ class LabelStore:
         with self.reading() as conn:
             return [StoredQuery(*row) for row in conn.execute(statement)]
 
-    def queries(self, ids: Sequence[int]) -> list[Query]:
-        """The queries ``ids`` as :class:`polyfuse.feedback.Query` (segments loaded, ``id`` the query id)."""
+    def stored_queries(self, ids: Sequence[int]) -> list[StoredQuery]:
+        """The query rows ``ids``, in that order."""
         with self.reading() as conn:
-            rows = {row.id: row for row in conn.execute(sa.select(queries).where(queries.c.id.in_(set(ids))))}
+            rows = {row[0]: StoredQuery(*row) for row in conn.execute(
+                sa.select(queries.c.id, queries.c.first_id, queries.c.second_id, queries.c.scale, queries.c.priority,
+                          queries.c.source, queries.c.status).where(queries.c.id.in_(set(ids))))}
         missing = sorted(set(ids) - set(rows))
         if missing:
             raise StoreError(f"no query with id {missing} in the label store at {self.url}")
-        segment_ids = sorted({s for row in rows.values() for s in (row.first_id, row.second_id) if s is not None})
-        loaded = dict(zip(segment_ids, self.segments(segment_ids)))
-        return [Query(loaded[rows[i].first_id], None if rows[i].second_id is None else loaded[rows[i].second_id],
-                      id=i, scale=rows[i].scale, priority=rows[i].priority) for i in ids]
+        return [rows[i] for i in ids]
+
+    def queries(self, ids: Sequence[int]) -> list[Query]:
+        """The queries ``ids`` as :class:`polyfuse.feedback.Query` (segments loaded, ``id`` the query id)."""
+        return queries_with_segments(self, ids)
+
+    def belong(self, project: str, kind: str, ids: Sequence[int]) -> bool:
+        """Whether every id of ``kind`` (``segments`` or ``queries``) is in ``project``."""
+        table = {"segments": segments, "queries": queries}[kind]
+        statement = (sa.select(sa.func.count()).select_from(table).join(projects, projects.c.id == table.c.project_id)
+                     .where(projects.c.name == project, table.c.id.in_(set(ids))))
+        with self.reading() as conn:
+            return int(conn.execute(statement).scalar_one()) == len(set(ids))
 
     def query_counts(self, project: str, source: str | None = None) -> dict[str, int]:
         """How many of ``project``'s queries (of one ``source``) are in each status."""

@@ -37,7 +37,7 @@ SECURITY_HEADERS = {
 
 def create_app(database_url: str, *, lease_s: float = LEASE_S, source: str = "human") -> FastAPI:
     """The app over the label store at ``database_url`` (opened, and migrated, now)."""
-    from polyfuse_feedback.app import api, pages
+    from polyfuse_feedback.app import api, pages, trainer_api
 
     store = LabelStore(database_url)
 
@@ -54,6 +54,7 @@ def create_app(database_url: str, *, lease_s: float = LEASE_S, source: str = "hu
     app.state.segments = RenderedSegments(store)
     app.state.secret = store.app_secret  # CSRF tokens: the same in every worker and after a restart
     app.include_router(api.router, prefix=API_PREFIX)
+    app.include_router(trainer_api.router, prefix=API_PREFIX)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodySizeLimit)

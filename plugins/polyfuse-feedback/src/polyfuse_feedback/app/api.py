@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from polyfuse.feedback import MAX_SCALE, Label
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from polyfuse_feedback.access import Principal
 from polyfuse_feedback.annotation import AnnotationQueue, Progress
