@@ -102,10 +102,11 @@ class AnnotationQueue:
             if found is None:
                 return None
             project_id, overlap = found
+            # an answer deletes its lease in the same transaction: a live lease is never an answered query
             mine = (sa.select(*columns).join(leases, leases.c.query_id == queries.c.id)
                     .where(leases.c.annotator_id == me, leases.c.expires_at > now, leases.c.skipped.is_(False),
                            queries.c.project_id == project_id, queries.c.source == self.source,
-                           queries.c.status != "failed", ~answered_by_me)
+                           queries.c.status != "failed")
                     .order_by(queries.c.priority.desc(), queries.c.id).limit(1))
             wanted = sa.case((_overlapping(sa.literal(overlap)), 2), else_=1)
             open_queries = (sa.select(*columns)

@@ -69,6 +69,9 @@ queries = sa.Table(
     sa.CheckConstraint(f"status IN {STATUSES!r}", name="query_status"),
     sa.Index("queries_by_status", "project_id", "status", "priority"),
 )
+# The annotation app's next query: a walk in serving order that stops at the first open one.
+sa.Index("queries_to_serve", queries.c.project_id, queries.c.source, queries.c.status, queries.c.priority.desc(),
+         queries.c.id)
 labels = sa.Table(
     "labels", metadata,
     sa.Column("id", sa.Integer, primary_key=True),

@@ -222,7 +222,7 @@ def _engine(url_text: str) -> sa.Engine:
             _configure_sqlite(engine, url)
         else:
             timeout = {} if "connect_timeout" in url.query else {"connect_timeout": 10}  # not the OS's minutes
-            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
+            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=timeout, pool_size=16, max_overflow=32)
     except ImportError as exc:
         raise StoreError(f"the database driver for {_shown(url)} is not installed ({exc}); "
                          f"for PostgreSQL: {INSTALL_POSTGRESQL}") from None

@@ -19,6 +19,7 @@ def upgrade() -> None:
     op.add_column("projects", sa.Column("display", sa.Text, nullable=True))
     op.add_column("projects", sa.Column("instructions", sa.Text, nullable=True))
     op.add_column("projects", sa.Column("overlap", sa.Float, nullable=False, server_default="0"))
+    op.create_index("queries_to_serve", "queries", ["project_id", "source", "status", sa.text("priority DESC"), "id"])
     op.create_table(
         "annotators",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -61,6 +62,7 @@ def downgrade() -> None:
     op.execute("INSERT INTO store_meta (key, value) VALUES ('schema_version', '1')")
     for table in ("project_metrics", "leases", "tokens", "annotators"):
         op.drop_table(table)
+    op.drop_index("queries_to_serve", "queries")
     with op.batch_alter_table("projects") as batch:  # SQLite drops columns by copying the table
         for column in ("overlap", "instructions", "display"):
             batch.drop_column(column)
