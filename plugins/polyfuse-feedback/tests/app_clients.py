@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -20,14 +21,20 @@ def free_port():
 
 
 def start_server(database_url, port, *options):
-    """``polyfuse feedback serve`` in its own process; returns it once /healthz answers."""
+    """``polyfuse feedback serve`` in its own process; returns it once /healthz answers.
+
+    Everything it prints (the access log included) goes to the file ``process.log_path``.
+    """
+    log = tempfile.NamedTemporaryFile("w+b", prefix="polyfuse-app-", suffix=".log", delete=False)
     process = subprocess.Popen([sys.executable, "-m", "polyfuse", "feedback", "serve", "--db", database_url,
-                                "--port", str(port), *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                "--port", str(port), *options], stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
+    process.log_path = log.name
+    log.close()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server exited: {process.stderr.read().decode()}")
+            raise RuntimeError(f"the server exited: {open(process.log_path, errors='replace').read()}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", "/healthz")

@@ -188,3 +188,40 @@ def test_the_admin_page_shows_progress_agreement_and_the_accuracy_plot(app_store
     plot = client.get("/admin/projects/run/accuracy.png")
     assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
     assert client.get("/admin/projects/nope/accuracy.png").status_code == 404
+
+
+JUNK_PATH_VALUES = ["x", "-1", "0", "999999", "9" * 30, "%3Cscript%3E", "1.5", "run'--"]
+JUNK_BODIES = [None, b"garbage", b"{}", b"[]", b'{"answer": 1, "key": null}', b'{"segments": "x"}',
+               b'{"queries": [{"first": "a"}]}', b'{"ids": [1], "error": 5}', b'\xff\xfe']
+
+
+def test_no_input_makes_any_api_endpoint_answer_500(app_store):
+    """Every /api/v1 route, every method, junk in each path parameter and body: always a 4xx or a 2xx."""
+    client, store, query_ids, people = app_store
+    store.add_segments("run", [])
+    admin = bearer(people["root"])
+    schema = client.get("/api/v1/openapi.json").json()
+    routes = [(path, method.upper()) for path, operations in schema["paths"].items() for method in operations]
+    assert len(routes) >= 12
+    statuses = set()
+    for path, method in routes:
+        for value in JUNK_PATH_VALUES:
+            target = path.replace("{query_id}", value).replace("{project}", "run")
+            for body in JUNK_BODIES if method in ("POST", "PUT") else [None]:
+                answer = client.request(method, target, headers={**admin, "Content-Type": "application/json"},
+                                        content=body, params={"ids": value})
+                statuses.add(answer.status_code)
+                assert answer.status_code < 500, (method, target, body, answer.text)
+    assert {404, 422} <= statuses
+
+
+def test_names_that_look_like_sql_are_data(app_store):
+    client, store, _, people = app_store
+    name = "run'; DROP TABLE labels; --"
+    ids, tokens = human_project(store, project=name, comparisons=1, people=("eve",))
+    quoted = name.replace("'", "%27").replace(";", "%3B").replace(" ", "%20")
+    shown = client.get(f"/api/v1/projects/{quoted}/next", headers=bearer(tokens["eve"])).json()
+    assert shown["query"]["id"] == ids[0]
+    assert client.post(f"/api/v1/projects/{quoted}/queries/{ids[0]}/labels", headers=bearer(tokens["eve"]),
+                       json={"answer": "tie", "key": "sql-looking"}).status_code == 201
+    assert [r.preference for r in store.labels(name)] == [0.5] and store.labels("run") == []

@@ -104,6 +104,9 @@ def served(tmp_path):
     server = start_server(url, port)
     yield f"http://127.0.0.1:{port}", url, queries, people
     kill(server)
+    log = Path(server.log_path).read_text(errors="replace")
+    assert "GET /projects/" in log, "the access log was written"
+    assert not any(token.split("_", 2)[2] in log for token in people.values()), "no token in the server's log"
 
 
 def answer_and_wait(page, action):

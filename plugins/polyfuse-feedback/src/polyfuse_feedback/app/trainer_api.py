@@ -21,6 +21,8 @@ from polyfuse_feedback.wire import segment_from_json, segment_to_json
 
 router = APIRouter(tags=["training runs"])
 MAX_IDS = 10_000
+MAX_ID = 2**62  # beyond any database's integers: a larger number is a 422, not an overflow
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def trainer(request: Request, project: str) -> Principal:
@@ -47,8 +49,8 @@ class SegmentsIn(Strict):
 
 
 class QueryIn(Strict):
-    first: int = Field(ge=1)
-    second: int | None = Field(None, ge=1)
+    first: Id
+    second: Id | None = None
     scale: int = Field(0, ge=0, le=MAX_SCALE)
     priority: float = 0.0
     source: str = Field(max_length=255)
@@ -59,12 +61,12 @@ class QueriesIn(Strict):
 
 
 class FailedIn(Strict):
-    ids: list[int] = Field(max_length=MAX_IDS)
+    ids: list[Id] = Field(max_length=MAX_IDS)
     error: str = Field(max_length=2000)
 
 
 class AnswerIn(Strict):
-    query_id: int = Field(ge=1)
+    query_id: Id
     preference: Literal[0.0, 0.5, 1.0] | None = None
     rating: int | None = Field(None, ge=1, le=MAX_SCALE)
     confidence: float = Field(1.0, ge=0, le=1)
@@ -83,7 +85,7 @@ class SettingsIn(Strict):
 
 
 class MetricsIn(Strict):
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=MAX_ID)
     values: dict[str, float]
 
 
@@ -94,6 +96,8 @@ def _ids(text: str) -> list[int]:
         raise HTTPException(422, "ids must be comma-separated whole numbers") from None
     if len(ids) > MAX_IDS:
         raise HTTPException(422, f"at most {MAX_IDS} ids at once")
+    if any(not 1 <= i <= MAX_ID for i in ids):
+        raise HTTPException(422, f"ids are whole numbers from 1 to {MAX_ID}")
     return ids
 
 
@@ -127,7 +131,7 @@ def post_queries(project: str, body: QueriesIn, caller: Trainer, request: Reques
 
 @router.get("/projects/{project}/queries/pending")
 def pending(project: str, caller: Trainer, request: Request, source: str | None = None,
-            limit: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+            limit: Annotated[int | None, Query(ge=1, le=MAX_IDS)] = None) -> dict[str, Any]:
     """Pending queries (of one source), highest priority first, then oldest."""
     return {"queries": [dataclasses.asdict(q) for q in _store(request).pending(project, source, limit)]}
 
@@ -156,7 +160,7 @@ def counts(project: str, caller: Trainer, request: Request, source: str | None =
 
 
 @router.get("/projects/{project}/labels")
-def get_labels(project: str, caller: Trainer, request: Request, after_id: Annotated[int, Query(ge=0)] = 0,
+def get_labels(project: str, caller: Trainer, request: Request, after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
     """Labels with an id above ``after_id``, in id (commit) order: poll with the last id seen."""
     return {"labels": [dataclasses.asdict(r) for r in _store(request).labels(project, after_id, limit=limit)]}
