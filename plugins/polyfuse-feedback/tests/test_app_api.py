@@ -178,16 +178,16 @@ def test_text_from_the_run_is_escaped_in_pages(app_store):
 def test_the_admin_page_shows_progress_agreement_and_the_accuracy_plot(app_store):
     client, store, _, people = app_store
     store.record_metrics("run", 1, {"heldout_accuracy": 0.6, "labels": 10})
-    store.record_metrics("run", 2, {"heldout_accuracy": 0.8, "labels": 20})
+    store.record_metrics("run", 2, {"heldout_accuracy": 0.8, "labels": 20, "segment_env_return": 0.25})
     login(client, people["ann"])
     assert client.get("/admin").status_code == 403
     client.cookies.clear()
     login(client, people["root"])
     page = client.get("/admin")
-    assert page.status_code == 200 and "held-out accuracy 0.800" in page.text
-    plot = client.get("/admin/projects/run/accuracy.png")
+    assert page.status_code == 200 and "held-out accuracy 0.800" in page.text and "recent mean return 0.250" in page.text
+    plot = client.get("/admin/projects/run/progress.png")
     assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
-    assert client.get("/admin/projects/nope/accuracy.png").status_code == 404
+    assert client.get("/admin/projects/nope/progress.png").status_code == 404
 
 
 JUNK_PATH_VALUES = ["x", "-1", "0", "999999", "9" * 30, "%3Cscript%3E", "1.5", "run'--"]

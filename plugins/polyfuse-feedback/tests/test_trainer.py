@@ -18,6 +18,7 @@ from rlhf_runs import rlhf_config
 from polyfuse.training.checkpoint import checkpoint_location, read_checkpoint_tree
 from polyfuse.training.metrics import read_metrics
 from polyfuse.training.trainer import Trainer
+from polyfuse_feedback.store import LabelStore
 
 
 def test_an_rlhf_run_logs_reward_model_metrics(make_registry: Any, tmp_path: Path) -> None:
@@ -31,6 +32,10 @@ def test_an_rlhf_run_logs_reward_model_metrics(make_registry: Any, tmp_path: Pat
     assert logged[-1]["reward/feedback/synthetic/labelled"] == 100
     assert read_checkpoint_tree(checkpoint_location(tmp_path))["reward"]["updates"] == 8
     assert (tmp_path / "feedback.sqlite").is_file()
+    assert any("reward/segment_env_return" in r for r in logged)
+    with LabelStore.in_run(tmp_path) as store:  # what the admin page plots
+        assert [step for step, _ in store.metric_history(tmp_path.name, "labels")] == list(range(1, 9))
+        assert store.metric_history(tmp_path.name, "segment_env_return")
 
 
 def test_kill_9_loses_no_acknowledged_label_and_the_run_resumes(make_registry: Any, tmp_path: Path) -> None:

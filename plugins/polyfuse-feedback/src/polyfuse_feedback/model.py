@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from polyfuse_feedback.routing import Answer, Router
 
 RATING_SCALES = range(2, MAX_SCALE + 1)
-RECORDED = ("heldout_accuracy", "return_correlation", "labels")  # kept in the label store for the admin page
+RECORDED = ("heldout_accuracy", "return_correlation", "labels", "segment_env_return")  # kept in the label store for the admin page
 
 
 def reward_network_factory(config: PreferenceModelConfig, context: RunContext) -> Any:
@@ -75,6 +75,7 @@ class PreferenceModel(RewardSource):
                                      config.schedule, config.query_until)
         self.router = router
         self.pool: deque[Segment] = deque(maxlen=config.pool_size)
+        self._returns_seen: list[float] = []  # true returns of the segments since the last update
         self.labels = LabelSet(context.seed, config.ensemble_size, config.heldout_fraction)
         self.updates = 0
         self.std = 1.0
@@ -118,6 +119,7 @@ class PreferenceModel(RewardSource):
 
     def observe(self, segments: Sequence[Segment]) -> None:
         self.pool.extend(segment for segment in segments if len(segment))
+        self._returns_seen += [float(np.sum(s.env_rewards)) for s in segments if len(s)]
 
     def _candidates(self, count: int, comparison: bool) -> list[tuple[int, int | None]]:
         """``count`` random segments or pairs from the pool, without repeats (unless the pool is too small)."""
@@ -282,6 +284,9 @@ class PreferenceModel(RewardSource):
             if value is not None:
                 metrics[key] = value
         metrics.update(labels=float(len(self.labels)), updates=float(self.updates))
+        if self._returns_seen:  # how the policy does by the environment's own reward, where it has one
+            metrics["segment_env_return"] = float(np.mean(self._returns_seen))
+            self._returns_seen = []
         if self.router is not None:
             self.router.record(self.updates, {key: metrics[key] for key in RECORDED if key in metrics})
             metrics.update(asked=float(self.router.asked()), **self.router.metrics())

@@ -152,44 +152,56 @@ def admin(request: Request) -> HTMLResponse:
     store = _store(request)
     projects = []
     for info in store.projects():
-        history = store.metric_history(info.name, "heldout_accuracy")
+        latest = {name: store.metric_history(info.name, name) for name in PLOTTED}
         projects.append({"info": info, "progress": _queue(request).progress(info.name),
-                         "accuracy": history[-1][1] if history else None, "has_plot": bool(history)})
+                         "accuracy": latest["heldout_accuracy"][-1][1] if latest["heldout_accuracy"] else None,
+                         "policy_return": (latest["segment_env_return"][-1][1] if latest["segment_env_return"]
+                                           else None),
+                         "has_plot": any(latest.values())})
     return render(request, "admin.html", {"me": me, "projects": projects,
                                           "csrf": csrf_token(request.app.state.secret, me)})
 
 
-@router.get("/admin/projects/{project}/accuracy.png")
-def accuracy_plot(request: Request, project: str) -> Response:
+@router.get("/admin/projects/{project}/progress.png")
+def progress_plot(request: Request, project: str) -> Response:
     me = _session(request)
     require_admin(me)
     store = _store(request)
-    accuracy, learnt = store.metric_history(project, "heldout_accuracy"), store.metric_history(project, "labels")
-    if not accuracy and not learnt:
+    series = {name: store.metric_history(project, name) for name in PLOTTED}
+    if not any(series.values()):
         raise HTTPException(404, f"no reward-model figures for project {project!r} yet")
-    return Response(_plot(project, accuracy, learnt), media_type="image/png", headers={"Cache-Control": "no-store"})
+    return Response(_plot(project, series), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-def _plot(project: str, accuracy: list[tuple[int, float]], learnt: list[tuple[int, float]]) -> bytes:
+PLOTTED = ("heldout_accuracy", "labels", "segment_env_return")
+
+
+def _plot(project: str, series: dict[str, list[tuple[int, float]]]) -> bytes:
+    """The reward model's held-out accuracy and the labels it learnt from; the policy's return below."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6, 3), dpi=100)
-    axes = figure.subplots()
-    if accuracy:
-        axes.plot(*zip(*accuracy), marker="o", color="tab:blue", label="held-out pairwise accuracy")
-    axes.set_ylim(0, 1)
-    axes.set_xlabel("reward-model update")
-    axes.set_ylabel("accuracy")
-    axes.set_title(project)
-    if learnt:
-        twin = axes.twinx()
-        twin.plot(*zip(*learnt), color="tab:gray", linestyle="--", label="labels learnt from")
+    figure = Figure(figsize=(6.5, 4.6), dpi=100)
+    model, policy = figure.subplots(2, 1, sharex=True)
+    if series["heldout_accuracy"]:
+        model.plot(*zip(*series["heldout_accuracy"]), marker="o", color="tab:blue", label="held-out pairwise accuracy")
+    model.set_ylim(0, 1)
+    model.set_ylabel("reward model")
+    model.set_title(project)
+    if series["labels"]:
+        twin = model.twinx()
+        twin.plot(*zip(*series["labels"]), color="tab:gray", linestyle="--", label="labels learnt from")
         twin.set_ylabel("labels")
         twin.legend(loc="lower right", fontsize=8)
-    axes.legend(loc="upper left", fontsize=8)
+    model.legend(loc="upper left", fontsize=8)
+    if series["segment_env_return"]:
+        policy.plot(*zip(*series["segment_env_return"]), color="tab:green",
+                    label="policy: mean environment return of its recent episodes")
+        policy.legend(loc="upper left", fontsize=8)
+    policy.set_ylabel("policy")
+    policy.set_xlabel("reward-model update")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
