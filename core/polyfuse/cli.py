@@ -116,6 +116,12 @@ def cmd_preferences(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.compare import compare
+
+    return compare(args, registry)
+
+
 def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     """The parser of polyfuse's own commands, plus those the loaded plugins register."""
     parser = argparse.ArgumentParser(
@@ -167,6 +173,12 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     preferences.add_argument("--pairs", type=int, default=2000, help="how many pairs (default 2000)")
     preferences.add_argument("--seed", type=int, default=0, help="seeds the environment and the rejected actions")
     preferences.set_defaults(handler=cmd_preferences)
+
+    from polyfuse.compare import add_arguments as add_compare_arguments
+
+    comparing = commands.add_parser("compare", help="train one config with each fuser over seeds: a leaderboard")
+    add_compare_arguments(comparing)
+    comparing.set_defaults(handler=cmd_compare)
 
     for command in sorted(registry.commands.values(), key=lambda c: c.name) if registry is not None else []:
         sub = commands.add_parser(command.name, help=f"{command.help} ({command.distribution})")
