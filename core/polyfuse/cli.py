@@ -122,6 +122,12 @@ def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
     return compare(args, registry)
 
 
+def cmd_new_plugin(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.scaffold import command
+
+    return command(args, registry)
+
+
 def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     """The parser of polyfuse's own commands, plus those the loaded plugins register."""
     parser = argparse.ArgumentParser(
@@ -179,6 +185,18 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     comparing = commands.add_parser("compare", help="train one config with each fuser over seeds: a leaderboard")
     add_compare_arguments(comparing)
     comparing.set_defaults(handler=cmd_compare)
+
+    new_plugin = commands.add_parser(
+        "new-plugin", help="write a ready plugin distribution polyfuse-NAME (fuser, encoder, reward, ...)"
+    )
+    new_plugin.add_argument("name", help="the component's registry name, e.g. gated-sum (distribution polyfuse-NAME)")
+    new_plugin.add_argument(
+        "--kind", required=True, choices=["fuser", "encoder", "reward", "optimizer", "feedback"],
+        help="the kind of component the plugin provides",
+    )
+    new_plugin.add_argument("-o", "--output", default=".", help="folder to create polyfuse-NAME in (default: here)")
+    new_plugin.add_argument("--author", help="'Name <email>' for the generated pyproject.toml")
+    new_plugin.set_defaults(handler=cmd_new_plugin)
 
     for command in sorted(registry.commands.values(), key=lambda c: c.name) if registry is not None else []:
         sub = commands.add_parser(command.name, help=f"{command.help} ({command.distribution})")
