@@ -24,6 +24,8 @@ BATCH = 6
 ALL_DIMS = {"image": 7, "text": 5, "audio": 3}
 LAYOUTS = {n: dict(list(ALL_DIMS.items())[:n]) for n in (1, 2, 3)}
 EXPECTED_NAMES = {"concat", "sum", "mean", "gated", "attention", "late", "tensor", "low-rank"}
+# Registered too, and tested in test_fusers_bilinear.py and test_fuser_cross_attention.py.
+NEWER_NAMES = {"mlb", "mfb", "mfh", "mutan", "block", "cross-attention"}
 
 # (registry name, params, expected output_dim or None for "sum of the input dims"); small widths keep it fast.
 VARIANTS = [
@@ -88,7 +90,8 @@ def gappy_mask(input_dims: dict[str, int]) -> dict[str, torch.Tensor]:
 
 
 def test_all_builtin_fusers_are_registered_with_descriptions() -> None:
-    assert set(FUSERS) == EXPECTED_NAMES == {name for name, _, _ in VARIANTS}
+    assert set(FUSERS) == EXPECTED_NAMES | NEWER_NAMES
+    assert EXPECTED_NAMES == {name for name, _, _ in VARIANTS}
     for component in FUSERS.values():
         assert component.description
         assert issubclass(component.config, pydantic.BaseModel)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from polyfuse import ComponentConfig, hookimpl
 from polyfuse.declarations import accepts_modalities
@@ -86,6 +86,82 @@ class LowRankConfig(ComponentConfig):
     rank: int = Field(4, gt=0, description="Number of rank-one terms the fusion tensor is factorised into.")
 
 
+class MLBConfig(ComponentConfig):
+    """Params of the ``mlb`` fuser."""
+
+    output_dim: int = Field(128, gt=0, description="Width of the fused output (linear map after the product).")
+    rank: int = Field(256, gt=0, description="Width of the tanh projections multiplied elementwise "
+                      "(the rank of the bilinear factorisation; 1200 in the paper).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the multimodal product.")
+
+
+class MFBConfig(ComponentConfig):
+    """Params of the ``mfb`` fuser."""
+
+    output_dim: int = Field(128, gt=0, description="Width of the fused output (after sum pooling).")
+    factors: int = Field(5, gt=0, description="k, the number of factors sum-pooled into each output unit.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the multimodal product.")
+    normalize: bool = Field(True, description="Power (signed sqrt) and L2 normalisation of the output.")
+
+
+class MFHConfig(MFBConfig):
+    """Params of the ``mfh`` fuser."""
+
+    blocks: int = Field(2, gt=0, description="Number of cascaded MFB blocks; each yields output_dim / blocks.")
+
+    @model_validator(mode="after")
+    def _blocks_divide_output(self) -> MFHConfig:
+        if self.output_dim % self.blocks:
+            raise ValueError(f"output_dim={self.output_dim} must be a multiple of blocks={self.blocks}")
+        return self
+
+
+class MutanConfig(ComponentConfig):
+    """Params of the ``mutan`` fuser."""
+
+    output_dim: int = Field(128, gt=0, description="Width of the fused output.")
+    hidden_dim: int = Field(128, gt=0, description="Width of each modality's tanh projection (Tucker factor).")
+    core_dim: int = Field(128, gt=0, description="Width of the core tensor's output, before the output layer.")
+    rank: int = Field(5, gt=0, description="Rank the Tucker core is constrained to.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the multimodal product.")
+
+
+class BlockConfig(ComponentConfig):
+    """Params of the ``block`` fuser."""
+
+    output_dim: int = Field(128, gt=0, description="Width of the fused output.")
+    hidden_dim: int = Field(128, gt=0, description="Width each modality is projected to, cut into chunks.")
+    chunks: int = Field(8, gt=0, description="Number of blocks on the superdiagonal (must divide hidden_dim).")
+    rank: int = Field(4, gt=0, description="Rank of each block's Tucker core.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the multimodal product.")
+    normalize: bool = Field(True, description="Power and L2 normalisation of each chunk's result.")
+
+    @model_validator(mode="after")
+    def _chunks_divide_hidden(self) -> BlockConfig:
+        if self.hidden_dim % self.chunks:
+            raise ValueError(f"hidden_dim={self.hidden_dim} must be a multiple of chunks={self.chunks}")
+        return self
+
+
+class CrossAttentionConfig(ComponentConfig):
+    """Params of the ``cross-attention`` fuser."""
+
+    output_dim: int = Field(128, gt=0, description="Width of the fused output.")
+    dim: int = Field(64, gt=0, description="Width of the tokens (model dimension).")
+    heads: int = Field(4, gt=0, description="Attention heads (must divide dim).")
+    layers: int = Field(2, gt=0, description="Cross-modal blocks per modality.")
+    tokens_per_modality: int = Field(
+        1, gt=0, description="Tokens each modality's feature vector is projected and split into.")
+    ff_dim: int = Field(128, gt=0, description="Hidden width of each block's feed-forward MLP.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention weights and residual branches.")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> CrossAttentionConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} must be a multiple of heads={self.heads}")
+        return self
+
+
 def build_concat(config: ConcatConfig, input_dims: Mapping[str, int]) -> Fuser:
     from polyfuse.fusion.concat import ConcatFuser
 
@@ -153,6 +229,48 @@ def build_low_rank(config: LowRankConfig, input_dims: Mapping[str, int]) -> Fuse
     return LowRankFuser(input_dims, output_dim=config.output_dim, rank=config.rank)
 
 
+def build_mlb(config: MLBConfig, input_dims: Mapping[str, int]) -> Fuser:
+    from polyfuse.fusion.bilinear import MLBFuser
+
+    return MLBFuser(input_dims, output_dim=config.output_dim, rank=config.rank, dropout=config.dropout)
+
+
+def build_mfb(config: MFBConfig, input_dims: Mapping[str, int]) -> Fuser:
+    from polyfuse.fusion.bilinear import MFBFuser
+
+    return MFBFuser(input_dims, output_dim=config.output_dim, factors=config.factors,
+                    dropout=config.dropout, normalize=config.normalize)
+
+
+def build_mfh(config: MFHConfig, input_dims: Mapping[str, int]) -> Fuser:
+    from polyfuse.fusion.bilinear import MFHFuser
+
+    return MFHFuser(input_dims, output_dim=config.output_dim, factors=config.factors, blocks=config.blocks,
+                    dropout=config.dropout, normalize=config.normalize)
+
+
+def build_mutan(config: MutanConfig, input_dims: Mapping[str, int]) -> Fuser:
+    from polyfuse.fusion.bilinear import MutanFuser
+
+    return MutanFuser(input_dims, output_dim=config.output_dim, hidden_dim=config.hidden_dim,
+                      core_dim=config.core_dim, rank=config.rank, dropout=config.dropout)
+
+
+def build_block(config: BlockConfig, input_dims: Mapping[str, int]) -> Fuser:
+    from polyfuse.fusion.bilinear import BlockFuser
+
+    return BlockFuser(input_dims, output_dim=config.output_dim, hidden_dim=config.hidden_dim,
+                      chunks=config.chunks, rank=config.rank, dropout=config.dropout, normalize=config.normalize)
+
+
+def build_cross_attention(config: CrossAttentionConfig, input_dims: Mapping[str, int]) -> Fuser:
+    from polyfuse.fusion.cross_attention import CrossAttentionFuser
+
+    return CrossAttentionFuser(input_dims, output_dim=config.output_dim, dim=config.dim, heads=config.heads,
+                               layers=config.layers, tokens_per_modality=config.tokens_per_modality,
+                               ff_dim=config.ff_dim, dropout=config.dropout)
+
+
 @hookimpl
 def register_fusers(register: Callable[..., Any]) -> None:
     register("concat", build_concat, config=ConcatConfig,
@@ -171,3 +289,16 @@ def register_fusers(register: Callable[..., Any]) -> None:
              description="Tensor Fusion Network outer product (Zadeh et al. 2017)")
     register("low-rank", build_low_rank, config=LowRankConfig,
              description="Low-rank Multimodal Fusion (Liu et al. 2018)")
+    register("mlb", build_mlb, config=MLBConfig,
+             description="Multimodal Low-rank Bilinear pooling, Hadamard product of tanh projections "
+             "(Kim et al. 2017)")
+    register("mfb", build_mfb, config=MFBConfig,
+             description="Multi-modal Factorized Bilinear pooling with power and L2 normalisation (Yu et al. 2017)")
+    register("mfh", build_mfh, config=MFHConfig,
+             description="Multi-modal Factorized High-order pooling, cascaded MFB blocks (Yu et al. 2018)")
+    register("mutan", build_mutan, config=MutanConfig,
+             description="MUTAN Tucker fusion with a low-rank core (Ben-younes et al. 2017)")
+    register("block", build_block, config=BlockConfig,
+             description="BLOCK block-superdiagonal tensor fusion (Ben-younes et al. 2019)")
+    register("cross-attention", build_cross_attention, config=CrossAttentionConfig,
+             description="MulT-style cross-modal transformer over modality tokens (Tsai et al. 2019)")
