@@ -17,6 +17,21 @@ raise :class:`~polyfuse.errors.PolyfuseError` with a whole message. It must not
 import torch or load weights. Factories without a declaration are not checked
 before the run builds them.
 
+Spatial feature maps: an encoder factory declares whether the encoder it
+builds with a config offers a feature map (``forward_spatial``), and a fuser
+factory declares whose maps it consumes::
+
+    @offers_feature_map(lambda config: config.feature_map is not None, hint="set params.feature_map")
+    def build_timm(config, space=None): ...
+
+    @consumes_maps(lambda config, offers: [config.image] if config.image else [m for m, o in offers.items() if o])
+    def build_mmcnn(config, input_dims, map_shapes): ...
+
+A fuser factory marked with :func:`consumes_maps` receives a third context
+argument, ``map_shapes`` (``{modality: (C, H, W)}``). :func:`map_problem` is
+what ``polyfuse validate`` and the network builder both ask: a fuser wanting the
+map of a modality whose encoder gives none is refused, naming both.
+
 An optimizer factory declares what its optimizer's ``learns_from`` will be
 (``"env"`` or ``"dataset"``), so the data it needs is checked without importing
 torch (``@learns_from("dataset")``); undeclared ones are built to ask them.
@@ -24,7 +39,7 @@ torch (``@learns_from("dataset")``); undeclared ones are built to ask them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from polyfuse.errors import PolyfuseError
@@ -36,6 +51,9 @@ LEARNS_FROM = "polyfuse_learns_from"
 MODALITY_CHECK = "polyfuse_modality_check"
 DATASET_SPACE = "polyfuse_dataset_space"
 ModalityCheck = Callable[[Any, Sequence[str]], "str | None"]
+FEATURE_MAP = "polyfuse_feature_map"
+CONSUMES_MAPS = "polyfuse_consumes_maps"
+MapSelect = Callable[[Any, Mapping[str, "bool | None"]], Sequence[str]]
 
 
 def accepts_space(check: SpaceCheck) -> Callable[[Factory], Factory]:
@@ -127,3 +145,98 @@ def declared_dataset_space(factory: Callable[..., Any], config: Any) -> Any:
         return read(config)
     except (PolyfuseError, OSError, ValueError, KeyError, TypeError):
         return None  # the dataset's own reader reports a bad file when the run loads it
+
+
+def offers_feature_map(
+    when: bool | Callable[[Any], bool] = True, hint: str = ""
+) -> Callable[[Factory], Factory]:
+    """Mark an encoder factory: its encoder offers a spatial feature map (always, or when ``when(config)``).
+
+    Such an encoder has ``forward_spatial(batch) -> (pooled (B, D), map (B, C, H, W))``
+    and a ``feature_map_shape`` of ``(C, H, W)`` (``None`` when this config
+    gives no map). ``hint`` says how to turn the map on when ``when`` is false
+    (e.g. "set params.feature_map"). An undeclared factory offers no map as far
+    as ``polyfuse validate`` knows.
+    """
+
+    def mark(factory: Factory) -> Factory:
+        setattr(factory, FEATURE_MAP, (when, hint))
+        return factory
+
+    return mark
+
+
+def declared_feature_map(factory: Callable[..., Any], config: Any) -> tuple[bool, str]:
+    """Whether an encoder factory's encoder offers a map with ``config`` (False when undeclared), and the hint."""
+    declared = getattr(factory, FEATURE_MAP, None)
+    if declared is None:
+        return False, ""
+    when, hint = declared
+    return bool(when(config) if callable(when) else when), hint
+
+
+def consumes_maps(select: MapSelect) -> Callable[[Factory], Factory]:
+    """Mark a fuser factory as spatial: ``select(config, offers)`` names the modalities whose maps it reads.
+
+    ``offers`` maps every fused modality to whether its encoder gives a map
+    (``None``: its encoder does not say, before the network is built). Return
+    the modalities (an empty list: none offers what the fuser needs), or raise
+    :class:`~polyfuse.errors.PolyfuseError` naming the param to set (several
+    candidates, say). The factory is then called with ``map_shapes=``.
+    """
+
+    def mark(factory: Factory) -> Factory:
+        setattr(factory, CONSUMES_MAPS, select)
+        return factory
+
+    return mark
+
+
+def is_spatial(factory: Callable[..., Any]) -> bool:
+    """Whether a fuser factory declared :func:`consumes_maps`."""
+    return getattr(factory, CONSUMES_MAPS, None) is not None
+
+
+def map_problem(
+    fuser_name: str,
+    factory: Callable[..., Any],
+    config: Any,
+    encoders: Mapping[str, tuple[str, bool | None, str]],
+) -> tuple[list[str], str | None]:
+    """The modalities whose maps a spatial fuser reads, and why it cannot have them (None when it can).
+
+    ``encoders`` maps each fused modality to ``(encoder name, offers a map, hint)``
+    (offers ``None``: unknown until built). Vector fusers read no map: ``([], None)``.
+    """
+    select: MapSelect | None = getattr(factory, CONSUMES_MAPS, None)
+    if select is None:
+        return [], None
+    offers = {modality: offered for modality, (_, offered, _) in encoders.items()}
+    try:
+        wanted = list(select(config, offers))
+    except PolyfuseError as exc:
+        return [], f"fuser {fuser_name!r}: {exc}"
+    if not wanted:
+        if any(offered is None for offered in offers.values()):
+            return [], None  # an undeclared encoder may give one: the network builder checks
+        listed = ", ".join(f"{m} ({name})" for m, (name, _, _) in encoders.items())
+        return [], (
+            f"fuser {fuser_name!r} fuses a spatial feature map, but no modality's encoder gives one "
+            f"(modalities: {listed}); encode an image modality with an encoder that offers a map "
+            "(small-cnn; timm with params.feature_map) or choose a vector fuser"
+        )
+    for modality in wanted:
+        if modality not in encoders:
+            return wanted, (
+                f"fuser {fuser_name!r} consumes the feature map of modality {modality!r}, which the pipeline "
+                f"does not have (its modalities: {', '.join(encoders)})"
+            )
+        name, offered, hint = encoders[modality]
+        if offered is False:
+            how = f"{hint}, or use" if hint else "use"
+            return wanted, (
+                f"fuser {fuser_name!r} consumes the spatial feature map of modality {modality!r}, but its "
+                f"encoder {name!r} gives none with these params; {how} an encoder that offers a map "
+                "(small-cnn; timm with params.feature_map), or choose a vector fuser"
+            )
+    return wanted, None

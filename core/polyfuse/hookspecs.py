@@ -40,6 +40,15 @@ def register_encoders(register):  # type: ignore[no-untyped-def]
     ``torch.nn.Module`` with an ``output_dim`` attribute whose ``forward``
     takes a batch of raw observations and returns ``(B, output_dim)``.
 
+    Spatial feature maps (optional): an encoder that also has a map sets
+    ``feature_map_shape = (C, H, W)`` and implements
+    ``forward_spatial(batch) -> (pooled (B, output_dim), map (B, C, H, W))``
+    from one pass (``small-cnn``; ``timm`` with ``params.feature_map``). Its
+    factory declares it with ``@polyfuse.declarations.offers_feature_map()``
+    (or ``offers_feature_map(lambda config: ..., hint="set params.x")`` when
+    params decide), so ``polyfuse validate`` can pair it with spatial fusers
+    without building it; check it with ``polyfuse.testing.check_spatial_encoder``.
+
     Example::
 
         class BagOfWordsConfig(polyfuse.ComponentConfig):
@@ -66,6 +75,19 @@ def register_fusers(register):  # type: ignore[no-untyped-def]
     :class:`polyfuse.fusion.Fuser`, whose ``forward(features, present=None)``
     takes ``{modality: (B, D)}`` plus an optional per-sample presence mask and
     returns ``(B, fuser.output_dim)``.
+
+    Spatial fusers (fusion inside a CNN, say) also read feature maps. Their
+    factory is marked ``@polyfuse.declarations.consumes_maps(select)``, where
+    ``select(config, offers)`` returns the modalities whose maps it reads
+    (``offers``: modality -> whether its encoder gives a map). It is then
+    called as ``factory(config, input_dims=..., map_shapes=...)`` with
+    ``map_shapes = {modality: (C, H, W)}``, passes ``map_shapes`` to
+    ``Fuser.__init__``, and is called as ``forward(features, present, maps=...)``
+    with the ``(B, C, H, W)`` map of each of those modalities that is present
+    (``Fuser.spatial_inputs`` validates them and selects missing rows away).
+    A pipeline whose fuser wants the map of a modality whose encoder has none
+    fails ``polyfuse validate`` and ``polyfuse run``, naming both. Check it
+    with ``polyfuse.testing.check_spatial_fuser``.
 
     Example::
 

@@ -12,9 +12,10 @@ from torch import nn
 
 from polyfuse.components import Kind
 from polyfuse.config import ComponentRef, FeatureCacheConfig, PipelineConfig
+from polyfuse.declarations import is_spatial, map_problem
 from polyfuse.encoding import Encoder
 from polyfuse.errors import PolyfuseError
-from polyfuse.feature_cache import CacheStats, CachedEncoder, FeatureCache, identity_namespace, shared_store
+from polyfuse.feature_cache import CachedEncoder, CacheStats, FeatureCache, identity_namespace, shared_store
 from polyfuse.fusion import Fuser, PresenceMask
 from polyfuse.registry import Registry, default_registry
 
@@ -31,6 +32,11 @@ class MultimodalNetwork(nn.Module):
     and computes each distinct sample's features once; ``cache_stats()``
     reports the hits and misses. Trainable encoders are never cached. Each
     encoder's ``modality`` is set to its modality's name, which its data errors quote.
+
+    A spatial fuser (non-empty ``fuser.map_shapes``) also receives the feature
+    map of each modality it consumes, from that encoder's ``forward_spatial``
+    (one pass gives both the pooled vector and the map; such encoders bypass
+    the feature cache).
     """
 
     def __init__(
@@ -72,8 +78,25 @@ class MultimodalNetwork(nn.Module):
                 features[modality] = self._cached.get(modality, encoder)(observations[key])
         return features
 
+    def encode_spatial(self, observations: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``encode``'s features plus the feature maps of the modalities the fuser consumes (those present)."""
+        features: dict[str, torch.Tensor] = {}
+        maps: dict[str, torch.Tensor] = {}
+        for modality, encoder in self.encoders.items():
+            key = self.observation_keys[modality]
+            if key not in observations:
+                continue
+            if modality in self.fuser.map_shapes:
+                features[modality], maps[modality] = encoder.forward_spatial(observations[key])
+            else:
+                features[modality] = self._cached.get(modality, encoder)(observations[key])
+        return features, maps
+
     def forward(self, observations: Mapping[str, Any], present: PresenceMask | None = None) -> torch.Tensor:
-        return self.fuser(self.encode(observations), present)
+        if not self.fuser.map_shapes:
+            return self.fuser(self.encode(observations), present)
+        features, maps = self.encode_spatial(observations)
+        return self.fuser(features, present, maps=maps)
 
     def cache_stats(self) -> dict[str, int]:
         """Feature-cache counts summed over the cached modalities (``hits``, ``memory_hits``,
@@ -228,8 +251,37 @@ def build_network(
         encoders[modality] = encoder
         keys[modality] = key
     input_dims = {modality: encoder.output_dim for modality, encoder in encoders.items()}
-    fuser = registry.create(Kind.FUSER, config.fuser.name, config.fuser.params, input_dims=input_dims)
+    component = registry.get(Kind.FUSER, config.fuser.name)
+    if is_spatial(component.factory):
+        fuser_config = component.config.model_validate(config.fuser.params)
+        map_shapes = spatial_map_shapes(config, encoders, component.factory, fuser_config)
+        fuser = component.build(fuser_config, input_dims=input_dims, map_shapes=map_shapes)
+    else:
+        fuser = component.build(config.fuser.params, input_dims=input_dims)
     return MultimodalNetwork(encoders, keys, fuser, feature_store=feature_store_for(config.feature_cache))
+
+
+def feature_map_shape(encoder: Encoder) -> tuple[int, int, int] | None:
+    """The ``(C, H, W)`` of an encoder's spatial feature map, or None when it offers none."""
+    shape = getattr(encoder, "feature_map_shape", None)
+    if shape is None or not callable(getattr(encoder, "forward_spatial", None)):
+        return None
+    return tuple(int(d) for d in shape)  # type: ignore[return-value]
+
+
+def spatial_map_shapes(
+    config: PipelineConfig, encoders: Mapping[str, Encoder], factory: Any, fuser_config: Any
+) -> dict[str, tuple[int, int, int]]:
+    """``{modality: (C, H, W)}`` for the maps a spatial fuser consumes; refused as ``polyfuse validate`` does."""
+    shapes = {modality: feature_map_shape(encoder) for modality, encoder in encoders.items()}
+    offers = {
+        modality: (config.modalities[modality].encoder.name, shapes[modality] is not None, "")
+        for modality in encoders
+    }
+    wanted, problem = map_problem(config.fuser.name, factory, fuser_config, offers)
+    if problem:
+        raise PolyfuseError(f"fuser: {problem}")
+    return {modality: shapes[modality] for modality in wanted}  # type: ignore[misc]
 
 
 def frozen_key(modality: str, key: str, encoder: ComponentRef) -> str:

@@ -25,7 +25,9 @@ from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig, bounded_problems
 from polyfuse.declarations import (
     declared_dataset_space,
+    declared_feature_map,
     declared_learns_from,
+    map_problem,
     modality_mismatch,
     space_mismatch,
 )
@@ -190,7 +192,24 @@ def _fuser_problems(config: PipelineConfig, registry: Registry) -> list[Problem]
     except (PolyfuseError, ValueError):
         return []  # reported by schema validation
     mismatch = modality_mismatch(component.factory, fuser_config, list(config.modalities))
-    return [("fuser.params", mismatch)] if mismatch else []
+    if mismatch:
+        return [("fuser.params", mismatch)]
+    _, problem = map_problem(config.fuser.name, component.factory, fuser_config, _map_offers(config, registry))
+    return [("fuser", problem)] if problem else []
+
+
+def _map_offers(config: PipelineConfig, registry: Registry) -> dict[str, tuple[str, bool | None, str]]:
+    """Each modality's encoder name, whether it declares a spatial feature map with its params, and the hint."""
+    offers: dict[str, tuple[str, bool | None, str]] = {}
+    for modality, modality_config in config.modalities.items():
+        ref = modality_config.encoder
+        try:
+            component = registry.get(Kind.ENCODER, ref.name)
+            offered, hint = declared_feature_map(component.factory, component.config.model_validate(ref.params))
+        except (PolyfuseError, ValueError):
+            offered, hint = None, ""  # reported by schema validation
+        offers[modality] = (ref.name, offered, hint)
+    return offers
 
 
 def _thread_problems(num_threads: int) -> list[Problem]:

@@ -12,6 +12,11 @@ A fuser's or encoder's tests check its whole contract in one line with
 
     check_fuser(lambda dims: MaxPoolFuser(dims, hidden_dim=8))
 
+and, for a fuser that consumes spatial feature maps or an encoder that offers
+them, :func:`check_spatial_fuser` and :func:`check_spatial_encoder`::
+
+    check_spatial_fuser(lambda dims, maps: MapFuser(dims, maps, width=8))
+
 An RL optimizer's tests train on small environments of their own through
 :func:`snapshot_vector_env` and :func:`pipeline_for`, and check resuming with
 :meth:`SnapshotVectorEnv.snapshot`.
@@ -25,7 +30,12 @@ from typing import Any
 
 import pytest
 
-from polyfuse.contracts import check_encoder, check_fuser  # noqa: F401 - re-exported
+from polyfuse.contracts import (  # noqa: F401 - re-exported
+    check_encoder,
+    check_fuser,
+    check_spatial_encoder,
+    check_spatial_fuser,
+)
 from polyfuse.plugins import PluginSource, entry_point_sources
 from polyfuse.registry import Registry
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from polyfuse import ComponentConfig, hookimpl
 from polyfuse.errors import PolyfuseError
-from polyfuse.declarations import accepts_space
+from polyfuse.declarations import accepts_space, offers_feature_map
 
 if TYPE_CHECKING:
     from polyfuse.encoding import Encoder
@@ -174,6 +174,7 @@ def build_embedding(config: EmbeddingConfig, space: Any = None) -> Encoder:
     return EmbeddingEncoder(*_discrete_layout("embedding", space), embedding_dim=config.embedding_dim)
 
 
+@offers_feature_map()
 @accepts_space(_image_space)
 def build_small_cnn(config: SmallCNNConfig, space: Any = None) -> Encoder:
     from polyfuse.encoders.small_cnn import SmallCNNEncoder

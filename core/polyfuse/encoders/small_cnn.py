@@ -4,6 +4,10 @@ Symbolic grids such as MiniGrid's ``(7, 7, 3)`` observation hold category
 codes per cell (object, colour, state), not intensities: scaling them as
 pixels would make "key" numerically close to "ball". In ``grid`` mode each
 channel's code is embedded instead, and the convolutions run on the embeddings.
+
+Spatial fusers read the last convolution's output, before pooling, through
+``forward_spatial`` (the encoder contract's optional spatial API, shared with
+``timm``); its ``(C, H, W)`` is ``feature_map_shape``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ DOWNSAMPLE_ABOVE = 4  # a layer strides by 2 while the map is at least this many
 
 
 class SmallCNNEncoder(Encoder):
-    """Conv3x3+ReLU layers (stride 2 while the map is large), adaptive average pooling, Linear+ReLU."""
+    """Conv3x3+ReLU layers (stride 2 while the map is large), adaptive average pooling, Linear+ReLU.
+
+    ``forward_spatial`` also returns the last convolution's map (before pooling).
+    """
 
     def __init__(
         self,
@@ -56,11 +63,20 @@ class SmallCNNEncoder(Encoder):
             nn.Flatten(), nn.Linear(width_in * pooled[0] * pooled[1], output_dim), nn.ReLU()
         )
         self.output_dim = int(output_dim)
+        self.feature_map_shape: tuple[int, int, int] = (width_in, int(mapped.shape[2]), int(mapped.shape[3]))
 
     def forward(self, batch: Any) -> torch.Tensor:
+        return self.forward_spatial(batch)[0]
+
+    def forward_spatial(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pooled (B, output_dim), feature map (B, C, H, W))`` from one pass, for spatial fusers.
+
+        The map is the last convolution's output (after its ReLU), of shape ``feature_map_shape``.
+        """
         device = self.head[1].weight.device
         x = self._embed_grid(batch, device) if self.mode == "grid" else self._image(batch, device)
-        return self.head(self.pool(self.convs(x)))
+        feature_map = self.convs(x)
+        return self.head(self.pool(feature_map)), feature_map
 
     def _image(self, batch: Any, device: torch.device) -> torch.Tensor:
         x = image_batch(batch, self.modality, device)

@@ -1,5 +1,5 @@
-"""Fusion modules: combine per-modality features into one vector."""
+"""Fusion modules: combine per-modality features (and, for spatial fusers, feature maps) into one vector."""
 
-from polyfuse.fusion.base import Fuser, PresenceMask
+from polyfuse.fusion.base import FeatureMaps, Fuser, MapShape, PresenceMask
 
-__all__ = ["Fuser", "PresenceMask"]
+__all__ = ["FeatureMaps", "Fuser", "MapShape", "PresenceMask"]

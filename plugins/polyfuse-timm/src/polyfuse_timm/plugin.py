@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from polyfuse import ComponentConfig, hookimpl
-from polyfuse.declarations import accepts_space
+from polyfuse.declarations import accepts_space, offers_feature_map
 
 if TYPE_CHECKING:
     from polyfuse_timm.encoder import TimmEncoder
@@ -120,6 +120,8 @@ def _image_space(space: Any) -> str | None:
     return "images (a Box space of shape (H, W, C) with C in 1, 3, 4, or (H, W))"
 
 
+@offers_feature_map(lambda config: config.feature_map is not None,
+                    hint="set the timm encoder's params.feature_map (e.g. -1 for the last stage)")
 @accepts_space(_image_space)
 def build_timm(config: TimmConfig, space: Any = None) -> TimmEncoder:
     from polyfuse_timm.encoder import TimmEncoder

@@ -1,0 +1,1 @@
+"""polyfuse-mmcnn: the ``mmcnn`` fuser, fusion inside a CNN over one modality's spatial feature map."""
