@@ -158,6 +158,29 @@ def test_babyai_has_image_mission_text_and_direction() -> None:
         envs.close()
 
 
+@pytest.mark.parametrize("env_id", ["BabyAI-GoToLocalS6N2-v0", "BabyAI-UnlockPickup-v0", "MiniGrid-DoorKey-5x5-v0"])
+def test_minigrid_views_are_declared_with_their_true_bounds(env_id: str) -> None:
+    """Codes up to (10, 5, 3), not 0-255: flatten's rescaling then spans [0, 1] (it spanned [0, 0.04])."""
+    from polyfuse.builtins.encoders import FlattenConfig, build_flatten
+
+    env = make_env(env_id, {})
+    space = env.observation_space["image"]
+    assert space.high.max(axis=(0, 1)).tolist() == [10, 5, 3] and space.dtype == np.uint8
+    views = []
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        observation, _ = env.reset(seed=seed)
+        for _ in range(30):
+            assert space.contains(observation["image"])
+            views.append(observation["image"])
+            observation, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+            if terminated or truncated:
+                break
+    env.close()
+    scaled = build_flatten(FlattenConfig(), space)(np.stack(views))
+    assert 0.0 <= float(scaled.min()) and float(scaled.max()) == pytest.approx(1.0)
+
+
 def test_unknown_env_ids_suggest_fixes() -> None:
     with pytest.raises(PolyfuseError, match="did you mean 'polyfuse/DigitsVQA-v0'"):
         check_env_id("polyfuse/DigitVQA-v0")

@@ -71,3 +71,36 @@ def test_feature_maps_become_one_token_per_position() -> None:
 def test_follows_the_spatial_fuser_contract() -> None:
     check_spatial_fuser(lambda dims, maps: CrossAttentionFuser(dims, 8, 16, 2, 2, tokens_per_modality=2,
                                                                map_shapes=maps))
+
+
+def test_feature_maps_are_an_option_of_the_registered_fuser(tmp_path):
+    """Without feature_maps it fuses vectors (any encoders); with it, the small-cnn map's positions are tokens."""
+    import numpy as np
+    import pytest
+    import torch
+    from gymnasium import spaces
+    from polyfuse.config import validate_pipeline
+    from polyfuse.errors import PolyfuseError
+    from polyfuse.network import build_network
+    from polyfuse.registry import default_registry
+
+    registry = default_registry()
+    space = spaces.Dict({"image": spaces.Box(0, 255, (8, 8, 1), np.uint8), "flag": spaces.Box(0, 1, (3,), np.float32)})
+
+    def network(image_encoder, **params):
+        config = validate_pipeline({
+            "env": {"id": "polyfuse/DigitsVQA-v0"},
+            "modalities": {"image": {"encoder": image_encoder}, "flag": {"encoder": "vector"}},
+            "fuser": {"name": "cross-attention", "params": {"output_dim": 16, "dim": 16, "heads": 2, **params}},
+            "reward": "env", "optimizer": {"name": "dqn"}, "trainer": {"output_dir": str(tmp_path)}}, registry)
+        return build_network(config, space, registry)
+
+    assert network("flatten").fuser.map_shapes == {}
+    spatial = network("small-cnn", feature_maps=True)
+    assert set(spatial.fuser.map_shapes) == {"image"}
+    batch = {"image": np.random.default_rng(0).integers(0, 255, (4, 8, 8, 1), dtype=np.uint8),
+             "flag": np.zeros((4, 3), np.float32)}
+    out = spatial(batch)
+    assert out.shape == (4, 16) and torch.isfinite(out).all()
+    with pytest.raises(PolyfuseError, match="no modality's encoder gives one"):
+        network("flatten", feature_maps=True)

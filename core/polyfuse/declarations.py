@@ -53,7 +53,7 @@ DATASET_SPACE = "polyfuse_dataset_space"
 ModalityCheck = Callable[[Any, Sequence[str]], "str | None"]
 FEATURE_MAP = "polyfuse_feature_map"
 CONSUMES_MAPS = "polyfuse_consumes_maps"
-MapSelect = Callable[[Any, Mapping[str, "bool | None"]], Sequence[str]]
+MapSelect = Callable[[Any, Mapping[str, "bool | None"]], "Sequence[str] | None"]
 
 
 def accepts_space(check: SpaceCheck) -> Callable[[Factory], Factory]:
@@ -180,7 +180,9 @@ def consumes_maps(select: MapSelect) -> Callable[[Factory], Factory]:
 
     ``offers`` maps every fused modality to whether its encoder gives a map
     (``None``: its encoder does not say, before the network is built). Return
-    the modalities (an empty list: none offers what the fuser needs), or raise
+    the modalities (an empty list: none offers what the fuser needs), ``None``
+    when this config reads no maps at all (a fuser for which maps are an
+    option: it then fuses vectors like any other), or raise
     :class:`~polyfuse.errors.PolyfuseError` naming the param to set (several
     candidates, say). The factory is then called with ``map_shapes=``.
     """
@@ -213,9 +215,12 @@ def map_problem(
         return [], None
     offers = {modality: offered for modality, (_, offered, _) in encoders.items()}
     try:
-        wanted = list(select(config, offers))
+        selected = select(config, offers)
     except PolyfuseError as exc:
         return [], f"fuser {fuser_name!r}: {exc}"
+    if selected is None:  # maps are an option this config does not take
+        return [], None
+    wanted = list(selected)
     if not wanted:
         if any(offered is None for offered in offers.values()):
             return [], None  # an undeclared encoder may give one: the network builder checks

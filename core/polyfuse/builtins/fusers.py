@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from polyfuse import ComponentConfig, hookimpl
-from polyfuse.declarations import accepts_modalities
+from polyfuse.declarations import accepts_modalities, consumes_maps
 
 if TYPE_CHECKING:
     from polyfuse.fusion import Fuser
@@ -154,6 +154,9 @@ class CrossAttentionConfig(ComponentConfig):
         1, gt=0, description="Tokens each modality's feature vector is projected and split into.")
     ff_dim: int = Field(128, gt=0, description="Hidden width of each block's feed-forward MLP.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention weights and residual branches.")
+    feature_maps: bool = Field(
+        False, description="Also attend over the spatial feature map of every modality whose encoder offers one "
+        "(small-cnn; timm with feature_map): one token per map position, beside its vector's tokens.")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> CrossAttentionConfig:
@@ -263,12 +266,19 @@ def build_block(config: BlockConfig, input_dims: Mapping[str, int]) -> Fuser:
                       chunks=config.chunks, rank=config.rank, dropout=config.dropout, normalize=config.normalize)
 
 
-def build_cross_attention(config: CrossAttentionConfig, input_dims: Mapping[str, int]) -> Fuser:
+def _maps_offered(config: CrossAttentionConfig, offers: Mapping[str, bool | None]) -> list[str] | None:
+    """Every modality whose encoder offers a map, with ``feature_maps``; without it, none (vectors only)."""
+    return [modality for modality, offered in offers.items() if offered] if config.feature_maps else None
+
+
+@consumes_maps(_maps_offered)
+def build_cross_attention(config: CrossAttentionConfig, input_dims: Mapping[str, int],
+                          map_shapes: Mapping[str, tuple[int, int, int]] | None = None) -> Fuser:
     from polyfuse.fusion.cross_attention import CrossAttentionFuser
 
     return CrossAttentionFuser(input_dims, output_dim=config.output_dim, dim=config.dim, heads=config.heads,
                                layers=config.layers, tokens_per_modality=config.tokens_per_modality,
-                               ff_dim=config.ff_dim, dropout=config.dropout)
+                               ff_dim=config.ff_dim, dropout=config.dropout, map_shapes=map_shapes)
 
 
 @hookimpl

@@ -14,6 +14,7 @@ import string
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium import spaces
 
 from polyfuse.errors import PolyfuseError
@@ -22,6 +23,9 @@ MINIGRID_PREFIXES = ("BabyAI-", "MiniGrid-")
 INSTALL_HINT = "pip install polyfuse[babyai]"
 MISSION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 MAX_MISSION_LENGTH = 256
+# Highest object, colour and state codes of MiniGrid's symbolic cells (minigrid.core.constants: 'agent' is
+# object 10, 'grey' colour 5; state 'locked' is 2, and fully observed grids put the direction, up to 3, there).
+SYMBOLIC_MAX = (10, 5, 3)
 
 
 def is_minigrid_id(env_id: str) -> bool:
@@ -54,16 +58,32 @@ def is_babyai_level(env: gym.Env) -> bool:
     return isinstance(env.unwrapped, RoomGridLevel)
 
 
+def symbolic_view_space(space: spaces.Box) -> spaces.Box:
+    """MiniGrid's symbolic ``image`` with its true bounds: object, colour and state codes per cell.
+
+    MiniGrid declares 0-255, as if pixels, but the cells hold codes up to :data:`SYMBOLIC_MAX` (the
+    agent's direction in the state channel of fully observed grids included). Declared that way, an
+    encoder that rescales by the bounds (``flatten``) gets inputs in [0, 1] instead of [0, 0.04].
+    """
+    if space.shape[-1:] != (len(SYMBOLIC_MAX),) or space.dtype != np.uint8:
+        return space
+    high = np.broadcast_to(np.asarray(SYMBOLIC_MAX, dtype=np.uint8), space.shape).copy()
+    return spaces.Box(low=0, high=high, dtype=np.uint8)
+
+
 class MissionAsText(gym.ObservationWrapper):
-    """Declares the ``mission`` observation as a Text space (the observations themselves are unchanged)."""
+    """Declares the ``mission`` observation as a Text space and the ``image`` with its true bounds.
+
+    The observations themselves are unchanged.
+    """
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
+        declared = dict(env.observation_space.spaces)
+        if isinstance(declared.get("image"), spaces.Box):
+            declared["image"] = symbolic_view_space(declared["image"])
         self.observation_space = spaces.Dict(
-            {
-                **env.observation_space.spaces,
-                "mission": spaces.Text(MAX_MISSION_LENGTH, min_length=1, charset=MISSION_CHARSET),
-            }
+            {**declared, "mission": spaces.Text(MAX_MISSION_LENGTH, min_length=1, charset=MISSION_CHARSET)}
         )
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
