@@ -141,6 +141,30 @@ def test_small_cnn_embeds_grid_codes_rather_than_scaling_them():
         grid(np.stack([cells[0], np.full((7, 7, 3), 11, np.uint8)]))
 
 
+@pytest.mark.parametrize("shape, pool_size", [((7, 7, 3), 4), ((8, 8, 2), 4), ((5, 6, 1), 4), ((7, 7, 3), 3)])
+def test_small_cnn_grid_gradients_are_bit_identical_to_autograds_defaults(shape, pool_size):
+    """Its own embedding and pooling backward passes (issue 12's speed item) change nothing but the time."""
+    from polyfuse.encoders.small_cnn import SmallCNNEncoder
+
+    torch.manual_seed(0)
+    encoder = SmallCNNEncoder(shape, [8, 16], 32, pool_size, mode="grid", grid_values=11, cell_embedding_dim=4)
+    codes = np.random.default_rng(0).integers(0, 11, (64, *shape)).astype(np.uint8)
+    weights = torch.randn(64, 32)
+
+    def gradients(features):
+        encoder.zero_grad()
+        (features * weights).sum().backward()
+        return [p.grad.clone() for p in encoder.parameters()]
+
+    fast = gradients(encoder(codes))
+    indices = torch.from_numpy(codes).long() + encoder.channel_offsets
+    feature_map = encoder.convs(encoder.cells(indices).flatten(3).permute(0, 3, 1, 2))
+    reference = gradients(encoder.head(encoder.pool(feature_map)))
+    assert all(torch.equal(a, b) for a, b in zip(fast, reference))
+    with torch.no_grad():
+        assert torch.equal(encoder(codes), encoder.head(encoder.pool(feature_map)))
+
+
 def test_small_cnn_downsamples_larger_images():
     space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
     encoder = build("small-cnn", space, channels=[8, 8, 8, 8], pool_size=4)
