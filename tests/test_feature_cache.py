@@ -85,8 +85,7 @@ class AnonymousEncoder(HashingTextEncoder):
 
 class ConcatFuser(Fuser):
     def __init__(self, input_dims: dict[str, int]) -> None:
-        nn.Module.__init__(self)
-        self.output_dim = sum(input_dims.values())
+        super().__init__(input_dims, sum(input_dims.values()))
 
     def forward(self, features, present=None) -> torch.Tensor:  # noqa: ANN001
         return torch.cat(list(features.values()), dim=1)

@@ -81,7 +81,10 @@ class Annotator:
                 response = self.connection.getresponse()
                 payload = response.read()
                 self.timings[kind].append(time.perf_counter() - started)
-                return response.status, json.loads(payload) if payload else None
+                try:
+                    return response.status, json.loads(payload) if payload else None
+                except ValueError:
+                    raise AssertionError(f"{method} {path} answered {response.status}: {payload[:300]!r}") from None
             except (OSError, http.client.HTTPException):
                 self.connection = None
                 if fresh and time.monotonic() > deadline:  # a kept-alive connection may be stale: one more try

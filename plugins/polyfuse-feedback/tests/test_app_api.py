@@ -4,7 +4,8 @@ security headers. The real server, a real browser and kill -9 are in test_app_se
 import re
 
 import pytest
-from annotation_helpers import human_project
+from annotation_helpers import DISPLAY, human_project
+from test_store import make_segment
 from fastapi.testclient import TestClient
 from polyfuse_feedback.access import issue_token
 from polyfuse_feedback.app import create_app
@@ -225,3 +226,30 @@ def test_names_that_look_like_sql_are_data(app_store):
     assert client.post(f"/api/v1/projects/{quoted}/queries/{ids[0]}/labels", headers=bearer(tokens["eve"]),
                        json={"answer": "tie", "key": "sql-looking"}).status_code == 201
     assert [r.preference for r in store.labels(name)] == [0.5] and store.labels("run") == []
+
+
+def test_the_render_cache_serves_threads_that_evict_each_others_entries(app_store):
+    """Many threads, a cache smaller than what they ask for: every answer complete, none a KeyError."""
+    import threading
+
+    from polyfuse_feedback.app.presenting import RenderedSegments
+
+    _, store, _, _ = app_store
+    ids = store.add_segments("run", [make_segment(s, length=1) for s in range(24)])
+    cache, errors = RenderedSegments(store, size=4), []
+
+    def ask(offset):
+        try:
+            for n in range(30):
+                pair = [ids[(offset + n) % len(ids)], ids[(offset + 3 * n + 1) % len(ids)]]
+                shown = cache.get(pair, DISPLAY)
+                assert len(shown) == 2 and all(s["images"]["image"]["still"] for s in shown)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]

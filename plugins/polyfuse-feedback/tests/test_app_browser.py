@@ -105,7 +105,7 @@ def served(tmp_path):
     yield f"http://127.0.0.1:{port}", url, queries, people
     kill(server)
     log = Path(server.log_path).read_text(errors="replace")
-    assert "GET /projects/" in log, "the access log was written"
+    assert '"GET /login HTTP/1.1" 200' in log, "the access log was written"
     assert not any(token.split("_", 2)[2] in log for token in people.values()), "no token in the server's log"
 
 

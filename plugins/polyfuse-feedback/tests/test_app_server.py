@@ -45,7 +45,7 @@ def test_no_acknowledged_label_is_lost_when_the_server_is_killed(store_url):
             thread.join(timeout=300)
     finally:
         kill(server)
-    assert not errors, errors[:3]
+    assert not errors, f"{errors[:3]}\nthe server's log:\n{open(server.log_path, errors='replace').read()[-3000:]}"
     acknowledged = [entry for p in people for entry in p.acknowledged]
     assert killed_at < LABELS and len(acknowledged) == LABELS, "every query answered once, across the kill"
     with LabelStore(database_url) as store:

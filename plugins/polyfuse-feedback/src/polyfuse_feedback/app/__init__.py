@@ -9,6 +9,7 @@ file a run writes, or a PostgreSQL database shared with runs elsewhere.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from polyfuse_feedback.app.security import LoginRequired
 from polyfuse_feedback.store import LabelStore, StoreError
 
 HERE = Path(__file__).parent
+log = logging.getLogger("polyfuse_feedback.app")
 API_PREFIX = "/api/v1"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -84,6 +86,12 @@ def create_app(database_url: str, *, lease_s: float = LEASE_S, source: str = "hu
     @app.exception_handler(StoreError)
     async def refused(request: Request, exc: StoreError) -> Response:
         return await http_error(request, HTTPException(422, str(exc)))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # logged before the answer goes out: a server killed right after still leaves the traceback
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error: the server's log has the traceback"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

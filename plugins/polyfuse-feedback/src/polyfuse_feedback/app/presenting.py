@@ -25,20 +25,19 @@ class RenderedSegments:
 
     def get(self, ids: list[int], display: dict[str, Any]) -> list[dict[str, Any]]:
         fingerprint = json.dumps(display, sort_keys=True)
+        with self._lock:  # what is cached now: another thread may evict it while this one renders
+            found = {i: self._shown[(i, fingerprint)] for i in ids if (i, fingerprint) in self._shown}
+        missing = [i for i in dict.fromkeys(ids) if i not in found]
+        if missing:
+            found.update((i, render_segment(segment, display).as_json())
+                         for i, segment in zip(missing, self.store.segments(missing)))
         with self._lock:
-            missing = [i for i in ids if (i, fingerprint) not in self._shown]
-        rendered = {i: render_segment(segment, display).as_json()
-                    for i, segment in zip(missing, self.store.segments(missing))} if missing else {}
-        with self._lock:
-            for i, shown in rendered.items():
-                self._shown[(i, fingerprint)] = shown
-            found = []
             for i in ids:
+                self._shown[(i, fingerprint)] = found[i]
                 self._shown.move_to_end((i, fingerprint))
-                found.append(self._shown[(i, fingerprint)])
             while len(self._shown) > self.size:
                 self._shown.popitem(last=False)
-        return found
+        return [found[i] for i in ids]
 
 
 def present(segments: RenderedSegments, settings: ProjectSettings, assignment: Assignment) -> dict[str, Any]:
