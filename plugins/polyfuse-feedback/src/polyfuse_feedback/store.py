@@ -171,9 +171,14 @@ def encode_segment(segment: Segment) -> dict[str, Any]:
     }
 
 
+# np.load parses each array's header with ast.literal_eval, which CPython 3.11 cannot run in two threads
+# at once ("SystemError: AST constructor recursion depth mismatch", seen under the app's 32 annotators).
+_DECODING = threading.Lock()
+
+
 def decode_segment(row: Any) -> Segment:
     """The :class:`Segment` of a ``segments`` row; text observations come back as tuples of ``str``."""
-    with np.load(io.BytesIO(row.arrays), allow_pickle=False) as blob:
+    with _DECODING, np.load(io.BytesIO(row.arrays), allow_pickle=False) as blob:
         arrays = {name: blob[name] for name in blob.files}
     layout = json.loads(row.layout)
     observations = {key: tuple(layout["text"][key]) if key in layout["text"] else arrays[f"obs{i}"]
