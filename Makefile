@@ -24,13 +24,13 @@ test-services:
 # Everything: the core, every plugin, test tools.
 $(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai]' $(foreach spec,$(PLUGIN_SPECS),-e '$(spec)')
+	$(VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai,tune]' $(foreach spec,$(PLUGIN_SPECS),-e '$(spec)')
 	touch $@
 
 # The core and the plugins' third-party dependencies, but no plugin: see scripts/test-isolated.sh.
 $(ISOLATED_VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(ISOLATED_VENV)
-	$(ISOLATED_VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai]'
+	$(ISOLATED_VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai,tune]'
 	$(ISOLATED_VENV)/bin/python $(PIP_INSTALL) $(PLUGIN_DIRS)
 	$(ISOLATED_VENV)/bin/python $(PIP) uninstall --quiet --yes $(PLUGIN_NAMES)
 	touch $@

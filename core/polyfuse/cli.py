@@ -122,6 +122,12 @@ def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
     return compare(args, registry)
 
 
+def cmd_tune(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.tuning.command import tune
+
+    return tune(args, registry)
+
+
 def cmd_new_plugin(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.scaffold import command
 
@@ -185,6 +191,12 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     comparing = commands.add_parser("compare", help="train one config with each fuser over seeds: a leaderboard")
     add_compare_arguments(comparing)
     comparing.set_defaults(handler=cmd_compare)
+
+    from polyfuse.tuning.command import add_arguments as add_tune_arguments
+
+    tuning = commands.add_parser("tune", help="search a config's settings with Optuna (needs polyfuse[tune])")
+    add_tune_arguments(tuning)
+    tuning.set_defaults(handler=cmd_tune)
 
     new_plugin = commands.add_parser(
         "new-plugin", help="write a ready plugin distribution polyfuse-NAME (fuser, encoder, reward, ...)"
