@@ -63,7 +63,13 @@ def test_json_last_line_is_the_summary(tmp_path: Path, capsys: pytest.CaptureFix
     assert 0 <= summary["eval"]["success"] <= 1 and summary["eval"]["episodes"] == 64
     for key in ("metrics", "plot", "checkpoint", "summary"):
         assert Path(summary["paths"][key]).exists(), key
-    assert "held-out (64 episodes): success" in stdout
+    assert "held-out (64 episodes each; 95% intervals; greedy is primary):" in stdout
+    assert "  greedy:  success " in stdout and "  sampled: success " in stdout
+    for mode in ("greedy", "sampled"):
+        figures = summary["eval"][mode]
+        assert figures["success_low"] <= figures["success"] <= figures["success_high"]
+        assert figures["return_low"] <= figures["return"] <= figures["return_high"]
+    assert summary["eval"]["primary"] == "greedy" and summary["eval"]["success"] == summary["eval"]["greedy"]["success"]
 
 
 def test_kill_9_then_resume_continues_from_the_checkpoint(

@@ -74,6 +74,21 @@ class EnvConfig(StrictModel):
     )
 
 
+class EvalEnvConfig(StrictModel):
+    """One environment of an evaluation suite (``trainer.eval_suite``)."""
+
+    id: str = Field(description="gymnasium environment id, e.g. BabyAI-GoToLocalS8N7-v0")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make")
+    name: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[^/\s]+$",
+        description="Name in metrics (eval/suite/NAME/...); defaults to the id after its last '/' or ':'",
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+
+
 class WarmStartConfig(StrictModel):
     """Supervised pre-training on labelled data before RL (behaviour cloning)."""
 
@@ -104,11 +119,40 @@ class TrainerConfig(StrictModel):
         0, ge=0, lt=2**30, description="Seeds torch, numpy and the environments; same seed, same result"
     )
     eval_every: int = Field(5_000, gt=0, description="Steps (in budget_unit) between held-out evaluations")
-    eval_episodes: int = Field(200, gt=0, le=MAX_EPISODES, description="Episodes per evaluation")
+    eval_episodes: int = Field(
+        200, gt=0, le=MAX_EPISODES, description="Episodes per evaluation (per environment and mode)"
+    )
+    eval_modes: list[Literal["greedy", "sampled"]] = Field(
+        default_factory=lambda: ["greedy", "sampled"], min_length=1, max_length=2,
+        description="How held-out episodes choose actions: greedy (the most likely action) and/or sampled (the "
+        "policy's distribution; DQN: epsilon-greedy at its current rate). The first is primary: eval/success and "
+        "eval/return repeat its figures",
+    )
+    eval_suite: list[EvalEnvConfig] | None = Field(
+        None, min_length=1,
+        description="Evaluate on these environments instead of env alone (each on its held-out variant, with "
+        "observations the policy can read); reported per environment and as mean and interquartile mean",
+    )
     checkpoint_every: int = Field(5_000, gt=0, description="Steps (in budget_unit) between checkpoints")
     output_dir: Path = Field(Path("runs/latest"), description="Where metrics, plots and checkpoints go")
     num_threads: int = Field(1, gt=0, description="torch threads per process (1 is fastest on small CPUs)")
     warm_start: WarmStartConfig | None = Field(None, description="Optional behaviour cloning before RL")
+
+    @field_validator("eval_modes")
+    @classmethod
+    def _modes_once(cls, modes: list[str]) -> list[str]:
+        if len(set(modes)) != len(modes):
+            raise ValueError(f"each mode at most once, got {modes}")
+        return modes
+
+    @field_validator("eval_suite")
+    @classmethod
+    def _names_unique(cls, suite: list[EvalEnvConfig] | None) -> list[EvalEnvConfig] | None:
+        labels = [env.label for env in suite or []]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"two suite environments are named {', '.join(repeated)}; give each a distinct name")
+        return suite
 
 
 class FeatureCacheConfig(StrictModel):

@@ -83,12 +83,41 @@ def run_command(args: argparse.Namespace, registry: Registry) -> int:
 def format_summary(summary: dict[str, Any]) -> str:
     held_out, paths = summary["eval"], summary["paths"]
     unit = summary["budget_unit"].replace("_", " ")
-    first = (f"held-out ({held_out['episodes']} episodes): success {held_out['success']:.3f}, "
-             f"mean return {held_out['return']:.3f}" if held_out else "no env configured: no held-out evaluation")
     return "\n".join([
-        first,
+        *format_eval(held_out),
         f"{summary['steps']} {unit} in {summary['wall_time_s']:.1f} s ({summary['steps_per_second']:.0f}/s)",
         f"metrics:    {paths['metrics']}",
         f"plot:       {paths['plot']}",
         f"checkpoint: {paths['checkpoint']}",
     ])
+
+
+def format_eval(held_out: dict[str, Any]) -> list[str]:
+    """Lines of held-out figures: each mode's success and mean return with 95% intervals, primary first."""
+    if not held_out:
+        return ["no env configured: no held-out evaluation"]
+    modes = [mode for mode in ("greedy", "sampled") if isinstance(held_out.get(mode), dict)]
+    if not modes:  # a summary from before evaluation modes
+        return [f"held-out ({held_out['episodes']} episodes): success {held_out['success']:.3f}, "
+                f"mean return {held_out['return']:.3f}"]
+    primary = held_out.get("primary", modes[0])
+    where = f"{held_out['envs']} environments, " if "envs" in held_out else ""
+    lines = [f"held-out ({where}{held_out['episodes']} episodes each; 95% intervals; {primary} is primary):"]
+    width = max(len(mode) for mode in modes)
+    for mode in sorted(modes, key=lambda m: m != primary):
+        lines.append(f"  {mode + ':':<{width + 1}} {_figures(held_out[mode])}")
+    for name, by_mode in (held_out.get("suite") or {}).items():
+        lines.append(f"    {name}: " + "; ".join(f"{mode} {_figures(by_mode[mode], short=True)}" for mode in modes
+                                                   if mode in by_mode))
+    return lines
+
+
+def _figures(figures: dict[str, float], short: bool = False) -> str:
+    success = "{:.3f} [{:.3f}, {:.3f}]".format(*(figures[f"success{end}"] for end in ("", "_low", "_high")))
+    if short:
+        return f"success {success}"
+    mean_return = "{:.3f} [{:.3f}, {:.3f}]".format(*(figures[f"return{end}"] for end in ("", "_low", "_high")))
+    text = f"success {success}, mean return {mean_return}"
+    if "success_iqm" in figures:
+        text += f"; IQM over environments: success {figures['success_iqm']:.3f}, return {figures['return_iqm']:.3f}"
+    return text

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from polyfuse.components import Kind
-from polyfuse.config import PipelineConfig
+from polyfuse.config import EnvConfig, PipelineConfig
 from polyfuse.envs import action_names, check_env_id, make_vector_env
 from polyfuse.errors import PolyfuseError
 from polyfuse.network import NetworkFactory
@@ -39,6 +39,8 @@ from polyfuse.training.checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
+from polyfuse.training.compatibility import check_compatible
+from polyfuse.training.eval_report import eval_metrics, nest
 from polyfuse.training.evaluation import Evaluator
 from polyfuse.training.lock import RunLock
 from polyfuse.training.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, json_number, read_metrics
@@ -159,10 +161,7 @@ class Trainer:
         with self._stop_on_signals(), ExitStack() as cleanup:
             envs, reward, optimizer = self._build(env_seed, cleanup)
             self._envs = envs
-            evaluator = None
-            if self.config.env is not None:
-                evaluator = Evaluator(self.config.env, trainer_config.eval_episodes)
-                cleanup.callback(evaluator.close)
+            evaluators = self._evaluators(cleanup)
             log = MetricsLog(self.output_dir, resume_step=state.steps if checkpoint else None)
             cleanup.callback(log.close)
             if checkpoint:
@@ -173,10 +172,10 @@ class Trainer:
                 self._restore(checkpoint, optimizer, reward, envs)
             else:
                 self._warm_start(optimizer, log)
-                self._evaluate(optimizer, evaluator, state, log)
-            self._train(optimizer, envs, reward, evaluator, state, log)
+                self._evaluate(optimizer, evaluators, state, log)
+            self._train(optimizer, envs, reward, evaluators, state, log)
             if self._stop_signal is None and state.last_eval_step != state.steps:
-                self._evaluate(optimizer, evaluator, state, log)
+                self._evaluate(optimizer, evaluators, state, log)
             self._save(optimizer, reward, state)
         plot = plot_learning_curve(read_metrics(log.path), self.output_dir / PLOT_FILE, self._title())
         if self._stop_signal is not None:
@@ -191,7 +190,7 @@ class Trainer:
         optimizer: RLOptimizer,
         envs: TrackedVectorEnv | None,
         reward: RewardSource,
-        evaluator: Evaluator | None,
+        evaluators: dict[str | None, Evaluator],
         state: RunState,
         log: MetricsLog,
     ) -> None:
@@ -230,7 +229,7 @@ class Trainer:
                     interval = self._interval = _Interval(state.steps)
                 state.train_time_s += time.perf_counter() - started
                 if _crossed(before, state.steps, trainer_config.eval_every):
-                    self._evaluate(optimizer, evaluator, state, log)
+                    self._evaluate(optimizer, evaluators, state, log)
                 if _crossed(before, state.steps, trainer_config.checkpoint_every) and state.steps < total:
                     self._save(optimizer, reward, state)
             # Stopped by a signal between two log points: no line off the step grid; the checkpoint keeps
@@ -274,6 +273,7 @@ class Trainer:
                                       observation_space=observation_space, action_space=action_space)
             observation_space = observation_space or dataset.observation_space
             action_space = action_space or dataset.action_space
+        self._spaces = (observation_space, action_space)
         self.network_factory = make_network = NetworkFactory(config, observation_space, registry)
         trainer = config.trainer
         reward = registry.create(Kind.REWARD, config.reward.name, config.reward.params, context=RunContext(
@@ -322,12 +322,35 @@ class Trainer:
 
     # -- evaluation, checkpoints, records ---------------------------------------------------------
 
+    def _evaluators(self, cleanup: ExitStack) -> dict[str | None, Evaluator]:
+        """The run's env alone (name None), or each suite environment by name; none without either.
+
+        Suite environments are checked against the policy's observations and actions now, not after training.
+        """
+        trainer = self.config.trainer
+        if trainer.eval_suite is None:
+            targets = {None: self.config.env} if self.config.env is not None else {}
+        else:
+            targets = {env.label: EnvConfig(id=env.id, kwargs=env.kwargs) for env in trainer.eval_suite}
+        evaluators: dict[str | None, Evaluator] = {}
+        for name, env in targets.items():
+            try:
+                evaluators[name] = evaluator = Evaluator(env, trainer.eval_episodes)
+            except PolyfuseError as exc:
+                raise PolyfuseError(f"trainer.eval_suite ({name}): {exc}" if name else str(exc)) from None
+            cleanup.callback(evaluator.close)
+            if name is not None:
+                check_compatible(self.config.modalities, *self._spaces, evaluator.observation_space,
+                                 evaluator.action_space, f"trainer.eval_suite environment {name!r} ({env.id})")
+        return evaluators
+
     def _evaluate(
-        self, optimizer: RLOptimizer, evaluator: Evaluator | None, state: RunState, log: MetricsLog
+        self, optimizer: RLOptimizer, evaluators: dict[str | None, Evaluator], state: RunState, log: MetricsLog
     ) -> None:
-        if evaluator is None:  # no environment: nothing held out to evaluate on
+        if not evaluators:  # no environment: nothing held out to evaluate on
             return
-        metrics = evaluator.evaluate(lambda observations: optimizer.act(observations, deterministic=True))
+        modes = self.config.trainer.eval_modes
+        metrics = eval_metrics({name: e.evaluate(optimizer, modes) for name, e in evaluators.items()}, modes)
         state.last_eval, state.last_eval_step = metrics, state.steps
         log.write({"kind": "eval", "step": state.steps, "time_s": round(self._wall_time(), 3), **metrics})
 
@@ -427,8 +450,10 @@ class Trainer:
         postfix = {}
         if train["train/return"] is not None:
             postfix = {"return": f"{train['train/return']:.3g}", "success": f"{train['train/success']:.2f}"}
-        if state.last_eval is not None:
-            postfix["eval"] = f"{state.last_eval['eval/success']:.2f}"
+        for mode in self.config.trainer.eval_modes if state.last_eval is not None else ():
+            if f"eval/{mode}/success" in state.last_eval:
+                figures = [state.last_eval[f"eval/{mode}/success{end}"] for end in ("", "_low", "_high")]
+                postfix[f"eval {mode}"] = "{:.2f} [{:.2f}, {:.2f}]".format(*figures)
         return postfix
 
     def _summary(self, state: RunState, plot: Path) -> dict[str, Any]:
@@ -441,7 +466,7 @@ class Trainer:
             "train_time_s": round(state.train_time_s, 2),
             "train_steps_per_second": round(state.steps / max(state.train_time_s, 1e-9), 1),
             "env_time_s": round(state.env_time_s, 2),
-            "eval": {key.removeprefix("eval/"): value for key, value in (state.last_eval or {}).items()},
+            "eval": self._eval_summary(state),
             "train": {key.removeprefix("train/"): value for key, value in state.train_metrics().items()},
             "env": self.config.env.id if self.config.env else None,
             "dataset": self.config.dataset.name if self.config.dataset else None,
@@ -450,6 +475,12 @@ class Trainer:
             "seed": self.config.trainer.seed,
             "paths": self._paths(plot),
         }
+
+    def _eval_summary(self, state: RunState) -> dict[str, Any]:
+        """The last evaluation, nested (``eval/greedy/success`` → ``["greedy"]["success"]``), with its primary mode."""
+        if not state.last_eval:
+            return {}
+        return {**nest(state.last_eval), "primary": self.config.trainer.eval_modes[0]}
 
     def _paths(self, plot: Path) -> dict[str, str]:
         return {

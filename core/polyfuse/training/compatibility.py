@@ -1,0 +1,44 @@
+"""Whether a policy can act in another environment: the observations it reads and the actions it chooses.
+
+A policy reads one observation key per modality and was built for that
+key's space (an image's shape and bounds, a text's length); zero-shot
+transfer (a BabyAI policy on another level) needs those spaces and the
+action space unchanged. Other keys of the new environment are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from polyfuse.config import ModalityConfig
+from polyfuse.errors import PolyfuseError
+
+
+def check_compatible(
+    modalities: Mapping[str, ModalityConfig],
+    trained_observations: Any,
+    trained_actions: Any,
+    target_observations: Any,
+    target_actions: Any,
+    target: str,
+) -> None:
+    """Raise a :class:`PolyfuseError` naming each modality (and the action space) ``target`` does not fit."""
+    problems = []
+    available = getattr(target_observations, "spaces", {})
+    for modality, config in modalities.items():
+        key = config.key or modality
+        trained = trained_observations[key]
+        if key not in available:
+            problems.append(f"modality {modality!r} reads observation key {key!r}, which {target} lacks "
+                            f"(it has {', '.join(sorted(available)) or 'none'})")
+        elif available[key] != trained:
+            problems.append(f"modality {modality!r} (observation key {key!r}) is {available[key]} in {target} "
+                            f"and was {trained} in training")
+    if target_actions != trained_actions:
+        problems.append(f"the action space is {target_actions} in {target} and was {trained_actions} in training")
+    if problems:
+        raise PolyfuseError(
+            f"the policy cannot act in {target}: " + "; ".join(problems)
+            + "; evaluate it on environments with the observations and actions it was trained on"
+        )
