@@ -104,6 +104,12 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     return run_command(args, registry)
 
 
+def cmd_eval(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.evaluate import command
+
+    return command(args, registry)
+
+
 def cmd_preferences(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.config import EnvConfig
     from polyfuse.datasets.collect import collect_expert_preferences
@@ -176,6 +182,14 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override trainer.seed")
     run.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
     run.set_defaults(handler=cmd_run)
+
+    from polyfuse.evaluate import add_arguments as add_eval_arguments
+
+    evaluating = commands.add_parser(
+        "eval", help="a trained run's policy on held-out episodes (or other envs), greedy and sampled, with 95%% CIs"
+    )
+    add_eval_arguments(evaluating)
+    evaluating.set_defaults(handler=cmd_eval)
 
     preferences = commands.add_parser(
         "preferences", help="collect synthetic preference pairs from an environment's expert (for dpo)"
