@@ -120,9 +120,9 @@ def test_a_trial_whose_sampled_config_is_invalid_is_recorded_as_failed_and_the_s
     settings = StudySettings(f"sqlite:///{tmp_path}/study.db", "s", "eval/success", "maximize", "random", "none", 0)
     study = open_study(import_optuna(), settings, {"config": base})
     reports = []
-    assert Tuner(study, space, registry, tmp_path, "eval/success", 2, 1, lambda: reports.append(1)).run()
+    assert Tuner(study, space, registry, tmp_path, "eval/success", 3, 2, lambda: reports.append(1)).run()
     states = [trial.state.name for trial in study.trials]
-    assert states == ["FAIL", "FAIL"] and len(reports) == 2
+    assert states == ["FAIL", "FAIL", "FAIL"] and len(reports) == 3  # two at a time, and no more than asked
     assert "invalid config: optimizer.params.batch_size: Input should be greater than 0" in \
         study.trials[0].user_attrs["error"]
     assert not (tmp_path / "trials" / "0000" / "metrics.jsonl").exists()  # nothing was trained
@@ -175,6 +175,33 @@ def test_a_finished_trial_takes_its_last_evaluation_and_a_missing_metric_fails_i
     assert (done.state, done.value, done.evaluations) == ("complete", 1.5, [(100, 0.5), (200, 1.5)])
     missing = run_trial({}, tmp_path / "b", "eval/accuracy", never, lambda: None, never)
     assert missing.state == "failed" and "(they have: eval/success, eval/return)" in missing.error
+
+
+def test_a_stopped_tuner_stops_its_running_trial_and_queues_it_again(tmp_path, monkeypatch, registry):
+    import threading
+
+    from polyfuse.tuning.space import Entry, LogUniform, Space
+    from polyfuse.tuning.study import StudySettings, Tuner, counted, import_optuna, open_study
+
+    base = yaml.safe_load(EXAMPLE.read_text())
+    space = Space(base, copy.deepcopy(base),
+                  [Entry("optimizer.params.learning_rate", LogUniform(log_uniform=(1e-4, 1e-2)))], "space")
+    settings = StudySettings(f"sqlite:///{tmp_path}/study.db", "s", "eval/success", "maximize", "random", "none", 0)
+    study = open_study(import_optuna(), settings, {"config": base})
+    fake_run(tmp_path, monkeypatch, ['{"kind": "eval", "step": 100, "eval/success": 0.5}'], "time.sleep(30)")
+    metrics = tmp_path / "trials" / "0000" / "metrics.jsonl"
+
+    def interrupt_once_training() -> None:  # as Ctrl-C or a scheduler's SIGTERM would
+        while not metrics.is_file():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=interrupt_once_training, daemon=True).start()
+    assert not Tuner(study, space, registry, tmp_path, "eval/success", 2, 1, lambda: None).run()
+    first, again = study.get_trials()
+    assert (first.state.name, again.state.name) == ("FAIL", "WAITING")
+    assert again.user_attrs["retry_of"] == 0 and counted(study) == 0
+    assert (tmp_path / "trials" / "0000" / "stopped").read_text() == "SIGTERM"
 
 
 def tune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
