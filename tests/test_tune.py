@@ -177,6 +177,14 @@ def test_a_finished_trial_takes_its_last_evaluation_and_a_missing_metric_fails_i
     assert missing.state == "failed" and "(they have: eval/success, eval/return)" in missing.error
 
 
+def test_a_storage_url_that_does_not_open_is_a_user_error(tmp_path):
+    from polyfuse.tuning.study import StudySettings, import_optuna, open_study
+
+    settings = StudySettings("nosuch://db", "s", "eval/success", "maximize", "tpe", "median", None)
+    with pytest.raises(PolyfuseError, match="--storage nosuch://db: cannot open it as an Optuna storage"):
+        open_study(import_optuna(), settings, {})
+
+
 def test_a_stopped_tuner_stops_its_running_trial_and_queues_it_again(tmp_path, monkeypatch, registry):
     import threading
 

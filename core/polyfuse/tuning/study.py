@@ -93,8 +93,9 @@ def open_study(optuna: Any, settings: StudySettings, fingerprint: dict[str, Any]
         raise PolyfuseError(f"--storage {settings.storage}: its database driver is not installed ({exc}); "
                             "install it, e.g. pip install psycopg2-binary for postgresql://") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's URL and connection errors have no common base here
-        raise PolyfuseError(f"--storage {settings.storage}: not a usable Optuna storage URL ({exc}); "
-                            "e.g. sqlite:///runs/tune/study.db or postgresql://user@host/db") from None
+        raise PolyfuseError(f"--storage {settings.storage}: cannot open it as an Optuna storage ({exc}); give a "
+                            "reachable database URL, e.g. sqlite:///runs/tune/study.db or postgresql://user@host/db"
+                            ) from None
     study = optuna.create_study(
         storage=storage, study_name=settings.name, direction=settings.direction, load_if_exists=True,
         sampler=make_sampler(optuna, settings.sampler, settings.seed), pruner=make_pruner(optuna, settings.pruner))
