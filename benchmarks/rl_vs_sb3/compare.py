@@ -9,7 +9,9 @@ loop (start-up and evaluation left out, as SB3's ``learn()`` does) and their
 ratio, the share of that time spent stepping the environments (polyfuse:
 the whole vector env's step; SB3: each environment's own step and reset,
 its DummyVecEnv bookkeeping left out), the whole process's wall time, and
-held-out success. Machines here are noisy: read the ratios, not the absolute figures.
+held-out success of both libraries in both modes: greedy (``deterministic=True``) and sampled
+(``deterministic=False``: PPO's distribution, DQN's final epsilon-greedy), each seed's with its 95%
+Wilson interval in the results file. Machines here are noisy: read the ratios, not the absolute figures.
 
     .venv/bin/python benchmarks/rl_vs_sb3/compare.py --seeds 3  # every case, as in the README
     .venv/bin/python benchmarks/rl_vs_sb3/compare.py --case digits-ppo --steps 20000
@@ -31,6 +33,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+MODES = ("greedy", "sampled")
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def run_polyfuse(case: Case, steps: int, seed: int, eval_episodes: int, vectoriz
              "--steps", str(steps), "--seed", str(seed), "--output-dir", str(Path(output) / "run"), "--json"],
             "polyfuse", case,
         )
-    return {"steps_per_second": summary["train_steps_per_second"], "success": summary["eval"]["success"],
+    return {"steps_per_second": summary["train_steps_per_second"], **held_out(summary["eval"]),
             "train_time_s": summary["train_time_s"], "env_share": summary["env_time_s"] / summary["train_time_s"],
             "process_time_s": elapsed}
 
@@ -102,15 +105,22 @@ def run_sb3(case: Case, steps: int, seed: int, eval_episodes: int) -> dict:
          "--eval-episodes", str(eval_episodes), "--hparams", json.dumps(case.sb3_hparams)],
         "stable-baselines3", case,
     )
-    return {"steps_per_second": summary["steps_per_second"], "success": summary["held_out"]["success"],
+    return {"steps_per_second": summary["steps_per_second"], **held_out(summary["held_out"]),
             "train_time_s": summary["wall_time_s"], "env_share": summary["env_time_s"] / summary["wall_time_s"],
             "process_time_s": elapsed}
 
 
+def held_out(figures: dict) -> dict:
+    """Greedy and sampled held-out success with their 95% Wilson intervals, as flat figures."""
+    return {f"{mode}_{key}": figures[mode][key] for mode in MODES for key in ("success", "success_low", "success_high")}
+
+
 def mean_of(runs: list[dict]) -> dict:
-    """Each figure's mean over the seeds, and the held-out successes one by one."""
+    """Each figure's mean over the seeds, and the held-out successes (with intervals) one by one."""
     mean = {key: sum(run[key] for run in runs) / len(runs) for key in runs[0]}
-    return {**mean, "success_per_seed": [run["success"] for run in runs]}
+    per_seed = {f"{mode}_per_seed": [[run[f"{mode}_success{end}"] for end in ("", "_low", "_high")] for run in runs]
+                for mode in MODES}
+    return {**mean, **per_seed}
 
 
 def main() -> None:
@@ -128,7 +138,7 @@ def main() -> None:
     rows = []
     print(f"{'case':<12} {'train steps/s: polyfuse':>23} {'SB3':>6} {'ratio':>6}   {'env share: polyfuse':>19} "
           f"{'SB3':>4}   {'whole process s: polyfuse':>25} {'SB3':>6} {'ratio':>6}   "
-          f"{'held-out success: polyfuse':>26} {'SB3':>6}")
+          f"{'held-out greedy: polyfuse':>25} {'SB3':>6}   {'sampled: polyfuse':>17} {'SB3':>6}")
     for case in [c for c in CASES if not args.case or c.name in args.case]:
         steps = args.steps or case.steps
         ours = mean_of([run_polyfuse(case, steps, seed, args.eval_episodes, args.polyfuse_vectorization)
@@ -141,7 +151,8 @@ def main() -> None:
         print(f"{case.name:<12} {ours['steps_per_second']:>23.0f} {theirs['steps_per_second']:>6.0f} "
               f"{ratio:>5.2f}x   {ours['env_share']:>19.0%} {theirs['env_share']:>4.0%}   "
               f"{ours['process_time_s']:>25.1f} {theirs['process_time_s']:>6.1f} "
-              f"{process_ratio:>5.2f}x   {ours['success']:>26.3f} {theirs['success']:>6.3f}", flush=True)
+              f"{process_ratio:>5.2f}x   {ours['greedy_success']:>25.3f} {theirs['greedy_success']:>6.3f}   "
+              f"{ours['sampled_success']:>17.3f} {theirs['sampled_success']:>6.3f}", flush=True)
     args.output.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"results: {args.output}")
 

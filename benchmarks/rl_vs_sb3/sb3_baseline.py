@@ -7,7 +7,8 @@ cache SB3 would be far slower and the comparison unfair). Images become
 float vectors, as SB3's CombinedExtractor flattens images this small.
 
 Prints one JSON object on the last line: steps, steps_per_second, wall_time_s
-(of ``learn()``), env_time_s (inside the environments' step and reset), held-out success and return.
+(of ``learn()``), env_time_s (inside the environments' step and reset), held-out success and return
+in both modes (``held_out.greedy``, ``held_out.sampled``) with 95% intervals.
 """
 
 from __future__ import annotations
@@ -97,22 +98,37 @@ class SB3Observations(gym.ObservationWrapper):
         return result
 
 
-def evaluate(model: Any, env_id: str, kwargs: dict[str, Any], embedder: TextEmbedder, episodes: int) -> dict[str, float]:
-    """Greedy policy on the same held-out episodes polyfuse's trainer evaluates on (seeds from EVAL_SEED_BASE)."""
+def evaluate(
+    model: Any, env_id: str, kwargs: dict[str, Any], embedder: TextEmbedder, episodes: int, deterministic: bool
+) -> dict[str, float]:
+    """The same held-out episodes polyfuse's trainer evaluates on (seeds from EVAL_SEED_BASE), in one mode.
+
+    ``deterministic=False`` is SB3's sampled mode: PPO samples its policy's distribution, DQN acts
+    epsilon-greedily at its final exploration rate (``predict`` draws from torch's and numpy's global
+    generators, seeded here so the figures repeat). Intervals: Wilson for success, bootstrap for return,
+    with polyfuse's own functions.
+    """
+    from polyfuse.training.intervals import bootstrap_interval, wilson_interval
+    from stable_baselines3.common.utils import set_random_seed
+
+    set_random_seed(EVAL_SEED_BASE % 2**32)
     env = SB3Observations(make_env(env_id, eval_kwargs(env_id, kwargs)), embedder)
     successes, returns = [], []
     for episode in range(episodes):
         observation, _ = env.reset(seed=EVAL_SEED_BASE + episode)
         total, done, info = 0.0, False, {}
         while not done:
-            action, _ = model.predict(observation, deterministic=True)
+            action, _ = model.predict(observation, deterministic=deterministic)
             observation, reward, terminated, truncated, info = env.step(int(action))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
         successes.append(bool(info.get("success", terminated and reward > 0)))
     env.close()
-    return {"success": float(np.mean(successes)), "return": float(np.mean(returns))}
+    success_low, success_high = wilson_interval(int(np.sum(successes)), episodes)
+    return_low, return_high = bootstrap_interval([returns])
+    return {"success": float(np.mean(successes)), "success_low": success_low, "success_high": success_high,
+            "return": float(np.mean(returns)), "return_low": return_low, "return_high": return_high}
 
 
 def main() -> None:
@@ -141,7 +157,8 @@ def main() -> None:
     start, env_time[0] = time.perf_counter(), 0.0
     model.learn(total_timesteps=args.steps)
     wall = time.perf_counter() - start
-    held_out = evaluate(model, args.env, {}, embedder, args.eval_episodes)
+    held_out = {mode: evaluate(model, args.env, {}, embedder, args.eval_episodes, deterministic=mode == "greedy")
+                for mode in ("greedy", "sampled")}
     print(json.dumps({"library": "stable-baselines3", "env": args.env, "algo": args.algo,
                       "steps": int(model.num_timesteps), "wall_time_s": wall, "env_time_s": env_time[0],
                       "steps_per_second": model.num_timesteps / wall, "held_out": held_out}))
