@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from polyfuse.cli import main
 from polyfuse.config import validate_pipeline
 from polyfuse.training.trainer import Trainer
@@ -47,34 +46,38 @@ def evaluate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict[str, 
     return json.loads(stdout.strip().splitlines()[-1]), stdout
 
 
+@pytest.fixture(scope="module")
+def babyai_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("babyai")
+    train(folder, BABYAI)
+    return folder
+
+
 def test_eval_reproduces_the_trainers_final_evaluation(
-    digits_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+    digits_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     folder, summary = digits_run
-    result, stdout = evaluate(capsys, str(folder), "--workers", "1")
+    result, stdout = evaluate(capsys, str(folder), "--workers", "1", "--record", str(tmp_path / "gifs"),
+                              "--record-episodes", "2")
     for mode in ("greedy", "sampled"):  # same checkpoint, same episodes, same sampling seeds: the same figures
         assert result[mode] == summary["eval"][mode]
     assert result["success"] == summary["eval"]["success"] and result["primary"] == "greedy"
     assert result["episodes"] == 48 and result["step"] == summary["steps"]
     assert "greedy:  success" in stdout and "sampled: success" in stdout
-
-
-@pytest.mark.slow  # two spawned processes each import torch and load the policy with its sentence-transformer
-def test_eval_in_processes_matches_one_process(
-    digits_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    folder, _ = digits_run
-    alone, _ = evaluate(capsys, str(folder / "checkpoint"), "--mode", "sampled", "--episodes", "70",
-                        "--workers", "1")
-    spread, _ = evaluate(capsys, str(folder), "--mode", "sampled", "--episodes", "70", "--workers", "2",
-                         "--record", str(tmp_path / "gifs"), "--record-episodes", "2")
-    assert alone["sampled"] == spread["sampled"] and "greedy" not in spread and spread["primary"] == "sampled"
-    assert sorted(Path(p).name for p in spread["recordings"]) == ["DigitsVQA-v0-sampled-0.gif",
-                                                                 "DigitsVQA-v0-sampled-1.gif"]
+    assert sorted(Path(p).name for p in result["recordings"]) == [
+        f"DigitsVQA-v0-{mode}-{i}.gif" for mode in ("greedy", "sampled") for i in (0, 1)]
     from PIL import Image
 
-    with Image.open(spread["recordings"][0]) as gif:
+    with Image.open(result["recordings"][0]) as gif:
         assert gif.n_frames == 2  # the question answered, then the outcome
+
+
+@pytest.mark.slow  # two spawned processes each import torch and load the policy: about 30 s on 2 loaded cores
+def test_eval_in_processes_matches_one_process(babyai_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    alone, _ = evaluate(capsys, str(babyai_run / "checkpoint"), "--mode", "sampled", "--episodes", "40",
+                        "--workers", "1")
+    spread, _ = evaluate(capsys, str(babyai_run), "--mode", "sampled", "--episodes", "40", "--workers", "2")
+    assert alone["sampled"] == spread["sampled"] and "greedy" not in spread and spread["primary"] == "sampled"
 
 
 def test_eval_refuses_an_environment_the_policy_cannot_read(
@@ -95,9 +98,10 @@ def test_eval_errors_name_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "holds no checkpoint" in capsys.readouterr().err
 
 
-def test_a_babyai_policy_on_other_levels_as_a_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    train(tmp_path / "run", BABYAI)
-    result, stdout = evaluate(capsys, str(tmp_path / "run"), "--env", "BabyAI-GoToLocalS8N7-v0", "--env",
+def test_a_babyai_policy_on_other_levels_as_a_suite(
+    babyai_run: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    result, stdout = evaluate(capsys, str(babyai_run), "--env", "BabyAI-GoToLocalS8N7-v0", "--env",
                               "BabyAI-GoToObjS6-v1", "--episodes", "6", "--workers", "1",
                               "--record", str(tmp_path / "gifs"), "--record-episodes", "1")
     assert set(result["suite"]) == {"BabyAI-GoToLocalS8N7-v0", "BabyAI-GoToObjS6-v1"} and result["envs"] == 2

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from polyfuse.config import validate_pipeline
 from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.training.metrics import read_metrics

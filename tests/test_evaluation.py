@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-
 from polyfuse.config import EnvConfig, ModalityConfig
 from polyfuse.errors import PolyfuseError
 from polyfuse.rl import distributions

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from polyfuse.training.intervals import bootstrap_interval, iqm, wilson_interval
 
 

@@ -86,7 +86,12 @@ class EvalEnvConfig(StrictModel):
 
     @property
     def label(self) -> str:
-        return self.name or self.id.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        return self.name or env_label(self.id)
+
+
+def env_label(env_id: str) -> str:
+    """An environment's name in metrics keys: its id after the last '/' or ':' (``DigitsVQA-v0``)."""
+    return env_id.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
 
 
 class WarmStartConfig(StrictModel):

@@ -11,6 +11,7 @@ played them, and equal those the trainer reports for the same checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polyfuse.config import MAX_EPISODES, EnvConfig, PipelineConfig
+from polyfuse.config import MAX_EPISODES, EnvConfig, PipelineConfig, env_label
 from polyfuse.errors import PolyfuseError
 from polyfuse.registry import Registry
 
@@ -53,7 +54,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        return self.name or self.env.id.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        return self.name or env_label(self.env.id)
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,10 @@ class Job:
 def command(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.run import format_eval
     from polyfuse.training.eval_report import eval_metrics, nest
-    from polyfuse.training.saved_policy import checkpoint_folder
+    from polyfuse.training.saved_policy import checkpoint_folder, saved_config
 
     location = checkpoint_folder(Path(args.run))
-    config = _saved_config(location, registry)
+    config = saved_config(location, registry)
     targets = _targets(args.env, config)
     episodes = config.trainer.eval_episodes if args.episodes is None else args.episodes
     if not 0 < episodes <= MAX_EPISODES:
@@ -87,11 +88,13 @@ def command(args: argparse.Namespace, registry: Registry) -> int:
     _check_targets(config, targets)
     disabled = tuple(switch[3:] for switch in getattr(args, "plugin_switches", []) if switch.startswith("no:"))
     job = Job(location, targets, episodes, disabled, Path(args.record) if args.record else None, args.record_episodes)
-    episodes_by_target, recordings = _play(job, modes, args.workers)
+    with contextlib.redirect_stdout(sys.stderr):  # environments that print (minigrid's level generator) stay off stdout
+        episodes_by_target, recordings = _play(job, modes, args.workers)
     metrics = eval_metrics({t.name: episodes_by_target[i] for i, t in enumerate(targets)}, modes)
+    env_ids = [target.env.id for target in targets]
     result = {
-        **nest(metrics), "primary": modes[0], "env": [t.env.id for t in targets] if len(targets) > 1 else
-        targets[0].env.id, "run": str(args.run), "checkpoint": str(location), "step": _saved_step(location),
+        **nest(metrics), "primary": modes[0], "env": env_ids if len(env_ids) > 1 else env_ids[0],
+        "run": str(args.run), "checkpoint": str(location), "step": _saved_step(location),
         "recordings": [str(path) for path in recordings],
     }
     print("\n".join(format_eval(result)))
@@ -100,18 +103,6 @@ def command(args: argparse.Namespace, registry: Registry) -> int:
     if args.json:
         print(json.dumps(result))
     return 0
-
-
-def _saved_config(location: Path, registry: Registry) -> PipelineConfig:
-    from polyfuse.config import validate_pipeline
-    from polyfuse.training.checkpoint import read_checkpoint_tree
-
-    config = validate_pipeline(read_checkpoint_tree(location)["config"], registry,
-                               source=f"config saved in {location}")
-    if config.env is None:
-        raise PolyfuseError(f"{location} is a run without an environment (it learnt from a dataset alone), so the "
-                            "observations its policy reads are unknown; evaluate runs that have env: {id: ...}")
-    return config
 
 
 def _saved_step(location: Path) -> int:
@@ -128,7 +119,7 @@ def _targets(env_ids: list[str] | None, config: PipelineConfig) -> tuple[Target,
         envs = [config.env if env_id == config.env.id else EnvConfig(id=env_id) for env_id in unique]
         if len(envs) == 1:
             return (Target(None, envs[0]),)
-        targets = tuple(Target(Target(None, env).label, env) for env in envs)
+        targets = tuple(Target(env_label(env.id), env) for env in envs)
         labels = [t.name for t in targets]
         if len(set(labels)) != len(labels):
             raise PolyfuseError(f"--env: two environments share the name {labels}; evaluate them one at a time")
@@ -226,6 +217,7 @@ def _start_worker(job: Job) -> None:
     from polyfuse.training.saved_policy import load_saved_policy
 
     torch.set_num_threads(1)
+    sys.stdout = sys.stderr  # stdout is the parent's results; what environments print goes to stderr
     registry = Registry.load(disabled=job.disabled)
     _worker.update(job=job, policy=load_saved_policy(job.location, registry), evaluators={})
 

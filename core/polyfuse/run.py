@@ -98,8 +98,8 @@ def format_eval(held_out: dict[str, Any]) -> list[str]:
         return ["no env configured: no held-out evaluation"]
     modes = [mode for mode in ("greedy", "sampled") if isinstance(held_out.get(mode), dict)]
     if not modes:  # a summary from before evaluation modes
-        return [f"held-out ({held_out['episodes']} episodes): success {held_out['success']:.3f}, "
-                f"mean return {held_out['return']:.3f}"]
+        return [(f"held-out ({held_out['episodes']} episodes): success {held_out['success']:.3f}, "
+                 f"mean return {held_out['return']:.3f}")]
     primary = held_out.get("primary", modes[0])
     where = f"{held_out['envs']} environments, " if "envs" in held_out else ""
     lines = [f"held-out ({where}{held_out['episodes']} episodes each; 95% intervals; {primary} is primary):"]

@@ -112,7 +112,3 @@ def nest(metrics: Mapping[str, Any], prefix: str = "eval/") -> dict[str, Any]:
         node[leaf] = value
     return nested
 
-
-def primary_mode(metrics: Mapping[str, Any], modes: Sequence[str]) -> str | None:
-    """The mode whose figures ``eval/success`` repeats (None for records from before modes existed)."""
-    return modes[0] if modes and f"eval/{modes[0]}/success" in metrics else None

@@ -24,6 +24,7 @@ from polyfuse.training.checkpoint import (
     DamagedCheckpoint,
     load_checkpoint,
     load_latest_checkpoint,
+    read_checkpoint_tree,
 )
 
 
@@ -57,6 +58,16 @@ def checkpoint_folder(path: Path) -> Path:
     return found[0]
 
 
+def saved_config(location: Path, registry: Registry, data: Any = None) -> PipelineConfig:
+    """The config a checkpoint was trained with (``data``, when already read), validated; it must have an env."""
+    data = read_checkpoint_tree(location)["config"] if data is None else data
+    config = validate_pipeline(data, registry, source=f"config saved in {location}")
+    if config.env is None:
+        raise PolyfuseError(f"{location} is a run without an environment (it learnt from a dataset alone), so the "
+                            "observations its policy reads are unknown; evaluate runs that have env: {id: ...}")
+    return config
+
+
 def load_saved_policy(path: Path, registry: Registry) -> SavedPolicy:
     """The policy saved at ``path`` (a run's output_dir or a checkpoint folder), ready to ``act``."""
     location = checkpoint_folder(Path(path))
@@ -64,12 +75,7 @@ def load_saved_policy(path: Path, registry: Registry) -> SavedPolicy:
         state = load_checkpoint(location, required=("config", "optimizer"))
     except DamagedCheckpoint as exc:
         raise PolyfuseError(str(exc)) from None
-    config = validate_pipeline(state["config"], registry, source=f"config saved in {location}")
-    if config.env is None:
-        raise PolyfuseError(
-            f"{location} is a run without an environment (it learnt from {config.dataset.name if config.dataset else 'a dataset'} "
-            "alone), so the policy's observation space is unknown; evaluate runs that have env: {id: ...}"
-        )
+    config = saved_config(location, registry, state["config"])
     from polyfuse.network import NetworkFactory
     from polyfuse.rewards import EnvReward
     from polyfuse.training.vector_env import TrackedVectorEnv
