@@ -199,6 +199,17 @@ def test_hook_register_commands(make_registry, capsys, monkeypatch) -> None:
     assert "upper-cases its words" in cli.build_parser(registry).format_help()
 
 
+def test_core_commands_are_the_parsers_own() -> None:
+    """A core command missing from CORE_COMMANDS would let a plugin's command of that name crash argparse."""
+    import argparse
+
+    from polyfuse import cli
+    from polyfuse.plugins import CORE_COMMANDS
+
+    (subcommands,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(subcommands.choices) == CORE_COMMANDS
+
+
 def test_label_and_query_contract() -> None:
     import numpy as np
 
