@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polyfuse.cli import main
 from polyfuse.config import validate_pipeline
 from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.training.metrics import read_metrics
@@ -24,7 +26,9 @@ def babyai_config(output_dir: Path, **trainer: Any) -> dict[str, Any]:
     }
 
 
-def test_a_suite_is_reported_per_environment_and_aggregated(tmp_path: Path) -> None:
+def test_a_suite_is_reported_per_environment_and_aggregated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = [{"id": "BabyAI-GoToLocalS6N2-v0", "name": "own"}, {"id": "BabyAI-GoToObjS6-v1"},
              {"id": "BabyAI-GoToLocalS8N7-v0"}]
     summary = Trainer(validate_pipeline(babyai_config(tmp_path, eval_suite=suite, eval_modes=["sampled", "greedy"])),
@@ -43,6 +47,11 @@ def test_a_suite_is_reported_per_environment_and_aggregated(tmp_path: Path) -> N
     assert last["eval/envs"] == 3 and last["eval/episodes"] == 5
     assert summary["eval"]["primary"] == "sampled" and set(summary["eval"]["suite"]) == set(names)
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
+    # polyfuse eval on the run evaluates its suite, its primary mode first, and finds the trainer's figures
+    assert main(["eval", str(tmp_path), "--workers", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["primary"] == "sampled" and result["suite"] == summary["eval"]["suite"]
+    assert result["greedy"] == summary["eval"]["greedy"] and result["sampled"] == summary["eval"]["sampled"]
 
 
 def test_a_suite_environment_the_policy_cannot_read_stops_the_run_before_training(tmp_path: Path) -> None:

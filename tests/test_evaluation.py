@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium
@@ -149,3 +150,33 @@ def test_incompatible_observations_name_the_modality() -> None:
                          spaces.Discrete(7), "X")
     with pytest.raises(PolyfuseError, match="action space is Discrete\\(3\\)"):
         check_compatible(modalities, trained, spaces.Discrete(7), trained, spaces.Discrete(3), "Y")
+
+
+def test_learning_curve_draws_both_modes_with_bands_and_reads_older_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.collections import PolyCollection
+    from matplotlib.figure import Figure
+    from polyfuse.training import plotting
+
+    drawn: list[Figure] = []
+    original = Figure.savefig
+
+    def keep(figure: Figure, *args: Any, **kwargs: Any) -> None:
+        drawn.append(figure)
+        original(figure, *args, **kwargs)
+
+    results = {None: {"greedy": episodes([False] * 8), "sampled": episodes([True, False] * 4)}}
+    records = [{"kind": "train", "step": 5, "train/success": 0.5, "train/return": 0.5},
+               *({"kind": "eval", "step": step, **eval_metrics(results, ("greedy", "sampled"))} for step in (0, 10))]
+    older = [{"kind": "eval", "step": 0, "eval/success": 0.2, "eval/return": 0.2}]
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plotting.plot_learning_curve(records, tmp_path / "modes.png")
+    plotting.plot_learning_curve(older, tmp_path / "older.png")
+    modes_axes = drawn[0].axes
+    for axes in modes_axes:  # success and return: a band per mode, and a line per mode besides train
+        assert sum(isinstance(c, PolyCollection) for c in axes.collections) == 2
+        assert [line.get_label() for line in axes.lines] == ["train (recent episodes)", "held-out, greedy",
+                                                             "held-out, sampled"]
+    assert [line.get_label() for line in drawn[1].axes[0].lines] == ["train (recent episodes)", "held-out"]
+    assert (tmp_path / "modes.png").stat().st_size > 0 and (tmp_path / "older.png").stat().st_size > 0
