@@ -18,7 +18,7 @@ rounds are spread over processes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -117,13 +117,18 @@ class Evaluator:
     def action_space(self) -> Any:
         return self.envs.single_action_space
 
-    def evaluate(self, actor: Actor, modes: Sequence[Mode]) -> dict[Mode, Episodes]:
-        """Every episode, in each of ``modes`` (the same episodes in each)."""
+    def evaluate(
+        self, actor: Actor, modes: Sequence[Mode], on_round: Callable[[int], None] | None = None
+    ) -> dict[Mode, Episodes]:
+        """Every episode, in each of ``modes`` (the same episodes in each); ``on_round`` gets each round's count."""
         results: dict[Mode, Episodes] = {}
         for mode in modes:
             results[mode] = Episodes()
             for index in range(self.rounds):
-                results[mode].extend(self.play_round(actor, mode, index))
+                played = self.play_round(actor, mode, index)
+                results[mode].extend(played)
+                if on_round is not None:
+                    on_round(len(played))
         return results
 
     def play_round(self, actor: Actor, mode: Mode, index: int, observer: StepObserver | None = None) -> Episodes:

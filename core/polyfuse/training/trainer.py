@@ -350,7 +350,11 @@ class Trainer:
         if not evaluators:  # no environment: nothing held out to evaluate on
             return
         modes = self.config.trainer.eval_modes
-        metrics = eval_metrics({name: e.evaluate(optimizer, modes) for name, e in evaluators.items()}, modes)
+        total = self.config.trainer.eval_episodes * len(modes) * len(evaluators)
+        with tqdm(total=total, desc=f"eval at {state.steps}", unit="episode", leave=False, file=sys.stderr,
+                  disable=not self.progress, dynamic_ncols=True, mininterval=0.5) as bar:
+            results = {name: e.evaluate(optimizer, modes, bar.update) for name, e in evaluators.items()}
+        metrics = eval_metrics(results, modes)
         state.last_eval, state.last_eval_step = metrics, state.steps
         log.write({"kind": "eval", "step": state.steps, "time_s": round(self._wall_time(), 3), **metrics})
 
