@@ -80,9 +80,16 @@ class EvalEnvConfig(StrictModel):
     id: str = Field(description="gymnasium environment id, e.g. BabyAI-GoToLocalS8N7-v0")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make")
     name: str | None = Field(
-        None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[^/\s]+$",
+        None, min_length=1, max_length=MAX_NAME_LENGTH,
         description="Name in metrics (eval/suite/NAME/...); defaults to the id after its last '/' or ':'",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits_a_metrics_key(cls, name: str | None) -> str | None:
+        if name is not None and ("/" in name or any(c.isspace() for c in name)):
+            raise ValueError(f"{name!r} has a '/' or a space; it becomes a part of metrics keys (eval/suite/NAME/...)")
+        return name
 
     @property
     def label(self) -> str:
