@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from polyfuse.envs import DIGITS_VQA_ID
+from polyfuse.envs import make_vector_env as make_env_vector
+from polyfuse.rewards import Segment
 from polyfuse.rl.testing import make_vector_env
 from polyfuse.training import TrackedVectorEnv
+from polyfuse.training.replay import ReplayableSegment
 
 
 def play(envs: TrackedVectorEnv, steps: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -53,3 +58,35 @@ def test_no_segments_are_recorded_unless_asked() -> None:
     envs = TrackedVectorEnv(make_vector_env("chain", num_envs=2))
     play(envs, 10)
     assert envs.pop_segments() == [] and envs.env_steps == 20
+
+
+@pytest.mark.parametrize("vectorization", ["native", "sync"])
+def test_digits_vqa_segments_replay_other_answers_without_touching_the_training_envs(vectorization: str) -> None:
+    def tracked() -> TrackedVectorEnv:
+        envs = TrackedVectorEnv(make_env_vector(DIGITS_VQA_ID, {}, num_envs=4, vectorization=vectorization, seed=0),
+                                segment_length=0)
+        envs.reset(seed=3)
+        return envs
+
+    envs, untouched = tracked(), tracked()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        actions = rng.integers(0, 12, 4)
+        observations, *_ = envs.step(actions)
+        for segment in envs.pop_segments():
+            assert isinstance(segment, ReplayableSegment)
+            answer = int(segment.infos[0]["expert_action"])
+            for action in range(12):  # every answer's outcome, from the environment restored to the context
+                other = segment.replay([action])
+                assert other.env_rewards.tolist() == [float(action == answer)] and other.terminated
+                assert other.observations["question"] == segment.observations["question"]
+                np.testing.assert_array_equal(other.observations["image"], segment.observations["image"])
+        expected, *_ = untouched.step(actions)
+        assert observations["question"] == expected["question"], "replays leave the training episodes alone"
+        np.testing.assert_array_equal(observations["image"], expected["image"])
+
+
+def test_fragments_of_a_sequential_env_are_plain_segments_without_the_state_protocol() -> None:
+    envs = TrackedVectorEnv(make_vector_env("chain", num_envs=2), segment_length=1)
+    play(envs, 3)
+    assert {type(segment) for segment in envs.pop_segments()} == {Segment}

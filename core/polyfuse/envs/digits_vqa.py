@@ -180,8 +180,13 @@ class DigitsVQAEnv(gym.Env[dict[str, Any], np.int64]):
                 "question": self._question, "answer": self._answer}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continue exactly where :meth:`get_state` was taken."""
-        set_generator_state(self.np_random, state["rng"])
+        """Continue exactly where :meth:`get_state` was taken.
+
+        A state without ``rng`` (an episode of :meth:`DigitsVQAVectorEnv.episode_states`, replayed in a
+        scratch env) restores the episode and leaves the generator as it is: it only draws the next one.
+        """
+        if "rng" in state:
+            set_generator_state(self.np_random, state["rng"])
         self._image_index, self._question = int(state["image_index"]), str(state["question"])
         self._answer = int(state["answer"])
 
@@ -252,6 +257,19 @@ class DigitsVQAVectorEnv(VectorEnv):
         self._image_index = image_index.copy()
         self._questions = tuple(str(q) for q in state["questions"])
         self._answers = np.asarray(state["answers"], dtype=np.int64).copy()
+
+    def episode_states(self) -> list[dict[str, Any]]:
+        """Each environment's episode in progress, as a state :meth:`scratch_env`'s ``set_state`` takes.
+
+        With :meth:`scratch_env`, the optional protocol by which a segment's context can be replayed
+        with another action (see :func:`polyfuse.training.vector_env.episode_replayer`).
+        """
+        return [{"image_index": int(i), "question": q, "answer": int(a)}
+                for i, q, a in zip(self._image_index.tolist(), self._questions, self._answers.tolist())]
+
+    def scratch_env(self) -> DigitsVQAEnv:
+        """A single environment of the same split, apart from these: restored and stepped to try other answers."""
+        return DigitsVQAEnv(split=self.split)  # type: ignore[arg-type]
 
     def _draw(self) -> None:
         self._image_index, questions, self._answers = draw_episodes(

@@ -9,6 +9,7 @@ whatever the reward source.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 
 from polyfuse.observations import select, stack
 from polyfuse.rewards import Segment
+from polyfuse.training.replay import ContextReplayer, ReplayableSegment
 
 SKIPPED_INFO_KEYS = frozenset({"final_obs", "final_info"})
 
@@ -48,7 +50,9 @@ class TrackedVectorEnv:
     With ``segment_length`` set (a reward source that learns asks for it),
     every step is also recorded per environment and cut into
     :class:`~polyfuse.rewards.Segment` s: whole episodes (``0``) or fragments of
-    ``segment_length`` steps; :meth:`pop_segments` hands them over.
+    ``segment_length`` steps; :meth:`pop_segments` hands them over. Where the environments can give
+    their episodes' states (:func:`episode_replayer`), each segment is a
+    :class:`~polyfuse.training.replay.ReplayableSegment`: other actions can be tried where it began.
     """
 
     def __init__(self, envs: Any, segment_length: int | None = None) -> None:
@@ -65,6 +69,7 @@ class TrackedVectorEnv:
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[EpisodeRecord] = []
         self._recorders = [_SegmentRecorder(i) for i in range(self.num_envs)] if segment_length is not None else []
+        self._replayer = episode_replayer(envs) if segment_length is not None else None
         self._segments: list[Segment] = []
         self.restored = False  # set_state() restored saved episodes: optimizers keep acting on them
 
@@ -81,6 +86,10 @@ class TrackedVectorEnv:
         """Step every environment; returns gymnasium's 5-tuple with the environment's own rewards."""
         if self._observations is None:
             raise RuntimeError("call reset() before step()")
+        if self._replayer is not None and any(not len(recorder) for recorder in self._recorders):
+            for recorder, state in zip(self._recorders, self._replayer.states()):
+                if not len(recorder):  # a segment begins with this step: where to replay it from
+                    recorder.start_state = state
         started = time.perf_counter()
         observations, env_rewards, terminated, truncated, infos = self.envs.step(actions)
         self.env_time_s += time.perf_counter() - started
@@ -113,10 +122,11 @@ class TrackedVectorEnv:
             recorder.add(select(self._observations, index), actions[index], float(rewards[index]),
                          step_info(infos, index, ended))
             if self.segment_length > 0 and len(recorder) == self.segment_length:
-                self._segments.append(recorder.cut(bool(terminated[index]), bool(truncated[index])))
+                self._segments.append(recorder.cut(bool(terminated[index]), bool(truncated[index]), self._replayer))
             elif ended:
                 if self.segment_length == 0:
-                    self._segments.append(recorder.cut(bool(terminated[index]), bool(truncated[index])))
+                    self._segments.append(recorder.cut(bool(terminated[index]), bool(truncated[index]),
+                                                       self._replayer))
                 recorder.clear()  # a tail shorter than a fragment is dropped
 
     def pop_episodes(self) -> list[EpisodeRecord]:
@@ -201,6 +211,23 @@ def set_env_state(envs: Any, state: Mapping[str, Any]) -> None:
         _mark_reset(env)
 
 
+def episode_replayer(envs: Any) -> ContextReplayer | None:
+    """What replays a vector env's episodes from a recorded state with other actions, or ``None`` when it cannot.
+
+    The optional protocol: ``episode_states() -> list`` (each environment's episode in progress) and
+    ``scratch_env()`` (a single env, apart from these, whose ``set_state`` takes those states: DigitsVQA's
+    native vector env). A :class:`~gymnasium.vector.SyncVectorEnv` qualifies when every sub-env's
+    unwrapped env has ``get_state``/``set_state`` (its scratch env is a copy of the first).
+    """
+    if callable(getattr(envs, "episode_states", None)) and callable(getattr(envs, "scratch_env", None)):
+        return ContextReplayer(envs.episode_states, envs.scratch_env)
+    sub_envs = _sync_sub_envs(envs)
+    if sub_envs is None:
+        return None
+    return ContextReplayer(lambda: [env.unwrapped.get_state() for env in sub_envs],
+                           lambda: copy.deepcopy(sub_envs[0].unwrapped))
+
+
 def _sync_sub_envs(envs: Any) -> list[Any] | None:
     from gymnasium.vector import SyncVectorEnv
 
@@ -243,18 +270,20 @@ class _SegmentRecorder:
         self.actions: list[Any] = []
         self.rewards: list[float] = []
         self.infos: list[dict[str, Any]] = []
+        self.start_state: Any = None  # the env's state when the segment began, where it can give one
 
     def __len__(self) -> int:
         return len(self.actions)
 
     def get_state(self) -> dict[str, Any]:
         return {"observations": list(self.observations), "actions": list(self.actions),
-                "rewards": list(self.rewards), "infos": list(self.infos)}
+                "rewards": list(self.rewards), "infos": list(self.infos), "start_state": self.start_state}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self.observations = [dict(o) for o in state["observations"]]
         self.actions, self.rewards = list(state["actions"]), [float(r) for r in state["rewards"]]
         self.infos = [dict(i) for i in state["infos"]]
+        self.start_state = state.get("start_state")
 
     def add(self, observation: dict[str, Any], action: Any, reward: float, info: dict[str, Any]) -> None:
         self.observations.append(observation)
@@ -262,16 +291,12 @@ class _SegmentRecorder:
         self.rewards.append(reward)
         self.infos.append(info)
 
-    def cut(self, terminated: bool, truncated: bool) -> Segment:
-        segment = Segment(
-            observations=stack(self.observations),
-            actions=np.asarray(self.actions),
-            env_rewards=np.asarray(self.rewards, dtype=np.float32),
-            infos=tuple(self.infos),
-            terminated=terminated,
-            truncated=truncated,
-            env_index=self.env_index,
-        )
+    def cut(self, terminated: bool, truncated: bool, replayer: ContextReplayer | None) -> Segment:
+        fields = dict(observations=stack(self.observations), actions=np.asarray(self.actions),
+                      env_rewards=np.asarray(self.rewards, dtype=np.float32), infos=tuple(self.infos),
+                      terminated=terminated, truncated=truncated, env_index=self.env_index)
+        segment = (Segment(**fields) if replayer is None or self.start_state is None
+                   else ReplayableSegment(**fields, start_state=self.start_state, replayer=replayer))
         self.clear()
         return segment
 

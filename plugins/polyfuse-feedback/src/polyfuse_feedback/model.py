@@ -7,6 +7,11 @@ Comparisons are fitted with the Bradley–Terry loss (``P(second preferred) =
 sigmoid(R2 - R1)``, ties as 0.5 targets), ratings and good/bad labels with an
 ordinal (cumulative-logit) loss on the same return, each member on its own
 bootstrap weights of the labels. ``score()`` is the ensemble mean, scaled (see :meth:`normalise`).
+
+A comparison pairs two segments of the pool (``pairing: random``) or, in a one-step (bandit) task,
+the policy's action and another one in the same context (``pairing: same-context``): as RLHF for
+language models compares two completions of one prompt, the pair isolates the answer, and its
+outcome comes from the environment restored to that context (:mod:`polyfuse.training.replay`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from polyfuse.errors import PolyfuseError
 from polyfuse.feedback import MAX_SCALE, Query
 from polyfuse.observations import concatenate
 from polyfuse.rewards import RewardBatch, RewardSource, RunContext, Segment
+from polyfuse.training.replay import ReplayableSegment
 
 from polyfuse_feedback.labels import LabelRow, LabelSet
 from polyfuse_feedback.networks import Member, bradley_terry_loss, ordinal_loss
@@ -58,6 +64,7 @@ class PreferenceModel(RewardSource):
         self.config = config
         self.segment_length = config.fragment_length
         self.num_actions = int(context.action_space.n)
+        self.env_id = context.env_id
         make_network = reward_network_factory(config, context)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed)
@@ -118,8 +125,25 @@ class PreferenceModel(RewardSource):
     # -- asking ------------------------------------------------------------------------------------
 
     def observe(self, segments: Sequence[Segment]) -> None:
+        if self.config.pairing == "same-context" and self.router is not None:  # it asks: it replays
+            self._check_replayable(segments)
         self.pool.extend(segment for segment in segments if len(segment))
         self._returns_seen += [float(np.sum(s.env_rewards)) for s in segments if len(s)]
+
+    def _check_replayable(self, segments: Sequence[Segment]) -> None:
+        """Same-context pairs need one-step segments whose context the environment can be restored to."""
+        for segment in segments:
+            if not isinstance(segment, ReplayableSegment):
+                raise PolyfuseError(
+                    f"reward.params.pairing: same-context tries another action where a segment began, which needs "
+                    f"an environment that can be restored there; {self.env_id or 'this environment'} cannot (no "
+                    "get_state/set_state on its unwrapped env, nor episode_states/scratch_env on its vector env: "
+                    "see polyfuse.training.vector_env.episode_replayer). Use pairing: random")
+            if len(segment) != 1:
+                raise PolyfuseError(
+                    f"reward.params.pairing: same-context compares two actions in one context, so it needs one-step "
+                    f"segments (a bandit task such as DigitsVQA, or fragment_length: 1); these last {len(segment)} "
+                    "steps. Set fragment_length: 1, or use pairing: random")
 
     def _candidates(self, count: int, comparison: bool) -> list[tuple[int, int | None]]:
         """``count`` random segments or pairs from the pool, without repeats (unless the pool is too small)."""
@@ -149,19 +173,69 @@ class PreferenceModel(RewardSource):
                 spread.append(float(torch.sigmoid(returns[:, position[second]] - r1).std(unbiased=False)))
         return np.array(spread)
 
-    def _select(self, count: int) -> tuple[list[tuple[int, int | None]], np.ndarray]:
-        """Which segments to ask about (pairs, or single segments for ratings), with their uncertainty."""
+    def _action_rewards(self, segments: Sequence[Segment]) -> np.ndarray | None:
+        """Per-member rewards of every action in the one-step segments' contexts, ``(K, len, actions)``; ``None`` untrained."""
+        if not self.trained:
+            return None
+        observations = concatenate([segment.observations for segment in segments])
+        actions = np.repeat(np.arange(self.num_actions), len(segments))
+        with torch.no_grad():
+            rewards = self._step_rewards(concatenate([observations] * self.num_actions), actions).numpy()
+        return rewards.reshape(len(self.members), self.num_actions, len(segments)).transpose(0, 2, 1)
+
+    def _alternatives(self, taken: np.ndarray, rewards: np.ndarray | None) -> np.ndarray:
+        """Another action per context: the ensemble's best after the taken one, or (epsilon, untrained) uniform."""
+        uniform = (taken + self.rng.integers(1, self.num_actions, len(taken))) % self.num_actions
+        if rewards is None:
+            return uniform
+        mean = rewards.mean(0)
+        mean[np.arange(len(taken)), taken] = -np.inf
+        explore = self.rng.random(len(taken)) < self.config.alternative_epsilon
+        return np.where(explore, uniform, mean.argmax(1))
+
+    def _same_context_pairs(self, wanted: int, active: bool) -> tuple[list[tuple[Segment, Segment | None]], np.ndarray]:
+        """Pool segments, each against another action in its context replayed by the environment, in random order."""
+        count = wanted * (self.config.candidates_per_query if active else 1)
+        picked = self.rng.choice(len(self.pool), count, replace=count > len(self.pool))
+        segments = [self.pool[i] for i in picked.tolist()]
+        taken = np.array([int(segment.actions[0]) for segment in segments])
+        rewards = self._action_rewards(segments)
+        if self.config.pair_answers == "top-two" and rewards is not None:
+            taken = rewards.mean(0).argmax(1)  # the ensemble's best in place of the policy's
+        alternatives = self._alternatives(taken, rewards)
+        spread = np.zeros(len(segments))
+        if rewards is not None and len(self.members) > 1:
+            index = np.arange(len(segments))
+            difference = torch.as_tensor(rewards[:, index, alternatives] - rewards[:, index, taken])
+            spread = torch.sigmoid(difference).std(0, unbiased=False).numpy()
+        keep = np.argsort(-spread, kind="stable")[:wanted] if active else np.arange(min(wanted, len(segments)))
+        pairs: list[tuple[Segment, Segment | None]] = []
+        for i in keep.tolist():
+            segment = segments[i]
+            assert isinstance(segment, ReplayableSegment)  # observe() checked
+            first, other = (segment if int(segment.actions[0]) == action else segment.replay([action])
+                            for action in (taken[i], alternatives[i]))
+            pairs.append((first, other) if self.rng.random() < 0.5 else (other, first))
+        return pairs, spread[keep]
+
+    def _select(self, count: int) -> tuple[list[tuple[Segment, Segment | None]], np.ndarray]:
+        """What to ask about (pairs of segments, or single segments for ratings), with the ensemble's uncertainty."""
         ratings = int(self.rng.binomial(count, self.config.rating_share)) if self.config.rating_share else 0
-        chosen: list[tuple[int, int | None]] = []
+        chosen: list[tuple[Segment, Segment | None]] = []
         spreads: list[np.ndarray] = []
         for comparison, wanted in ((True, count - ratings), (False, ratings)):
             if wanted == 0:
                 continue
             active = self.config.selection == "disagreement" and self.trained
+            if comparison and self.config.pairing == "same-context":
+                pairs, spread = self._same_context_pairs(wanted, active)
+                chosen += pairs
+                spreads.append(spread)
+                continue
             candidates = self._candidates(wanted * (self.config.candidates_per_query if active else 1), comparison)
             spread = self._uncertainty(candidates)
             keep = np.argsort(-spread, kind="stable")[:wanted] if active else np.arange(min(wanted, len(candidates)))
-            chosen += [candidates[i] for i in keep.tolist()]
+            chosen += [(self.pool[a], None if b is None else self.pool[b]) for a, b in (candidates[i] for i in keep)]
             spreads.append(spread[keep])
         return chosen, np.concatenate(spreads) if spreads else np.zeros(0)
 
@@ -173,9 +247,8 @@ class PreferenceModel(RewardSource):
         if count <= 0 or len(self.pool) < 2:
             return {}
         chosen, spread = self._select(count)
-        queries = [Query(self.pool[a], None if b is None else self.pool[b],
-                         scale=0 if b is not None else self.config.rating_scale, priority=float(s))
-                   for (a, b), s in zip(chosen, spread)]
+        queries = [Query(first, second, scale=0 if second is not None else self.config.rating_scale,
+                         priority=float(s)) for (first, second), s in zip(chosen, spread)]
         self.router.ask(queries)
         return {"uncertainty": float(spread.mean())} if self.trained and len(self.members) > 1 else {}
 

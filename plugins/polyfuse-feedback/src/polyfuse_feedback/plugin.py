@@ -145,6 +145,22 @@ class PreferenceModelConfig(ComponentConfig):
     candidates_per_query: int = Field(
         8, gt=0, description="With selection: disagreement, random candidates drawn per query asked."
     )
+    pairing: Literal["random", "same-context"] = Field(
+        "random", description="What a comparison compares: two segments drawn from the pool (random), or a "
+        "one-step segment and another action in the same context (same-context: the same image and question, "
+        "two answers; the other answer's outcome from the environment restored to that context, so the "
+        "environment must be able to replay one)."
+    )
+    pair_answers: Literal["taken", "top-two"] = Field(
+        "taken", description="With pairing: same-context, the two actions compared: the one the policy took and "
+        "another (taken), or the two the ensemble ranks highest (top-two: the policy's exploration does not spend "
+        "labels; before the first labels, the taken one and another)."
+    )
+    alternative_epsilon: float = Field(
+        0.1, ge=0, le=1, description="With pairing: same-context, the share of comparisons whose other action is "
+        "drawn uniformly; the rest take the action the ensemble ranks highest after the first one (uniform "
+        "before the first labels)."
+    )
     heldout_fraction: float = Field(0.2, ge=0, lt=1, description="Share of labels kept out of training, to measure "
                                     "the model's pairwise accuracy.")
     pool_size: int = Field(4096, gt=1, description="Most recent segments kept to form queries from.")

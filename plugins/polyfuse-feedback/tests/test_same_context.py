@@ -1,0 +1,130 @@
+"""Same-context comparisons (``pairing: same-context``): two actions in one context, the other one replayed by the env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from polyfuse.errors import PolyfuseError
+from polyfuse.rewards import RunContext, Segment
+from polyfuse.rl.testing import WordBandit
+from polyfuse.training.replay import ReplayableSegment
+from polyfuse.training.vector_env import TrackedVectorEnv
+from polyfuse_feedback.model import PreferenceModel
+from polyfuse_feedback.plugin import PreferenceModelConfig, SyntheticConfig
+from polyfuse_feedback.routing import Route, Router
+from polyfuse_feedback.store import LabelStore
+from polyfuse_feedback.synthetic import SyntheticAnnotator
+
+WORDS = 4
+
+
+class ReplayableWordBandit(WordBandit):
+    """The text bandit with the optional state protocol: its episode (the paying word) can be restored."""
+
+    def get_state(self) -> dict[str, Any]:
+        return {"target": self._target}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._target = int(state["target"])
+
+
+def bandit_segments(count: int, seed: int = 0) -> list[Segment]:
+    """One-step episodes with random actions, recorded by the trainer's tracked env (so replayable)."""
+    envs = TrackedVectorEnv(SyncVectorEnv([lambda: ReplayableWordBandit(WORDS)] * 4,
+                                          autoreset_mode=AutoresetMode.SAME_STEP), segment_length=0)
+    envs.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(count // 4):
+        envs.step(rng.integers(0, WORDS, 4))
+    return envs.pop_segments()
+
+
+def make_model(helpers: Any, tmp_path: Path, **params: Any) -> PreferenceModel:
+    env = ReplayableWordBandit(WORDS)
+    context = RunContext(env.observation_space, env.action_space, lambda: helpers.make_network(env.observation_space),
+                         seed=0, run_dir=tmp_path, planned_updates=10, env_id="word-bandit")
+    router = Router(LabelStore.in_run(tmp_path), "test",
+                    [Route("synthetic", SyntheticAnnotator(SyntheticConfig(), seed=1))])
+    config = PreferenceModelConfig(pairing="same-context", schedule="constant", gradient_steps=30,
+                                   heldout_fraction=0.0, **params)
+    return PreferenceModel(config, context, router)
+
+
+def words(segment: Segment) -> str:
+    return segment.observations["text"][0]
+
+
+def test_each_query_compares_two_actions_in_one_context_scored_by_the_env(helpers: Any, tmp_path: Path) -> None:
+    model = make_model(helpers, tmp_path, max_labels=200)
+    model.observe(bandit_segments(400))
+    for _ in range(10):
+        metrics = model.update()
+    assert metrics["labels"] == 200
+    store, strict = model.router.store, 0
+    stored = store.labels("test")
+    assert len(stored) == 200
+    for label, query in zip(stored, store.queries([label.query_id for label in stored])):
+        first, second = query.first, query.second
+        assert second is not None and len(first) == len(second) == 1
+        assert words(first) == words(second)
+        np.testing.assert_array_equal(first.observations["vector"], second.observations["vector"])
+        assert first.actions[0] != second.actions[0], "two different actions"
+        target = WordBandit.WORDS.index(words(first).removeprefix("go "))
+        for segment in (first, second):  # each outcome is the environment's own, the replayed one too
+            assert segment.env_rewards[0] == float(segment.actions[0] == target)
+        strict += first.env_rewards[0] != second.env_rewards[0]
+        assert label.preference == {(1, 0): 0.0, (0, 1): 1.0}.get((first.env_rewards[0], second.env_rewards[0]), 0.5)
+    # once trained, the other action is the model's best after the one taken: mostly the paying one
+    assert strict > 150, strict
+
+
+def test_same_context_labels_teach_the_best_action_in_each_context(helpers: Any, tmp_path: Path) -> None:
+    model = make_model(helpers, tmp_path, max_labels=150)
+    model.observe(bandit_segments(400))
+    for _ in range(10):
+        model.update()
+    test = bandit_segments(200, seed=7)
+    rewards = model._action_rewards(test).mean(0)  # (contexts, actions)
+    targets = [WordBandit.WORDS.index(words(s).removeprefix("go ")) for s in test]
+    assert (rewards.argmax(1) == targets).mean() > 0.95
+
+
+def test_disagreement_selection_works_with_same_context_pairs(helpers: Any, tmp_path: Path) -> None:
+    model = make_model(helpers, tmp_path, max_labels=100, selection="disagreement")
+    model.observe(bandit_segments(200))
+    for _ in range(4):
+        metrics = model.update()
+    assert metrics["labels"] == metrics["asked"] and 0 < metrics["uncertainty"] <= 0.5
+
+
+def test_an_environment_that_cannot_replay_is_a_clear_error(helpers: Any, tmp_path: Path) -> None:
+    plain = [Segment({"vector": np.zeros((1, 4), np.float32), "text": ("go up",)}, np.array([0]),
+                     np.zeros(1, np.float32), [{}], True, False, 0)]
+    with pytest.raises(PolyfuseError, match=r"pairing: same-context .* word-bandit cannot .* pairing: random"):
+        make_model(helpers, tmp_path).observe(plain)
+
+
+def test_segments_of_several_steps_are_a_clear_error(helpers: Any, tmp_path: Path) -> None:
+    long = bandit_segments(8)
+    two_steps = [ReplayableSegment(**{**long[0].__dict__, "actions": np.array([0, 1]),
+                                      "env_rewards": np.zeros(2, np.float32)})]
+    with pytest.raises(PolyfuseError, match="one-step segments .* fragment_length: 1"):
+        make_model(helpers, tmp_path).observe(two_steps)
+
+
+def test_pairing_is_validated() -> None:
+    with pytest.raises(ValueError, match="pairing"):
+        PreferenceModelConfig(pairing="same-image")
+    assert PreferenceModelConfig().pairing == "random"
+
+
+def test_an_env_without_the_state_protocol_records_plain_segments() -> None:
+    envs = TrackedVectorEnv(SyncVectorEnv([lambda: WordBandit(WORDS)] * 2, autoreset_mode=AutoresetMode.SAME_STEP),
+                            segment_length=0)
+    envs.reset(seed=0)
+    envs.step(np.zeros(2, np.int64))
+    assert [type(s) for s in envs.pop_segments()] == [Segment, Segment]
