@@ -212,6 +212,29 @@ def test_a_stopped_tuner_stops_its_running_trial_and_queues_it_again(tmp_path, m
     assert (tmp_path / "trials" / "0000" / "stopped").read_text() == "SIGTERM"
 
 
+def test_a_trial_whose_tuner_on_another_machine_went_silent_is_failed_and_queued_again(
+        tmp_path, monkeypatch, capsys):
+    from polyfuse.tuning import study as studies
+
+    monkeypatch.setattr(studies, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(studies, "GRACE_SECONDS", 1)
+    optuna = studies.import_optuna()
+    settings = studies.StudySettings(f"sqlite:///{tmp_path}/study.db", "s", "eval/success", "maximize", "tpe",
+                                     "median", 0)
+    study = studies.open_study(optuna, settings, {})
+    trial = study.ask()
+    trial.suggest_float("optimizer.params.learning_rate", 1e-4, 1e-2, log=True)
+    trial.set_user_attr("worker", "another-host:1")
+    study._storage.record_heartbeat(trial._trial_id)
+    studies.recover_interrupted(optuna, study)
+    assert study.trials[0].state.name == "RUNNING"  # its heartbeat is fresh: it may well be training
+    time.sleep(2.5)
+    studies.recover_interrupted(optuna, study)
+    failed, again = study.get_trials()
+    assert (failed.state.name, again.state.name, again.user_attrs["retry_of"]) == ("FAIL", "WAITING", 0)
+    assert "trial 0 sent no heartbeat for 1 s (its tuner, another-host:1, is gone)" in capsys.readouterr().err
+
+
 def tune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "polyfuse", "tune", *args], capture_output=True, text=True,
                           cwd=cwd, env=ENV, check=False)

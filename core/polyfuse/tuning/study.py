@@ -236,6 +236,14 @@ class Tuner:
         from polyfuse.config import validate_pipeline
         from polyfuse.preflight import check_pipeline
 
+        storage, trial_id, last_beat = self.study._storage, trial._trial_id, [-HEARTBEAT_SECONDS]
+
+        def heartbeat() -> None:  # from the first moment: a trial without one is never found stale
+            if time.monotonic() - last_beat[0] >= HEARTBEAT_SECONDS / 2:
+                storage.record_heartbeat(trial_id)
+                last_beat[0] = time.monotonic()
+
+        heartbeat()
         run_dir = self.output / TRIALS_DIR / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         data = self.space.config(self.space.suggest(trial))
@@ -244,12 +252,6 @@ class Tuner:
             check_pipeline(validate_pipeline(data, self.registry), self.registry)
         except ConfigError as exc:  # this sample is invalid; others may not be
             return Outcome("failed", error="invalid config: " + "; ".join(f"{p}: {m}" for p, m in exc.problems))
-        storage, trial_id, last_beat = self.study._storage, trial._trial_id, [0.0]
-
-        def heartbeat() -> None:
-            if time.monotonic() - last_beat[0] >= HEARTBEAT_SECONDS / 2:
-                storage.record_heartbeat(trial_id)
-                last_beat[0] = time.monotonic()
 
         def report(value: float, step: int) -> bool:
             trial.report(value, step)
