@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,37 @@ def test_an_env_without_the_state_protocol_records_plain_segments() -> None:
     envs.reset(seed=0)
     envs.step(np.zeros(2, np.int64))
     assert [type(s) for s in envs.pop_segments()] == [Segment, Segment]
+
+
+def test_the_annotation_app_shows_one_context_with_two_answers(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from polyfuse.envs import DIGITS_VQA_ID, make_vector_env
+    from polyfuse.envs.digits_vqa import ANSWERS
+    from polyfuse_feedback.access import issue_token
+    from polyfuse_feedback.app import create_app
+    from polyfuse_feedback.rendering import describe_observations
+    from polyfuse_feedback.store import NewQuery
+
+    envs = TrackedVectorEnv(make_vector_env(DIGITS_VQA_ID, {}, num_envs=1, vectorization="native", seed=0), 0)
+    envs.reset(seed=0)
+    envs.step(np.array([3]))
+    (taken,) = envs.pop_segments()
+    other = taken.replay([10])  # "yes"
+    with LabelStore(f"sqlite:///{tmp_path / 'labels.sqlite'}") as store:
+        store.configure_project("run", display={"env": DIGITS_VQA_ID, "actions": list(ANSWERS), "observations":
+                                                describe_observations(envs.single_observation_space, DIGITS_VQA_ID)})
+        first, second = store.add_segments("run", [taken, other])
+        (query_id,) = store.post_queries("run", [NewQuery(first, second, source="human")])
+        token = issue_token(store, "ann", project="run")
+        with TestClient(create_app(store.database_url)) as client:
+            shown = client.get("/api/v1/projects/run/next", headers={"Authorization": f"Bearer {token}"}).json()
+            left, right = shown["query"]["segments"]
+            assert shown["query"]["id"] == query_id and shown["query"]["kind"] == "comparison"
+            assert left["images"] == right["images"] and left["images"]["image"]["still"].startswith("data:image/png")
+            assert left["texts"] == right["texts"] == {"question": [taken.observations["question"][0]]}
+            assert (left["actions"], right["actions"]) == (["3"], ["yes"])
+            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+            assert client.post("/login", data={"token": token, "csrf": csrf}, follow_redirects=False).status_code == 303
+            page = client.get("/projects/run").text  # the annotate page: the same scan twice, the two answers
+            assert page.count(left["images"]["image"]["still"]) == 2
+            assert '<span class="action">3</span>' in page and '<span class="action">yes</span>' in page
