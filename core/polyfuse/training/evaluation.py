@@ -98,12 +98,11 @@ def seeded_sampling(actor: Any, seed: int) -> Iterator[None]:
 class Evaluator:
     """Plays ``episodes`` held-out episodes of one environment, ``MAX_PARALLEL`` at a time, in each mode asked."""
 
-    def __init__(self, env: EnvConfig, episodes: int, *, held_out: bool = True) -> None:
+    def __init__(self, env: EnvConfig, episodes: int) -> None:
         self.env = env
         self.episodes = episodes
         self.num_envs = min(episodes, MAX_PARALLEL)
-        kwargs = eval_kwargs(env.id, env.kwargs) if held_out else dict(env.kwargs)
-        self.envs = make_vector_env(env.id, kwargs, num_envs=self.num_envs)
+        self.envs = make_vector_env(env.id, eval_kwargs(env.id, env.kwargs), num_envs=self.num_envs)
 
     @property
     def rounds(self) -> int:
