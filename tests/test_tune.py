@@ -185,6 +185,14 @@ def test_a_storage_url_that_does_not_open_is_a_user_error(tmp_path):
         open_study(import_optuna(), settings, {})
 
 
+def test_a_sampler_whose_package_is_missing_says_what_to_install(monkeypatch):
+    from polyfuse.tuning.study import import_optuna, make_sampler
+
+    monkeypatch.setitem(sys.modules, "cmaes", None)
+    with pytest.raises(PolyfuseError, match="--sampler cmaes needs the cmaes package: pip install cmaes"):
+        make_sampler(import_optuna(), "cmaes", 0)
+
+
 def test_a_stopped_tuner_stops_its_running_trial_and_queues_it_again(tmp_path, monkeypatch, registry):
     import threading
 

@@ -54,6 +54,11 @@ def import_optuna() -> Any:
 
 
 def make_sampler(optuna: Any, name: str, seed: int | None) -> Any:
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401 - Optuna imports it only when the first trial samples
+        except ImportError:
+            raise PolyfuseError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                 "qmc": optuna.samplers.QMCSampler, "gp": optuna.samplers.GPSampler,
                 "cmaes": optuna.samplers.CmaEsSampler}
