@@ -109,6 +109,16 @@ def test_an_environment_that_cannot_replay_is_a_clear_error(helpers: Any, tmp_pa
         make_model(helpers, tmp_path).observe(plain)
 
 
+def test_a_model_that_asks_nothing_learns_from_stored_same_context_labels(helpers: Any, tmp_path: Path) -> None:
+    env = ReplayableWordBandit(WORDS)
+    context = RunContext(env.observation_space, env.action_space, lambda: helpers.make_network(env.observation_space),
+                         seed=0, run_dir=tmp_path, planned_updates=1)
+    offline = PreferenceModel(PreferenceModelConfig(pairing="same-context", max_labels=0), context, router=None)
+    offline.observe([Segment(**{k: v for k, v in s.__dict__.items() if k not in ("start_state", "replayer")})
+                     for s in bandit_segments(8)])  # as read back from the label store: nothing to replay
+    assert len(offline.pool) == 8
+
+
 def test_segments_of_several_steps_are_a_clear_error(helpers: Any, tmp_path: Path) -> None:
     long = bandit_segments(8)
     two_steps = [ReplayableSegment(**{**long[0].__dict__, "actions": np.array([0, 1]),
