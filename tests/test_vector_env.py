@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from polyfuse.envs import DIGITS_VQA_ID
 from polyfuse.envs import make_vector_env as make_env_vector
 from polyfuse.rewards import Segment

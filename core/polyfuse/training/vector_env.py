@@ -292,9 +292,9 @@ class _SegmentRecorder:
         self.infos.append(info)
 
     def cut(self, terminated: bool, truncated: bool, replayer: ContextReplayer | None) -> Segment:
-        fields = dict(observations=stack(self.observations), actions=np.asarray(self.actions),
-                      env_rewards=np.asarray(self.rewards, dtype=np.float32), infos=tuple(self.infos),
-                      terminated=terminated, truncated=truncated, env_index=self.env_index)
+        fields = {"observations": stack(self.observations), "actions": np.asarray(self.actions),
+                  "env_rewards": np.asarray(self.rewards, dtype=np.float32), "infos": tuple(self.infos),
+                  "terminated": terminated, "truncated": truncated, "env_index": self.env_index}
         segment = (Segment(**fields) if replayer is None or self.start_state is None
                    else ReplayableSegment(**fields, start_state=self.start_state, replayer=replayer))
         self.clear()
