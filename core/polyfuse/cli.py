@@ -110,6 +110,12 @@ def cmd_eval(args: argparse.Namespace, registry: Registry) -> int:
     return command(args, registry)
 
 
+def cmd_serve(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.serving.command import command
+
+    return command(args, registry)
+
+
 def cmd_preferences(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.config import EnvConfig
     from polyfuse.datasets.collect import collect_expert_preferences
@@ -190,6 +196,12 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     )
     add_eval_arguments(evaluating)
     evaluating.set_defaults(handler=cmd_eval)
+
+    from polyfuse.serving.command import add_arguments as add_serve_arguments
+
+    serving = commands.add_parser("serve", help="a trained run's policy behind an HTTP API (needs polyfuse[serve])")
+    add_serve_arguments(serving)
+    serving.set_defaults(handler=cmd_serve)
 
     preferences = commands.add_parser(
         "preferences", help="collect synthetic preference pairs from an environment's expert (for dpo)"

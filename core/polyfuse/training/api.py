@@ -144,6 +144,16 @@ class RLOptimizer:
         """Unnormalised action preferences, differentiable w.r.t. ``trainable_parameters``."""
         raise NotImplementedError
 
+    def action_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution ``act(deterministic=False)`` samples, from :meth:`action_logits`' output (serving).
+
+        A softmax for a policy's logits; a value method overrides it with its behaviour policy (DQN:
+        epsilon-greedy), since a softmax over its values is a policy it never trained.
+        """
+        import torch
+
+        return torch.softmax(logits, dim=-1)
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters warm start may update."""
         raise NotImplementedError

@@ -225,6 +225,27 @@ def test_actions_respect_the_action_space_start(make_pipeline) -> None:
     assert set(dqn.act(observations, deterministic=False).tolist()) <= {5, 6, 7, 8}
 
 
+def test_action_probabilities_are_what_sampled_actions_are_drawn_from(make_pipeline) -> None:
+    """Epsilon-greedy over the Q-values (serving reports them), not a softmax DQN never trained."""
+    dqn = DQN(DQNConfig(**FAST))
+    dqn.setup(make_pipeline("bandit", num_envs=4, num_words=4))
+    for _ in range(100):
+        dqn.iterate()
+    epsilon = dqn.epsilon
+    assert 0.05 < epsilon < 1
+    single = {"vector": np.zeros((1, 4), np.float32), "text": ("go left",)}
+    with torch.no_grad():
+        probabilities = dqn.action_probabilities(dqn.action_logits(single))[0].numpy()
+    greedy = int(dqn.act(single)[0])
+    expected = np.full(4, epsilon / 4)
+    expected[greedy] += 1 - epsilon
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-6)
+    draws = 4_000
+    many = {"vector": np.zeros((draws, 4), np.float32), "text": ("go left",) * draws}
+    frequencies = np.bincount(dqn.act(many, deterministic=False), minlength=4) / draws
+    np.testing.assert_allclose(frequencies, probabilities, atol=0.03)
+
+
 class ContinuousActions(gym.Env):
     observation_space = gym.spaces.Dict({"vector": gym.spaces.Box(-1, 1, (2,), np.float32)})
     action_space = gym.spaces.Box(-1, 1, (1,), np.float32)

@@ -181,6 +181,13 @@ class DQN(OffPolicyAlgorithm):
         self._require_setup()
         return self.q_network(check_dict(observations, self.name))
 
+    def action_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Epsilon-greedy at the current exploration rate over the Q-values: what sampled actions are drawn from."""
+        epsilon = self.epsilon
+        probabilities = torch.full_like(logits, epsilon / logits.shape[-1])
+        greedy = logits.argmax(dim=-1, keepdim=True)
+        return probabilities.scatter_add(-1, greedy, torch.full_like(greedy, 1.0 - epsilon, dtype=logits.dtype))
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         self._require_setup()
         return list(self._trainable)

@@ -1,0 +1,85 @@
+"""``polyfuse serve RUN_DIR_OR_CHECKPOINT``: the trained policy behind an HTTP API until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from polyfuse.errors import PolyfuseError
+from polyfuse.registry import Registry
+
+INSTALL = "pip install 'polyfuse[serve]'"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a run's output_dir (e.g. runs/latest) or a checkpoint folder in it")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                                                            "machine only; 0.0.0.0 opens it to the network)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    parser.add_argument("--max-batch", type=int, default=32,
+                        help="observations gathered into one forward pass under load (default 32)")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0,
+                        help="how long the first waiting request waits for others to join its batch (default 2)")
+
+
+def command(args: argparse.Namespace, registry: Registry) -> int:
+    if args.max_batch <= 0:
+        raise PolyfuseError(f"--max-batch must be positive, got {args.max_batch}")
+    if args.max_wait_ms < 0:
+        raise PolyfuseError(f"--max-wait-ms must not be negative, got {args.max_wait_ms}")
+    if not 0 <= args.port <= 65535:
+        raise PolyfuseError(f"--port must be in [0, 65535], got {args.port}")
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise PolyfuseError(f"polyfuse serve needs {exc.name}: {INSTALL}") from None
+    from polyfuse.serving.app import create_app
+    from polyfuse.serving.model import ServedModel
+
+    print(f"loading {args.run} ...", file=sys.stderr, flush=True)
+    model = ServedModel(args.run, registry)
+    try:
+        app = create_app(model, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000)
+        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                               access_log=False, timeout_graceful_shutdown=5))
+        _announce_when_listening(server, model, args.host)
+        _serve_until_signalled(server)
+        if not server.started:
+            raise PolyfuseError(f"cannot listen on {args.host}:{args.port}: is the port in use? (--port 0: any free one)")
+    finally:
+        model.close()
+    print("polyfuse serve: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _serve_until_signalled(server: Any) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully (requests in flight are answered) and return.
+
+    uvicorn re-raises the signal it caught once it has shut down, to the handler it found: ours only
+    notes it, so the command ends normally (exit status 0) instead of being killed by it.
+    """
+    import signal
+
+    previous = {sig: signal.signal(sig, lambda number, frame: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _announce_when_listening(server: Any, model: Any, host: str) -> None:
+    """Print the URL once the socket listens (with --port 0, the port the system chose)."""
+    original = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await original(sockets=sockets)
+        if server.started:
+            port = server.servers[0].sockets[0].getsockname()[1]
+            shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+            print(f"serving {model.location} (step {model.step}) at http://{shown}:{port}  "
+                  "(POST /v1/act, GET /health, GET /metrics)", flush=True)
+
+    server.startup = startup
