@@ -234,8 +234,7 @@ class DigitsVQAVectorEnv(VectorEnv):
         correct = np.asarray(actions).reshape(self.num_envs) == self._answers
         answered = self._observations()
         final_obs = np.empty(self.num_envs, dtype=object)
-        final_obs[:] = [{"image": answered["image"][i], "question": answered["question"][i]}
-                        for i in range(self.num_envs)]
+        final_obs[:] = [{key: value[i] for key, value in answered.items()} for i in range(self.num_envs)]
         final_info = self._infos(correct)
         self._draw()
         infos = {"final_obs": final_obs, "_final_obs": self._every.copy(), "final_info": final_info,

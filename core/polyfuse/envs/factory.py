@@ -9,6 +9,7 @@ import importlib
 import signal
 from collections.abc import Mapping
 from functools import partial
+from importlib.metadata import entry_points
 from typing import Any
 
 import gymnasium as gym
@@ -18,6 +19,7 @@ from polyfuse.envs import babyai
 from polyfuse.errors import PolyfuseError
 
 EVAL_KWARGS_KEY = "polyfuse.eval_kwargs"
+ENV_ENTRY_POINTS = "polyfuse.environments"
 
 
 def check_env_id(env_id: str) -> None:
@@ -35,6 +37,8 @@ def check_env_id(env_id: str) -> None:
         env_id = name
     if babyai.is_minigrid_id(env_id):
         babyai.import_minigrid()
+    if env_id not in gym.registry:
+        _register_plugin_env(env_id)
     if env_id in gym.registry:
         return
     hint = ""
@@ -43,10 +47,27 @@ def check_env_id(env_id: str) -> None:
     except PolyfuseError:
         hint = f" (BabyAI-*/MiniGrid-* levels need `{babyai.INSTALL_HINT}`)"
     message = f"no gymnasium environment named {env_id!r} is registered"
-    suggestions = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    known = [*gym.registry, *(entry.name for entry in entry_points(group=ENV_ENTRY_POINTS))]
+    suggestions = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
     if suggestions:
         message += f"; did you mean {' or '.join(repr(s) for s in suggestions)}?"
     raise PolyfuseError(message + hint)
+
+
+def _register_plugin_env(env_id: str) -> None:
+    """Import the module a distribution names for ``env_id`` in the ``polyfuse.environments`` entry-point group.
+
+    Plugins register their gymnasium ids there (the entry point's name is the id, its value the module
+    that calls ``gymnasium.register`` when imported), so their environments are made by id like
+    polyfuse's own, in every process, without importing them on every command.
+    """
+    for entry in entry_points(group=ENV_ENTRY_POINTS, name=env_id):
+        try:
+            importlib.import_module(entry.value)
+        except Exception as exc:  # a broken plugin is a config problem, not a crash
+            raise PolyfuseError(f"env.id {env_id!r}: {entry.value!r} (from distribution "
+                                f"{entry.dist.name if entry.dist else '?'}) cannot be imported "
+                                f"({type(exc).__name__}: {exc})") from None
 
 
 def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None, *, expert: bool = False) -> gym.Env:
