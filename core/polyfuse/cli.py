@@ -116,6 +116,12 @@ def cmd_serve(args: argparse.Namespace, registry: Registry) -> int:
     return command(args, registry)
 
 
+def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
+    from polyfuse.serving.command import export_command
+
+    return export_command(args, registry)
+
+
 def cmd_preferences(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.config import EnvConfig
     from polyfuse.datasets.collect import collect_expert_preferences
@@ -198,10 +204,15 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     evaluating.set_defaults(handler=cmd_eval)
 
     from polyfuse.serving.command import add_arguments as add_serve_arguments
+    from polyfuse.serving.command import add_export_arguments
 
     serving = commands.add_parser("serve", help="a trained run's policy behind an HTTP API (needs polyfuse[serve])")
     add_serve_arguments(serving)
     serving.set_defaults(handler=cmd_serve)
+
+    exporting = commands.add_parser("export", help="a trained run's policy as a TorchScript or ONNX file")
+    add_export_arguments(exporting)
+    exporting.set_defaults(handler=cmd_export)
 
     preferences = commands.add_parser(
         "preferences", help="collect synthetic preference pairs from an environment's expert (for dpo)"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -63,6 +64,28 @@ class MultimodalNetwork(nn.Module):
             if feature_store is not None
             else {}
         )
+        self._given: frozenset[str] = frozenset()
+
+    @contextlib.contextmanager
+    def given_features(self, modalities: Collection[str]) -> Iterator[None]:
+        """Within it, the observations of ``modalities`` are their encoders' features ``(B, output_dim)``, fused as given.
+
+        For an export (``polyfuse export``): a frozen text encoder reads strings, which TorchScript and ONNX
+        cannot take, so the exported network takes its features instead.
+        """
+        unknown = set(modalities) - set(self.encoders)
+        if unknown:
+            raise ValueError(f"no modality {sorted(unknown)} in this network; it has {list(self.encoders)}")
+        previous, self._given = self._given, frozenset(modalities)
+        try:
+            yield
+        finally:
+            self._given = previous
+
+    def _encoded(self, modality: str, encoder: Encoder, value: Any) -> torch.Tensor:
+        if modality in self._given:
+            return value
+        return self._cached.get(modality, encoder)(value)
 
     @property
     def cached_encoders(self) -> dict[str, CachedEncoder]:
@@ -75,7 +98,7 @@ class MultimodalNetwork(nn.Module):
         for modality, encoder in self.encoders.items():
             key = self.observation_keys[modality]
             if key in observations:
-                features[modality] = self._cached.get(modality, encoder)(observations[key])
+                features[modality] = self._encoded(modality, encoder, observations[key])
         return features
 
     def encode_spatial(self, observations: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -89,7 +112,7 @@ class MultimodalNetwork(nn.Module):
             if modality in self.fuser.map_shapes:
                 features[modality], maps[modality] = encoder.forward_spatial(observations[key])
             else:
-                features[modality] = self._cached.get(modality, encoder)(observations[key])
+                features[modality] = self._encoded(modality, encoder, observations[key])
         return features, maps
 
     def forward(self, observations: Mapping[str, Any], present: PresenceMask | None = None) -> torch.Tensor:

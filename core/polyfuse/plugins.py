@@ -73,7 +73,8 @@ class Command:
 
 
 CORE_COMMANDS = frozenset({
-    "plugins", "list", "validate", "schema", "run", "eval", "serve", "preferences", "compare", "tune", "new-plugin",
+    "plugins", "list", "validate", "schema", "run", "eval", "serve", "export", "preferences", "compare", "tune",
+    "new-plugin",
 })
 """polyfuse's own subcommands (:func:`polyfuse.cli.build_parser`), which a plugin's command may not shadow;
 tests/test_hooks.py fails when the two lists disagree."""

@@ -1,4 +1,4 @@
-"""``polyfuse serve RUN_DIR_OR_CHECKPOINT``: the trained policy behind an HTTP API until SIGINT or SIGTERM."""
+"""``polyfuse serve RUN`` (the trained policy behind an HTTP API until SIGINT or SIGTERM) and ``polyfuse export RUN``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from polyfuse.errors import PolyfuseError
 from polyfuse.registry import Registry
 
 INSTALL = "pip install 'polyfuse[serve]'"
+EXPORT_FORMATS = ("torchscript", "onnx")
+ONNX_INSTALL = "pip install 'polyfuse[onnx]'"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,3 +85,23 @@ def _announce_when_listening(server: Any, model: Any, host: str) -> None:
                   "(POST /v1/act, GET /health, GET /metrics)", flush=True)
 
     server.startup = startup
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a run's output_dir (e.g. runs/latest) or a checkpoint folder in it")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, required=True,
+                        help=f"torchscript (torch.jit, needs nothing more) or onnx ({ONNX_INSTALL})")
+    parser.add_argument("-o", "--output", required=True,
+                        help="file to write; FILE.json beside it describes the inputs and outputs")
+
+
+def export_command(args: argparse.Namespace, registry: Registry) -> int:
+    from pathlib import Path
+
+    from polyfuse.serving.export import export_policy
+
+    inputs = export_policy(Path(args.run), args.format, Path(args.output), registry)
+    described = ", ".join(f"{i.name} (B, {', '.join(map(str, i.shape))}) {i.dtype}" for i in inputs)
+    print(f"{args.format} model written to {args.output}: inputs {described}; outputs logits and probabilities "
+          f"(B, actions); described in {args.output}.json")
+    return 0
