@@ -19,7 +19,9 @@ import pytest
 from polyfuse.cli import main
 
 CORPUS = Path(__file__).parent / "bad_configs"
-SECONDS = 5.0
+SECONDS = 30.0
+"""A runaway bound (an alias bomb or a 1e12-wide layer that is built would take minutes or never end), not a speed
+target: typical configs take well under a second, and a loaded CI machine must not fail a correct refusal."""
 GOOD = (
     "env: {id: polyfuse/DigitsVQA-v0, num_envs: 4, vectorization: native}\n"
     "modalities:\n  image: {encoder: small-cnn}\n  question: {encoder: sbert}\n"
@@ -69,7 +71,7 @@ def warm_imports() -> None:
     """Pay one-time imports before timing: gymnasium and minigrid, and timm, whose config checks model names.
 
     Cold, ``polyfuse validate`` takes about 0.5 s and 75 MB (timm configs: about
-    4 s and 900 MB, importing torch); each config after that must take < 5 s.
+    4 s and 900 MB, importing torch); each config after that must finish within the runaway bound.
     """
     import minigrid  # noqa: F401
 
@@ -157,7 +159,7 @@ def test_run_refuses_generated_cases(name: str, scratch: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize("stem", ["hidden_dim_1e12", "num_envs_1e9", "babyai_key_missing"])
 def test_a_cold_validate_is_fast_and_small(stem: str, scratch: Path) -> None:
-    """The whole command, in a fresh process: no torch import, well under 5 s and 500 MB (peak RSS, Linux)."""
+    """The whole command, in a fresh process: no torch import, bounded time and under 500 MB (peak RSS, Linux)."""
     import subprocess
     import sys
 
