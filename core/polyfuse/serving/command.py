@@ -10,6 +10,10 @@ from polyfuse.errors import PolyfuseError
 from polyfuse.registry import Registry
 
 INSTALL = "pip install 'polyfuse[serve]'"
+SWITCH_INTERVAL_S = 0.0005
+"""Python's GIL switch interval while serving (as the feedback app's): a request is handed from the event
+loop to the inference thread and back, and at the default 5 ms each hand-over may wait that long for the
+other thread to let go."""
 EXPORT_FORMATS = ("torchscript", "onnx")
 ONNX_INSTALL = "pip install 'polyfuse[onnx]'"
 
@@ -40,6 +44,7 @@ def command(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.serving.app import create_app
     from polyfuse.serving.model import ServedModel
 
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # this process only serves
     print(f"loading {args.run} ...", file=sys.stderr, flush=True)
     model = ServedModel(args.run, registry)
     try:
