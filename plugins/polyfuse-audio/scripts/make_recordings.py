@@ -3,10 +3,11 @@
 
 Writes ``src/polyfuse_audio/data/spoken_questions.npz`` (or ``--output``), the file the spoken
 DigitsVQA environment reads. Run once; the result ships with the package. Needs ``espeak-ng``
-(``apt-get install espeak-ng``). Voices are an espeak-ng accent with a voice variant; the
-variants of the held-out voices are never heard in training.
+(``apt-get install espeak-ng``). A voice is an espeak-ng accent with a voice variant (36 for
+training, 6 held out whose variants are never heard in training), each question spoken once per
+voice at a speed and pitch drawn per recording.
 
-    python plugins/polyfuse-audio/scripts/make_recordings.py [--takes 2] [--seed 0] [--output FILE]
+    python plugins/polyfuse-audio/scripts/make_recordings.py [--takes 1] [--seed 0] [--output FILE]
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ from scipy.signal import resample_poly
 from polyfuse.envs.digits_vqa import NUMBER_WORDS, QUESTIONS
 from polyfuse_audio.recordings import DATA_FILE, SAMPLE_RATE, save
 
-TRAIN_VOICES = (
-    "en-us+m1", "en-gb+m2", "en-gb-scotland+m3", "en-029+m4", "en-gb-x-rp+m5", "en-us-nyc+m7",
-    "en-gb-x-gbclan+f1", "en-us+f2", "en-gb+f3", "en-gb-x-gbcwmd+f5", "en-029+klatt", "en-gb-x-rp+klatt3",
-)
-TEST_VOICES = ("en-us+m6", "en-gb-x-gbcwmd+m8", "en-gb-scotland+f4", "en-us-nyc+klatt2")
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan",
+           "en-gb-x-gbcwmd")
+TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f5", "klatt", "klatt3", "klatt4", "adam",
+                  "Andy", "Annie", "Alicia", "benjamin", "caleb", "david", "ed", "linda", "steph", "john", "klatt5",
+                  "klatt6", "Alex", "Andrea", "antonio", "belinda", "boris", "Denis", "edward", "Gene", "Hugo", "max")
+TEST_VARIANTS = ("m6", "m8", "f4", "klatt2", "paul", "anika")  # never heard in training
+TRAIN_VOICES = tuple(f"{ACCENTS[i % len(ACCENTS)]}+{v}" for i, v in enumerate(TRAIN_VARIANTS))
+TEST_VOICES = tuple(f"{ACCENTS[(i + 3) % len(ACCENTS)]}+{v}" for i, v in enumerate(TEST_VARIANTS))
 SPEEDS = (140, 200)  # words per minute (espeak-ng's default: 175)
 PITCHES = (30, 70)  # 0..99 (default: 50)
 SILENCE = 0.01  # of the loudest sample: quieter edges are trimmed
-MARGIN = 0.05  # seconds of silence kept before and after the speech
+MARGIN = 0.03  # seconds of silence kept before and after the speech
 
 
 def all_questions() -> list[str]:
@@ -62,7 +66,7 @@ def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DATA_FILE)
-    parser.add_argument("--takes", type=int, default=2, help="recordings per question and voice")
+    parser.add_argument("--takes", type=int, default=1, help="recordings per question and voice")
     parser.add_argument("--seed", type=int, default=0, help="of the speeds and pitches drawn")
     parser.add_argument("--voices", type=int, default=None, help="only the first N train and test voices")
     args = parser.parse_args(argv)

@@ -39,7 +39,8 @@ class LogMelCNNConfig(ComponentConfig):
     n_mels: int = Field(64, ge=4, le=512, description="Number of mel bands")
     f_min: float = Field(0.0, ge=0, description="Lowest frequency (Hz) of the mel filterbank")
     f_max: float | None = Field(None, gt=0, description="Highest frequency (Hz); null = sample_rate / 2")
-    normalize: bool = Field(True, description="Standardise each clip's log-mel spectrogram (loudness and tilt)")
+    normalize: bool = Field(True, description="Scale each clip to unit variance and remove each mel band's mean "
+                           "over time (loudness, voice and channel)")
     channels: list[int] = Field(default_factory=lambda: [64, 64, 64], min_length=1, max_length=8,
                                 description="Output channels of each stride-2 convolution along time (kernel 3)")
     pool_size: int = Field(4, ge=1, le=64, description="Steps of time the last map is average-pooled to")

@@ -36,7 +36,7 @@ def mu_law_decode(codes: np.ndarray) -> np.ndarray:
 class Recordings:
     """Every clip decoded, padded with silence to one length, with what it says and who says it."""
 
-    waveforms: np.ndarray  # (N, length) float32 in [-1, 1], speech from sample 0, silence after
+    waveforms: np.ndarray  # (N, length) int16, speech from sample 0, silence after (shared: do not modify)
     lengths: np.ndarray  # (N,) samples of speech in each clip
     questions: tuple[str, ...]  # the distinct question texts
     question: np.ndarray  # (N,) index into questions
@@ -69,12 +69,13 @@ def save(path: Path, clips: list[np.ndarray], question: list[int], questions: li
 
 @lru_cache(maxsize=2)
 def load(path: Path = DATA_FILE) -> Recordings:
-    """The recordings at ``path`` (default: the package's), decoded once per process."""
+    """The recordings at ``path`` (default: the package's), decoded once per process and shared by its
+    environments (int16: what rollouts and replay buffers hold is half the size of float32)."""
     with np.load(path) as data:
-        audio = mu_law_decode(data["audio"])
+        audio = np.round(mu_law_decode(data["audio"]) * 32767).astype(np.int16)
         offsets = data["offsets"]
         lengths = np.diff(offsets)
-        waveforms = np.zeros((len(lengths), int(lengths.max())), dtype=np.float32)
+        waveforms = np.zeros((len(lengths), int(lengths.max())), dtype=np.int16)
         for row, (start, end) in enumerate(zip(offsets[:-1], offsets[1:])):
             waveforms[row, : end - start] = audio[start:end]
         return Recordings(

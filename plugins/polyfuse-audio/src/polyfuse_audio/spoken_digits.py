@@ -37,9 +37,7 @@ class SpokenQuestions:
         silent = [text for text, clips in self._clips.items() if len(clips) == 0]
         if silent:
             raise ValueError(f"the recordings have no {split} voice for {silent}; run scripts/make_recordings.py")
-        # int16 halves what rollouts and replay buffers hold; the 8-bit mu-law recordings lose nothing by it
-        self._waveforms = np.round(self.recordings.waveforms * 32767).astype(np.int16)
-        self.space = Audio(self._waveforms.shape[1], self.recordings.sample_rate, np.int16)
+        self.space = Audio(self.recordings.waveforms.shape[1], self.recordings.sample_rate, np.int16)
 
     def observation_space(self) -> spaces.Dict:
         text = observation_space()
@@ -53,7 +51,7 @@ class SpokenQuestions:
 
     def observation(self, text_observation: dict[str, Any], clips: np.ndarray | int) -> dict[str, Any]:
         """DigitsVQA's observation (one, or a batch) with the speech added and, unless 'both', the text removed."""
-        observed = {**text_observation, "speech": self._waveforms[clips].copy()}
+        observed = {**text_observation, "speech": self.recordings.waveforms[clips].copy()}
         if self.question_modality == "audio":
             del observed["question"]
         return observed
