@@ -25,6 +25,10 @@ from polyfuse.config import validate_pipeline
 from polyfuse.registry import Registry
 from polyfuse.training.trainer import Trainer
 
+# Trains a tiny run (about 10 s) and starts the server in its own process (torch and the sentence-transformer
+# imported: about 20 s on 2 loaded cores), once for the module.
+pytestmark = pytest.mark.slow
+
 DIGITS = {
     "env": {"id": "polyfuse/DigitsVQA-v0", "num_envs": 8},
     "modalities": {"image": {"encoder": "small-cnn"}, "question": {"encoder": "sbert"}},
@@ -246,19 +250,16 @@ def test_client_mistakes_are_4xx_naming_the_field(server: Server) -> None:
     assert 'polyfuse_requests_total{status="422"}' in metrics and 'status="5' not in metrics
 
 
-def test_sigterm_stops_the_server_cleanly(run: Path, questions: list[dict[str, Any]]) -> None:
-    served = Server(run)
-    try:
-        assert served.post({"observation": questions[0]})[0] == 200
-        served.process.send_signal(signal.SIGTERM)
-        assert served.process.wait(timeout=30) == 0
-        assert "polyfuse serve: stopped" in served.log.read_text()
-    finally:
-        served.stop()
-
-
 def test_serve_refuses_what_it_cannot_load(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "polyfuse", "serve", str(tmp_path / "nothing")],
                             check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "error:" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_the_server_cleanly(server: Server, questions: list[dict[str, Any]]) -> None:
+    """Last: it stops the module's server."""
+    assert server.post({"observation": questions[0]})[0] == 200
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0
+    assert "polyfuse serve: stopped" in server.log.read_text()

@@ -68,7 +68,6 @@ def held_out(count: int) -> list[dict[str, Any]]:
 def in_process(run: Path, observations: list[dict[str, Any]], batch: int, seconds: float) -> dict[str, Any]:
     """The loaded policy called directly, ``batch`` observations per call, for ``seconds``."""
     import torch
-
     from polyfuse.observations import stack
     from polyfuse.registry import Registry
     from polyfuse.serving.model import ServedModel

@@ -1,0 +1,69 @@
+"""The serving batcher on its own: concurrent requests share forward passes and each gets its own rows back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from polyfuse.serving.batching import Batcher
+
+
+@dataclass(frozen=True)
+class Rows:
+    doubled: np.ndarray
+
+
+class Model:
+    """Doubles its input; records each batch size; the first call waits until told, so requests pile up."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.release = threading.Event()
+
+    def __call__(self, batch: dict) -> Rows:
+        self.release.wait(10)
+        self.sizes.append(len(batch["x"]))
+        if (batch["x"] < 0).any():
+            raise ValueError("negative input")
+        return Rows(batch["x"] * 2)
+
+
+def test_requests_waiting_together_run_as_one_batch_up_to_max_batch() -> None:
+    model = Model()
+    batcher = Batcher(model, max_batch=8, max_wait_s=0.05)
+
+    async def main() -> list[Rows]:
+        requests = [batcher.submit({"x": np.array([i, 100 + i])}) for i in range(10)]
+        tasks = [asyncio.ensure_future(r) for r in requests]
+        await asyncio.sleep(0.2)  # all ten are queued behind the first forward pass
+        model.release.set()
+        return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(main())
+    batcher.close()
+    assert [a.doubled.tolist() for a in answers] == [[2 * i, 2 * (100 + i)] for i in range(10)]
+    assert sum(model.sizes) == 20 and max(model.sizes) == 8 and len(model.sizes) < 10
+
+
+def test_a_failing_batch_fails_its_requests_and_the_worker_carries_on() -> None:
+    model = Model()
+    model.release.set()
+    batcher = Batcher(model, max_batch=4, max_wait_s=0.0)
+
+    async def main() -> Rows:
+        with pytest.raises(ValueError, match="negative"):
+            await batcher.submit({"x": np.array([-1])})
+        return await batcher.submit({"x": np.array([3])})
+
+    assert asyncio.run(main()).doubled.tolist() == [6]
+    batcher.close()
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        Batcher(Model(), max_batch=0, max_wait_s=0.0)
+    with pytest.raises(ValueError, match="max_wait_s"):
+        Batcher(Model(), max_batch=1, max_wait_s=-1)
