@@ -2,8 +2,9 @@
 
 Every client mistake is an :class:`InvalidInput` naming the field (``observations[3].image``) and what
 was expected, which the server answers with a 4xx: a model never receives a batch it would fail on.
-Images come as base64 PNG (or nested arrays), text as strings, everything else as numbers or nested
-arrays of the space's shape (audio: a waveform array, its sample rate under its own key).
+Images come as base64 PNG (or nested arrays), text as strings, audio (a 1-D space with a
+``sample_rate``) as its samples or ``{"samples": [...], "sample_rate": N}`` at the space's rate, everything
+else as numbers or nested arrays of the space's shape.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def decode_value(value: Any, space: spaces.Space, field: str) -> Any:
     if isinstance(space, spaces.Box):
         if isinstance(value, str):
             return _png(value, space, field)
+        if _sample_rate(space) is not None and isinstance(value, Mapping):
+            return _box(_waveform(value, space, field), space, f"{field}.samples")
         return _box(value, space, field)
     if isinstance(space, (spaces.MultiBinary, spaces.MultiDiscrete)):
         array = _numbers(value, space.shape, field)
@@ -158,6 +161,25 @@ def _box(value: Any, space: spaces.Box, field: str) -> np.ndarray:
     return array.astype(space.dtype)
 
 
+def _sample_rate(space: spaces.Space) -> int | None:
+    """An audio space's rate: any 1-D space with an integer ``sample_rate`` (as ``polyfuse-audio``'s ``Audio``)."""
+    rate = getattr(space, "sample_rate", None)
+    return rate if isinstance(rate, int) and len(space.shape or ()) == 1 else None
+
+
+def _waveform(value: Mapping[str, Any], space: spaces.Box, field: str) -> Any:
+    """The samples of ``{"samples": [...], "sample_rate": N}``, once N is the space's rate (no resampling here)."""
+    rate = _sample_rate(space)
+    if set(value) != {"samples", "sample_rate"}:
+        raise InvalidInput(field, f'expected {{"samples": [...], "sample_rate": {rate}}} or the samples alone, got '
+                                  f"keys {sorted(map(str, value))}")
+    given = value["sample_rate"]
+    if given != rate or isinstance(given, bool):
+        raise InvalidInput(f"{field}.sample_rate", f"expected {rate} Hz, the rate the policy was trained at, got "
+                                                   f"{given!r}; resample the waveform before sending it")
+    return value["samples"]
+
+
 def _png(value: str, space: spaces.Box, field: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -193,6 +215,10 @@ def _png(value: str, space: spaces.Box, field: str) -> np.ndarray:
 def _describe(space: spaces.Space) -> str:
     if isinstance(space, spaces.Text):
         return f"text of {space.min_length} to {space.max_length} characters"
+    if isinstance(space, spaces.Box) and _sample_rate(space) is not None:
+        return (f"a waveform of {space.shape[0]} {space.dtype} samples at {_sample_rate(space)} Hz in "
+                f"[{_number(np.min(space.low))}, {_number(np.max(space.high))}], alone or as "
+                f'{{"samples": [...], "sample_rate": {_sample_rate(space)}}}')
     if isinstance(space, spaces.Box):
         low, high = np.min(space.low), np.max(space.high)
         image = " (or a base64 PNG)" if space.dtype == np.uint8 and len(space.shape) in (2, 3) else ""
