@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -36,7 +37,22 @@ def test_hf_audio_config_needs_a_model():
         HFAudioConfig.model_validate({})
 
 
+def test_the_declared_space_check_refuses_what_is_not_audio(make_registry):
+    from gymnasium import spaces
+
+    from polyfuse.declarations import space_mismatch
+    from polyfuse_audio.spaces import Audio
+
+    registry = make_registry(polyfuse_audio.plugin, installed=False)
+    for name in ("log-mel-cnn", "hf-audio"):
+        factory = registry.get("encoders", name).factory
+        assert space_mismatch(factory, name, Audio(100, 8000)) is None
+        problem = space_mismatch(factory, name, spaces.Box(0, 255, (8, 8, 1), np.uint8))
+        assert problem.startswith(f"{name} reads audio") and "Box(0, 255, (8, 8, 1)" in problem
+
+
 def test_polyfuse_validate_reports_the_encoder_and_the_space(tmp_path):
+    pytest.importorskip("polyfuse_ppo", reason="a pipeline config names an optimizer (polyfuse-ppo)")
     config = tmp_path / "bad.yaml"
     config.write_text(
         "env: {id: polyfuse/SpokenDigitsVQA-v0}\n"
