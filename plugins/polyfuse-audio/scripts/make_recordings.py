@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.takes):
                 s, p = int(rng.integers(*SPEEDS, endpoint=True)), int(rng.integers(*PITCHES, endpoint=True))
                 clips.append(speak(text, name, s, p))
-                question.append(q), voice.append(v), speed.append(s), pitch.append(p)
+                question.append(q)
+                voice.append(v)
+                speed.append(s)
+                pitch.append(p)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save(args.output, clips, question, questions, voice, voices, [v for v in voices if v in TEST_VOICES],
          speed, pitch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from torch import nn
 from polyfuse_audio.plugin import LogMelCNNConfig
 from polyfuse_audio.log_mel_cnn import LogMelCNNEncoder
 from polyfuse_audio.recordings import load
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "digits_vqa_spoken_ppo.yaml"
 
 
 def test_log_mel_cnn_learns_questions_that_unseen_voices_ask():
@@ -38,26 +41,17 @@ def test_log_mel_cnn_learns_questions_that_unseen_voices_ask():
     assert accuracy > 0.5, f"held-out voices: {accuracy:.2f} of number words recognised (chance 0.10)"
 
 
-def test_a_ppo_pipeline_trains_on_spoken_digits_and_evaluates_on_unseen_voices(make_registry, tmp_path):
-    pytest.importorskip("polyfuse_ppo", reason="the pipeline run needs an optimizer plugin (polyfuse-ppo)")
-    from polyfuse.config import validate_pipeline
+def test_the_example_pipeline_trains_on_spoken_digits_and_evaluates_on_unseen_voices(tmp_path):
+    """examples/digits_vqa_spoken_ppo.yaml, shortened to seconds: valid, trains, evaluates, checkpoints."""
+    pytest.importorskip("polyfuse_ppo", reason="the example's optimizer is ppo (polyfuse-ppo)")
+    from polyfuse.config import WarmStartConfig, load_pipeline
     from polyfuse.training.trainer import Trainer
 
-    registry = make_registry()
-    config = validate_pipeline({
-        "env": {"id": "polyfuse/SpokenDigitsVQA-v0", "num_envs": 8, "vectorization": "native"},
-        "modalities": {
-            "image": {"encoder": {"name": "small-cnn", "params": {"channels": [8], "output_dim": 16}}},
-            "speech": {"encoder": {"name": "log-mel-cnn", "params": {
-                "sample_rate": 8000, "n_mels": 20, "window_ms": 32, "hop_ms": 20, "channels": [16, 16],
-                "output_dim": 16}}},
-        },
-        "fuser": {"name": "concat", "params": {"output_dim": 16}},
-        "optimizer": {"name": "ppo", "params": {"n_steps": 16, "n_epochs": 1, "batch_size": 64}},
-        "trainer": {"total_steps": 256, "eval_every": 256, "eval_episodes": 16, "checkpoint_every": 256,
-                    "warm_start": {"episodes": 64, "epochs": 1}, "output_dir": str(tmp_path)},
-    }, registry)
-    Trainer(config, registry, progress=False).run()
+    config = load_pipeline(EXAMPLE)
+    trainer = config.trainer.model_copy(update={
+        "total_steps": 256, "eval_every": 256, "eval_episodes": 16, "checkpoint_every": 256, "output_dir": tmp_path,
+        "warm_start": WarmStartConfig(episodes=64, epochs=1)})
+    Trainer(config.model_copy(update={"trainer": trainer}), progress=False).run()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert 0.0 <= summary["eval"]["greedy"]["success"] <= 1.0
     assert (tmp_path / "checkpoint").is_dir()

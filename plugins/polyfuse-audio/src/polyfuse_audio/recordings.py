@@ -46,13 +46,10 @@ class Recordings:
     sample_rate: int
 
     def clips(self, text: str, split: str) -> np.ndarray:
-        """Indices of the clips of question ``text`` spoken by the voices of ``split``."""
-        return self._index(split).get(text, np.zeros(0, dtype=np.int64))
-
-    def _index(self, split: str) -> dict[str, np.ndarray]:
+        """Indices of the clips of question ``text`` spoken by the voices of ``split`` ("train" or "test")."""
         held_out = np.array([name in self.test_voices for name in self.voices])[self.voice]
-        chosen = held_out if split == "test" else ~held_out
-        return {text: np.flatnonzero(chosen & (self.question == q)) for q, text in enumerate(self.questions)}
+        spoken = self.question == self.questions.index(text)
+        return np.flatnonzero(spoken & (held_out if split == "test" else ~held_out))
 
 
 def save(path: Path, clips: list[np.ndarray], question: list[int], questions: list[str], voice: list[int],
