@@ -83,7 +83,7 @@ def run_command(args: argparse.Namespace, registry: Registry) -> int:
 
 def _run_rank(args: argparse.Namespace, config: PipelineConfig, registry: Registry) -> int:
     """One rank of a data-parallel run (torchrun's): rank 0 reports as a single process does, the others keep quiet."""
-    from polyfuse.training.distributed import initialize, shutdown
+    from polyfuse.training.distributed import barrier, initialize, shutdown
     from polyfuse.training.launch import check_single_launch
     from polyfuse.training.trainer import Trainer
 
@@ -91,6 +91,7 @@ def _run_rank(args: argparse.Namespace, config: PipelineConfig, registry: Regist
     try:
         check_single_launch(args.nproc, group)
         summary = Trainer(config, registry, resume=args.resume).run()
+        barrier()  # rank 0 evaluates and saves last: the others wait, so that no rank leaves a live group
     finally:
         shutdown()
     if group.main:

@@ -24,6 +24,8 @@ is a fraction of a millisecond per step.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
 SPLIT_PARAMS = ("batch_size", "buffer_size")
 """Optimizer params that are totals over the ranks: each rank takes an equal share."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent dies (Linux)."""
 BACKEND = "cpu:gloo,cuda:nccl"
 """gloo for tensors in CPU memory, NCCL for tensors on GPUs (torch picks by each tensor's device)."""
 
@@ -80,9 +84,27 @@ def initialize() -> Ranks:
     if not dist.is_available():
         raise PolyfuseError("this torch build has no torch.distributed; install a build that has it "
                             "(the PyPI wheels do) to train with several processes")
+    _die_with_launcher()
     backend = BACKEND if _cuda_available() else "gloo"
     dist.init_process_group(backend=backend)
     return ranks()
+
+
+def _die_with_launcher() -> None:
+    """Have the kernel kill this rank when its launcher dies (``kill -9`` of torchrun or ``polyfuse run --nproc``).
+
+    torch's launcher starts each rank in a session of its own, so killing the
+    launcher's process group leaves the ranks running on, holding the run's
+    folder; a rank without its launcher has no one to report to anyway.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    launcher = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != launcher:  # it died before the request: follow it now
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def shutdown() -> None:
