@@ -7,6 +7,7 @@ summary), so scripts can read results without parsing prose.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -67,7 +68,7 @@ def run_command(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.training.trainer import Trainer
 
     notice = broken_plugins_notice(registry.plugins)
-    if notice and os.environ.get("RANK", "0") == "0":  # once per run, before anything else: a missing component is then no mystery
+    if notice and os.environ.get("RANK", "0") == "0":  # once per run (rank 0's), before anything else
         print(notice, file=sys.stderr)
     config = resolve_config(args, registry)
     if launched_by_torchrun():
@@ -83,26 +84,37 @@ def run_command(args: argparse.Namespace, registry: Registry) -> int:
 
 def _run_rank(args: argparse.Namespace, config: PipelineConfig, registry: Registry) -> int:
     """One rank of a data-parallel run (torchrun's): rank 0 reports as a single process does, the others keep quiet."""
-    from polyfuse.training.distributed import barrier, initialize, shutdown
+    from polyfuse.errors import PolyfuseError
+    from polyfuse.training.distributed import barrier, initialize, lost_peer, shutdown
     from polyfuse.training.launch import check_single_launch
     from polyfuse.training.trainer import Trainer
 
     group = initialize()
+    if not group.main:  # rank 0 shows the run's progress; others would draw over it (tqdm's way to turn bars off)
+        import tqdm
+
+        tqdm.tqdm.__init__ = functools.partialmethod(tqdm.tqdm.__init__, disable=True)  # type: ignore[method-assign]
     try:
         check_single_launch(args.nproc, group)
         summary = Trainer(config, registry, resume=args.resume).run()
         barrier()  # rank 0 evaluates and saves last: the others wait, so that no rank leaves a live group
+    except RuntimeError as exc:
+        if not lost_peer(exc):
+            raise
+        raise PolyfuseError(f"rank {group.rank} of {group.size}: another rank stopped, so this one stops too "
+                            f"(the other rank's own message says why; {str(exc).splitlines()[0][:200]})") from None
     finally:
         shutdown()
     if group.main:
-        return report(args, config, summary)
+        return report(args, config, summary, group.size)
     return INTERRUPTED_EXIT_CODES.get(summary["interrupted"], 1) if summary["interrupted"] else 0
 
 
-def report(args: argparse.Namespace, config: PipelineConfig, summary: dict[str, Any]) -> int:
+def report(args: argparse.Namespace, config: PipelineConfig, summary: dict[str, Any], nproc: int = 1) -> int:
     """Print a run's summary (or how to continue an interrupted one); the exit code."""
     if "interrupted" in summary:
         again = f"polyfuse run {args.config or ''} --resume --output-dir {config.trainer.output_dir}"
+        again += f" --nproc {nproc}" if nproc > 1 else ""
         print(f"stopped by {summary['interrupted']} at step {summary['steps']}: checkpoint saved in "
               f"{summary['paths']['checkpoint']}; continue with `{' '.join(again.split())}`", file=sys.stderr)
         code = INTERRUPTED_EXIT_CODES.get(summary["interrupted"], 1)

@@ -274,6 +274,15 @@ def exchange(episodes: list[Any], stop: int | None, progress: Progress, optimize
     return Exchange([e for rank_episodes, _, _ in gathered for e in rank_episodes], stops[0] if stops else None)
 
 
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+"""What gloo says when another rank has gone: that rank reports its own error."""
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because another rank stopped (its error says why)."""
+    return isinstance(exc, RuntimeError) and any(words in str(exc) for words in PEER_LOST)
+
+
 def barrier() -> None:
     if ranks().parallel:
         import torch.distributed as dist

@@ -32,11 +32,11 @@ def rank_arguments(args: argparse.Namespace) -> list[str]:
 
 def launch(args: argparse.Namespace, nproc: int) -> int:
     """Run ``nproc`` ranks on this machine; their exit code (the first failed rank's, else 0)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    for name in LAUNCHER_LOGGERS:  # the ranks say what went wrong; the launcher would add a traceback
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    _quiet_launcher()
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"polyfuse-{uuid.uuid4().hex[:8]}",
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
@@ -48,7 +48,16 @@ def launch(args: argparse.Namespace, nproc: int) -> int:
         _, failure = exc.get_first_failure()
         code = failure.exitcode
         return 128 + signal.Signals(-code).value if code < 0 else code
+    except SignalException as exc:  # Ctrl-C or SIGTERM: the launcher passed it on, the ranks saved and said so
+        return 128 + exc.sigval.value
     return 0
+
+
+def _quiet_launcher() -> None:
+    """The ranks say what went wrong and what they do about a signal; the launcher's log would repeat it."""
+    loggers = [name for name in logging.root.manager.loggerDict if name.startswith(LAUNCHER_LOGGERS)]
+    for name in [*LAUNCHER_LOGGERS, *loggers]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def check_single_launch(nproc: int | None, group: Ranks) -> None:
