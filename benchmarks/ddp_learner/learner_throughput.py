@@ -8,7 +8,11 @@ steps per second of the training loop (rollouts included, process start and eval
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ddp_learner/learner_throughput.py
 
-Runs alternate (1 process, 2 processes, ...) so that a change in the machine's load hits both alike.
+Runs alternate (1 process, 2 processes, ...) so that a change in the machine's load hits both alike. On a
+machine shared with other work the wall-clock ratio says more about the scheduler than about polyfuse (two
+processes get two shares of a crowded CPU), so each run's CPU seconds (all its processes, start-up included)
+are recorded too: gradient steps per CPU second, 2 processes against 1, is the parallel efficiency, and twice
+it estimates the speed-up on two idle cores.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -41,6 +46,11 @@ PIPELINE = {
 }
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # every finished descendant: launcher and ranks
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(config: Path, output: Path, nproc: int) -> dict:
     command = [sys.executable, "-m", "polyfuse", "run", str(config), "--output-dir", str(output), "--json"]
     if nproc > 1:
@@ -60,22 +70,32 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()
     rates: dict[int, list[float]] = {1: [], 2: []}
+    per_cpu_second: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as scratch:
         config = Path(scratch) / "pipeline.yaml"
         PIPELINE["trainer"]["total_steps"] = args.steps
         config.write_text(yaml.safe_dump(PIPELINE), encoding="utf-8")
         for repeat in range(args.repeats):
             for nproc in (1, 2):
+                cpu_before = cpu_seconds()
                 summary = run(config, Path(scratch) / f"run{nproc}", nproc)
+                cpu = cpu_seconds() - cpu_before
                 rates[nproc].append(summary["train_steps_per_second"])
+                per_cpu_second[nproc].append(round(summary["steps"] / cpu, 3))
                 print(f"repeat {repeat}: {nproc} process(es): {summary['train_steps_per_second']:.1f} gradient "
-                      f"steps/s ({summary['steps']} steps in {summary['train_time_s']:.1f} s of training)",
-                      flush=True)
+                      f"steps/s ({summary['steps']} steps in {summary['train_time_s']:.1f} s of training; "
+                      f"{cpu:.1f} CPU s in all)", flush=True)
     one, two = median(rates[1]), median(rates[2])
+    efficiency = median(per_cpu_second[2]) / median(per_cpu_second[1])
+    after = os.getloadavg()
     record = {"one_process": one, "two_processes": two, "ratio": round(two / one, 3), "runs": rates,
-              "steps": args.steps, "cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load]}
+              "steps_per_cpu_second": per_cpu_second, "parallel_efficiency": round(efficiency, 3),
+              "steps": args.steps, "cpus": os.cpu_count(),
+              "load_average_before": [round(x, 2) for x in load], "load_average_after": [round(x, 2) for x in after]}
     print(f"median gradient steps/s: 1 process {one:.1f}, 2 processes {two:.1f}: ratio {two / one:.2f}x "
-          f"(load average before: {load[0]:.2f} on {os.cpu_count()} CPUs)")
+          f"(load average {load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs)")
+    print(f"gradient steps per CPU second, 2 processes against 1: {efficiency:.2f} (on 2 idle cores: about "
+          f"{2 * efficiency:.2f}x)")
     with args.output.open("a", encoding="utf-8") as results:
         results.write(json.dumps(record) + "\n")
 

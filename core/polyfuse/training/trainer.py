@@ -162,11 +162,14 @@ class Trainer:
         seed_everything(trainer_config.seed)
         # Environments that saved their state are built as in the first session and restored (exact resume);
         # others are seeded anew, so that the resumed run plays new episodes rather than replay old ones.
-        reseed = checkpoint is not None and (checkpoint.get("envs") is None or not self.ranks.main)
+        reseed = checkpoint is not None and checkpoint.get("envs") is None
         env_seed = derive_seed(trainer_config.seed, 1, state.steps) if reseed else trainer_config.seed
+        # Other ranks play their own episodes: never rank 0's saved ones, and on resume new ones.
+        own = derive_seed(trainer_config.seed, 1, state.steps) if checkpoint and not self.ranks.main else env_seed
+        rank_env_seed = rank_seed(own, self.ranks.rank)
         self._resumed_interval = checkpoint.get("interval") if checkpoint else None
         with self._stop_on_signals(), ExitStack() as cleanup:
-            envs, reward, optimizer = self._build(env_seed, cleanup)
+            envs, reward, optimizer = self._build(env_seed, rank_env_seed, cleanup)
             self._envs = envs
             evaluator = None
             if self.config.env is not None and self.ranks.main:
@@ -181,7 +184,7 @@ class Trainer:
                     print(f"note: {self.config.env.id}'s environments cannot save their state without pickle; "
                           "the resumed run plays freshly seeded episodes (every other random stream is "
                           "restored)", file=sys.stderr)
-                self._restore(checkpoint, optimizer, reward, envs)
+                self._restore(checkpoint, optimizer, reward, envs if self.ranks.main else None)
             else:
                 self._warm_start(optimizer, log)
                 self._evaluate(optimizer, evaluator, state, log)
@@ -273,14 +276,17 @@ class Trainer:
 
     # -- building --------------------------------------------------------------------------------
 
-    def _build(self, env_seed: int, cleanup: ExitStack) -> tuple[TrackedVectorEnv | None, RewardSource, RLOptimizer]:
-        """Environments, dataset, reward, network factory and optimizer, set up and ready to iterate."""
+    def _build(
+        self, seed: int, env_seed: int, cleanup: ExitStack
+    ) -> tuple[TrackedVectorEnv | None, RewardSource, RLOptimizer]:
+        """Environments (this rank's, seeded with ``env_seed``), dataset, reward, network factory and optimizer
+        (seeded with ``seed``, alike on every rank), set up and ready to iterate."""
         config, registry = rank_share(self.config, self.ranks.size), self.registry
         vector_env = None
         if config.env is not None:
             vector_env = make_vector_env(
                 config.env.id, config.env.kwargs, num_envs=config.env.num_envs,
-                vectorization=config.env.vectorization, seed=rank_seed(env_seed, self.ranks.rank),
+                vectorization=config.env.vectorization, seed=env_seed,
             )
             cleanup.callback(vector_env.close)
         observation_space = vector_env.single_observation_space if vector_env is not None else None
@@ -306,7 +312,7 @@ class Trainer:
         if self.ranks.parallel:
             check_rank_components(optimizer, reward, self.ranks.size, config.optimizer.name)
         optimizer.set_budget(Budget(config.trainer.total_steps, config.trainer.budget_unit))
-        optimizer.setup(Pipeline(make_network, env_seed, observation_space, action_space, envs, reward, dataset))
+        optimizer.setup(Pipeline(make_network, seed, observation_space, action_space, envs, reward, dataset))
         return envs, reward, optimizer
 
     def _check_data(self, optimizer: RLOptimizer, envs: TrackedVectorEnv | None, dataset: Any) -> None:
