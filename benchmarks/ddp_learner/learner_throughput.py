@@ -1,8 +1,8 @@
 """Learner-step throughput of `polyfuse run --nproc 2` against one process, at the same global batch.
 
 The pipeline's update dominates: DigitsVQA with PPO on a wider network (small CNN 32/64 channels, 256-wide
-gated fuser and heads), 32 epochs over each 512-transition rollout in one 512-sample minibatch, so each
-rank of the 2-process run computes 256 samples per gradient step and the ranks average their gradients.
+gated fuser and heads), 32 epochs over each 1024-transition rollout in one 1024-sample minibatch, so each
+rank of the 2-process run computes 512 samples per gradient step and the ranks average their gradients.
 The budget is counted in gradient steps; the figure is the summary's ``train_steps_per_second``: gradient
 steps per second of the training loop (rollouts included, process start and evaluation left out).
 
@@ -10,9 +10,10 @@ steps per second of the training loop (rollouts included, process start and eval
 
 Runs alternate (1 process, 2 processes, ...) so that a change in the machine's load hits both alike. On a
 machine shared with other work the wall-clock ratio says more about the scheduler than about polyfuse (two
-processes get two shares of a crowded CPU), so each run's CPU seconds (all its processes, start-up included)
-are recorded too: gradient steps per CPU second, 2 processes against 1, is the parallel efficiency, and twice
-it estimates the speed-up on two idle cores.
+processes get two shares of a crowded CPU), so CPU seconds are measured too (all of a run's processes): each
+kind also runs one rollout's worth of steps, and the difference to the full run is the CPU a gradient step
+costs once started. Gradient steps per CPU second, 2 processes against 1, is the parallel efficiency; twice it
+estimates the speed-up on two idle cores (if the ranks never waited for each other).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from statistics import median
 import yaml
 
 HERE = Path(__file__).parent
+ROLLOUT_STEPS = 32
+"""Gradient steps per rollout: n_epochs (32) x one minibatch."""
 PIPELINE = {
     "env": {"id": "polyfuse/DigitsVQA-v0", "num_envs": 16, "vectorization": "native"},
     "modalities": {
@@ -39,7 +42,7 @@ PIPELINE = {
     "fuser": {"name": "gated", "params": {"hidden_dim": 256}},
     "reward": "env",
     "optimizer": {"name": "ppo", "params": {
-        "learning_rate": 0.0003, "n_steps": 32, "n_epochs": 32, "batch_size": 512, "hidden_sizes": [256, 256],
+        "learning_rate": 0.0003, "n_steps": 64, "n_epochs": 32, "batch_size": 1024, "hidden_sizes": [256, 256],
     }},
     "trainer": {"budget_unit": "gradient_steps", "eval_every": 10**9, "eval_episodes": 10,
                 "checkpoint_every": 10**9, "num_threads": 1},
@@ -64,7 +67,7 @@ def run(config: Path, output: Path, nproc: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=640, help="gradient steps per run (32 per rollout)")
+    parser.add_argument("--steps", type=int, default=128, help="gradient steps per run (32 per rollout)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each kind, alternating")
     parser.add_argument("--output", type=Path, default=HERE / "results.jsonl")
     args = parser.parse_args()
@@ -72,23 +75,31 @@ def main() -> None:
     rates: dict[int, list[float]] = {1: [], 2: []}
     per_cpu_second: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as scratch:
-        config = Path(scratch) / "pipeline.yaml"
+        config, short = Path(scratch) / "pipeline.yaml", Path(scratch) / "one_rollout.yaml"
         PIPELINE["trainer"]["total_steps"] = args.steps
         config.write_text(yaml.safe_dump(PIPELINE), encoding="utf-8")
+        PIPELINE["trainer"]["total_steps"] = ROLLOUT_STEPS
+        short.write_text(yaml.safe_dump(PIPELINE), encoding="utf-8")
         for repeat in range(args.repeats):
             for nproc in (1, 2):
                 cpu_before = cpu_seconds()
+                run(short, Path(scratch) / f"short{nproc}", nproc)
+                cpu_short = cpu_seconds() - cpu_before
                 summary = run(config, Path(scratch) / f"run{nproc}", nproc)
-                cpu = cpu_seconds() - cpu_before
+                cpu = cpu_seconds() - cpu_before - cpu_short
                 rates[nproc].append(summary["train_steps_per_second"])
-                per_cpu_second[nproc].append(round(summary["steps"] / cpu, 3))
+                marginal = (cpu - cpu_short) / (args.steps - ROLLOUT_STEPS)
+                per_cpu_second[nproc].append(round(1 / marginal, 3))
                 print(f"repeat {repeat}: {nproc} process(es): {summary['train_steps_per_second']:.1f} gradient "
-                      f"steps/s ({summary['steps']} steps in {summary['train_time_s']:.1f} s of training; "
-                      f"{cpu:.1f} CPU s in all)", flush=True)
+                      f"steps/s ({summary['steps']} steps in {summary['train_time_s']:.1f} s of training); "
+                      f"{1000 * marginal:.0f} CPU ms per gradient step ({cpu:.1f} CPU s for the run, "
+                      f"{cpu_short:.1f} for one rollout's)", flush=True)
     one, two = median(rates[1]), median(rates[2])
     efficiency = median(per_cpu_second[2]) / median(per_cpu_second[1])
     after = os.getloadavg()
-    record = {"one_process": one, "two_processes": two, "ratio": round(two / one, 3), "runs": rates,
+    record = {"minibatch": PIPELINE["optimizer"]["params"]["batch_size"],
+              "cpu": "marginal: a full run's CPU minus a one-rollout run's, per gradient step after the first rollout",
+              "one_process": one, "two_processes": two, "ratio": round(two / one, 3), "runs": rates,
               "steps_per_cpu_second": per_cpu_second, "parallel_efficiency": round(efficiency, 3),
               "steps": args.steps, "cpus": os.cpu_count(),
               "load_average_before": [round(x, 2) for x in load], "load_average_after": [round(x, 2) for x in after]}

@@ -201,9 +201,9 @@ def average_gradients(parameters: Sequence[torch.Tensor]) -> None:
     dist.all_reduce(flat)
     flat /= group.size
     offset = 0
-    for parameter in parameters:
+    for parameter in parameters:  # each gradient becomes a view of the reduced buffer: no copy back
         count = parameter.numel()
-        parameter.grad = flat[offset:offset + count].view_as(parameter).clone()
+        parameter.grad = flat[offset:offset + count].view_as(parameter)
         offset += count
 
 
