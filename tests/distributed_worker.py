@@ -13,14 +13,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-
 import polyfuse.rl.base
+import torch
 from polyfuse.components import Kind
 from polyfuse.registry import default_registry
 from polyfuse.rl.testing import make_vector_env, pipeline_for
 from polyfuse.training.api import Budget
-from polyfuse.training.distributed import average_gradients, broadcast_parameters, initialize, rank_seed, shutdown
+from polyfuse.training.distributed import (
+    average_gradients,
+    broadcast_parameters,
+    initialize,
+    rank_seed,
+    shutdown,
+)
 
 PARAMS = {
     "ppo": {"n_steps": 8, "n_epochs": 2, "batch_size": 16, "hidden_sizes": [16]},

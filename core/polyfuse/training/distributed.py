@@ -125,7 +125,10 @@ def _cuda_available() -> bool:
 
 def check_distributable(config: PipelineConfig, size: int, learns_from: str | None) -> None:
     """Refuse, naming why, a config that cannot be split over ``size`` ranks."""
-    if config.env is None or learns_from == "dataset":
+    if config.env is None:
+        raise PolyfuseError(f"--nproc {size}: the config has no env, and data-parallel runs split environments "
+                            "over the processes; add env: {id: ...}, or run in one process (no --nproc)")
+    if learns_from == "dataset":
         raise PolyfuseError(
             f"--nproc {size}: optimizer {config.optimizer.name!r} learns from a dataset, and data-parallel runs "
             "split environments over the processes (each rank steps its own); run it in one process (no --nproc)"
