@@ -143,7 +143,7 @@ class OnPolicyAlgorithm(Algorithm):
                 final = stack([infos["final_obs"][i] for i in cut])
                 final_values[t, torch.as_tensor(cut)] = self.model.value(final)
         self._observations = observations
-        self.env_steps += steps * envs
+        self._count_env_steps(steps * envs)
         stored = ObservationColumns.of_batches(batches)
         rewards = torch.from_numpy(self._score(RewardBatch(
             stored.all(), np.concatenate(env_actions), env_rewards.reshape(-1), terminated.reshape(-1),
