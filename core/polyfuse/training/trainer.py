@@ -258,8 +258,14 @@ class Trainer:
     def _build(self, env_seed: int, cleanup: ExitStack) -> tuple[TrackedVectorEnv | None, RewardSource, RLOptimizer]:
         """Environments, dataset, reward, network factory and optimizer, set up and ready to iterate."""
         config, registry = self.config, self.registry
-        vector_env = None
-        if config.env is not None:
+        vector_env: Any = None
+        pipelined = config.env is not None and config.env.vectorization == "pipelined"
+        if pipelined:
+            from polyfuse.sampling import PipelinedSampler
+
+            vector_env = PipelinedSampler(config, env_seed)
+            cleanup.callback(vector_env.close)
+        elif config.env is not None:
             vector_env = make_vector_env(
                 config.env.id, config.env.kwargs, num_envs=config.env.num_envs,
                 vectorization=config.env.vectorization, seed=env_seed,
@@ -284,6 +290,8 @@ class Trainer:
         ))
         cleanup.callback(reward.close)
         envs = TrackedVectorEnv(vector_env, reward.segment_length) if vector_env is not None else None
+        if pipelined:  # the workers track their environments; the sampler hands over episodes and segments
+            vector_env.segment_length, envs = reward.segment_length, vector_env
         optimizer = registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
         self._check_data(optimizer, envs, dataset)
         optimizer.set_budget(Budget(config.trainer.total_steps, config.trainer.budget_unit))
