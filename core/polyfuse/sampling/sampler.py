@@ -37,6 +37,7 @@ the trainer through :meth:`pop_episodes` and :meth:`pop_segments` as with
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -117,10 +118,12 @@ class PipelinedSampler:
         self._generator: torch.Generator | None = None
         self._processes: list[Any] = []
         self._connections: list[Any] = []
+        self._offsets: list[int] = []  # the index of each worker's first environment in the whole
         context = multiprocessing.get_context("spawn")
         offset = 0
         try:
             for index, count in enumerate(split_envs(env.num_envs, self.workers)):
+                self._offsets.append(offset)
                 parent_end, child_end = context.Pipe()
                 setup = {"env_id": env.id, "env_kwargs": dict(env.kwargs), "num_envs": count, "vectorization": "sync",
                          "seed": seed + offset,
@@ -216,9 +219,10 @@ class PipelinedSampler:
         keys = payloads[0]["observations"].keys()
         observations = {key: rows(key, [payload["observations"][key] for payload in payloads]) for key in keys}
         env_actions = side_by_side("env_actions")
-        for payload in payloads:
+        for payload, offset in zip(payloads, self._offsets):
             self._episodes += (EpisodeRecord(float(r), int(n), bool(s)) for r, n, s in payload["episodes"])
-            self._segments += payload["segments"]
+            self._segments += (dataclasses.replace(segment, env_index=offset + segment.env_index)
+                               for segment in payload["segments"])
             self.env_time_s += float(payload["env_time_s"])
         collected = CollectedSteps(
             ObservationColumns(observations),
@@ -251,6 +255,11 @@ class PipelinedSampler:
         """Segments completed in the rollouts handed over since the last call (with ``segment_length`` set)."""
         segments, self._segments = self._segments, []
         return segments
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids."""
+        return [int(process.pid) for process in self._processes]
 
     def get_state(self) -> None:
         """Worker environments are not saved: a resumed run plays freshly seeded episodes."""
