@@ -165,7 +165,7 @@ def test_rollouts_episodes_and_segments_reach_the_learner_in_env_order(pipelined
 # --- training: learning with text, A2C, shutdown, resume ------------------------------------------
 
 
-@pytest.mark.slow  # three sentence-transformers load (learner, two workers): ~20 s on 2 idle cores
+@pytest.mark.slow  # 4096 steps of real training; three processes (learner, two workers) load a sentence-transformer
 def test_pipelined_ppo_learns_digits_vqa_with_text(tmp_path: Path) -> None:
     run = config(tmp_path, text=True, total_steps=4096, eval_every=4096, eval_episodes=200)
     summary = Trainer(run, progress=False).run()
