@@ -214,7 +214,7 @@ def test_sigterm_saves_a_checkpoint_leaves_no_workers_and_the_run_resumes(tmp_pa
 
 
 def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import json, sys, time
         from polyfuse.config import validate_pipeline
         from polyfuse.sampling import PipelinedSampler

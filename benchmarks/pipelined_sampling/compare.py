@@ -43,7 +43,7 @@ SB3_HPARAMS = {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate"
 def run(command: list[str], what: str) -> tuple[dict, float]:
     """The command's last-line JSON and its whole wall time."""
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{what} failed:\n{result.stderr[-3000:]}")
@@ -94,12 +94,12 @@ def main() -> None:
     ceilings = []
     for seed in range(args.seeds):
         ceilings.append(ceiling(args.ceiling_seconds))
-        contenders = {"polyfuse sync": lambda: polyfuse(args.steps, seed, args.eval_episodes, "sync", None)}
+        contenders = {"polyfuse sync": lambda seed=seed: polyfuse(args.steps, seed, args.eval_episodes, "sync", None)}
         for count in workers:
             contenders[f"polyfuse pipelined, {count} worker{'s' if count > 1 else ''}"] = (
-                lambda count=count: polyfuse(args.steps, seed, args.eval_episodes, "pipelined", count))
-        contenders["SB3 DummyVecEnv"] = lambda: sb3(args.steps, seed, args.eval_episodes, "dummy")
-        contenders["SB3 SubprocVecEnv"] = lambda: sb3(args.steps, seed, args.eval_episodes, "subproc")
+                lambda count=count, seed=seed: polyfuse(args.steps, seed, args.eval_episodes, "pipelined", count))
+        contenders["SB3 DummyVecEnv"] = lambda seed=seed: sb3(args.steps, seed, args.eval_episodes, "dummy")
+        contenders["SB3 SubprocVecEnv"] = lambda seed=seed: sb3(args.steps, seed, args.eval_episodes, "subproc")
         for name, measure in contenders.items():
             result = measure()
             runs.setdefault(name, []).append(result)

@@ -14,7 +14,6 @@ import time
 
 import gymnasium as gym
 import numpy as np
-
 import polyfuse.envs  # noqa: F401  (registers polyfuse's ids)
 from polyfuse.envs import make_vector_env
 from polyfuse.envs.babyai import import_minigrid

@@ -26,17 +26,16 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from stable_baselines3.common.vec_env import VecEnvWrapper  # noqa: E402
-
-import polyfuse.envs  # noqa: E402,F401  (registers polyfuse's ids)
-from polyfuse.envs import eval_kwargs, make_env  # noqa: E402
-from polyfuse.training.seeding import EVAL_SEED_BASE  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import polyfuse.envs  # noqa: F401  (registers polyfuse's ids)
+import torch
+from polyfuse.envs import eval_kwargs, make_env
+from polyfuse.training.seeding import EVAL_SEED_BASE
+from stable_baselines3.common.vec_env import VecEnvWrapper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rl_vs_sb3"))
-from sb3_baseline import TextEmbedder  # noqa: E402
+from sb3_baseline import TextEmbedder
 
 
 class TextAsBytes(gym.ObservationWrapper):

@@ -211,13 +211,13 @@ class PipelinedSampler:
         def side_by_side(key: str) -> np.ndarray:
             return np.concatenate([payload[key] for payload in payloads], axis=1)
 
-        def rows(key: str, columns: list[np.ndarray]) -> np.ndarray:
+        def rows(columns: list[np.ndarray]) -> np.ndarray:
             parts = [column.reshape(n_steps, -1, *column.shape[1:]) for column in columns]
             merged = np.concatenate(parts, axis=1)
             return merged.reshape(-1, *merged.shape[2:])
 
         keys = payloads[0]["observations"].keys()
-        observations = {key: rows(key, [payload["observations"][key] for payload in payloads]) for key in keys}
+        observations = {key: rows([payload["observations"][key] for payload in payloads]) for key in keys}
         env_actions = side_by_side("env_actions")
         for payload, offset in zip(payloads, self._offsets):
             self._episodes += (EpisodeRecord(float(r), int(n), bool(s)) for r, n, s in payload["episodes"])
@@ -263,7 +263,7 @@ class PipelinedSampler:
 
     def get_state(self) -> None:
         """Worker environments are not saved: a resumed run plays freshly seeded episodes."""
-        return None
+        return
 
     def reset(self, seed: Any = None) -> Any:
         raise PolyfuseError(

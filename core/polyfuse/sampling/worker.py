@@ -56,7 +56,7 @@ def run_worker(connection: Connection, parent_pid: int, setup: Mapping[str, Any]
     try:
         worker = _Worker(setup)
         connection.send(("ready",))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - whatever stops the set-up is the learner's error message
         connection.send(("error", traceback.format_exc()))
         return
     try:
@@ -69,7 +69,7 @@ def run_worker(connection: Connection, parent_pid: int, setup: Mapping[str, Any]
                 return
             try:
                 connection.send(worker.handle(message))
-            except Exception:
+            except Exception:  # noqa: BLE001 - reported to the learner, which raises it
                 connection.send(("error", traceback.format_exc()))
     except (EOFError, BrokenPipeError, ConnectionResetError):  # the learner went away
         return
@@ -106,7 +106,6 @@ class _Worker:
         from polyfuse.network import NetworkFactory
         from polyfuse.rl.distributions import ActionLayout
         from polyfuse.rl.heads import ActorCritic
-
         from polyfuse.training.vector_env import TrackedVectorEnv
 
         self.envs = TrackedVectorEnv(self.vector_env, spec["segment_length"])
