@@ -59,22 +59,35 @@ def run_worker(connection: Connection, parent_pid: int, setup: Mapping[str, Any]
     except BaseException:  # noqa: BLE001 - whatever stops the set-up is the learner's error message
         connection.send(("error", traceback.format_exc()))
         return
+    code = 0
     try:
-        while True:
-            while not connection.poll(PARENT_CHECK_S):
-                if os.getppid() != parent_pid:
-                    return
-            message = connection.recv()
-            if message[0] == "close":
-                return
-            try:
-                connection.send(worker.handle(message))
-            except Exception:  # noqa: BLE001 - reported to the learner, which raises it
-                connection.send(("error", traceback.format_exc()))
+        _serve(connection, parent_pid, worker)
     except (EOFError, BrokenPipeError, ConnectionResetError):  # the learner went away
-        return
-    finally:
-        worker.close()
+        pass
+    except BaseException:  # noqa: BLE001 - the pipe itself failed: say why on stderr
+        traceback.print_exc()
+        code = 1
+    worker.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # nothing left to clean up: skip the interpreter's teardown (seconds with torch loaded)
+
+
+def _serve(connection: Connection, parent_pid: int, worker: _Worker) -> None:
+    """Answer the learner's messages until it says close, or its process is gone."""
+    while True:
+        while not connection.poll(PARENT_CHECK_S):
+            if os.getppid() != parent_pid:
+                return
+        message = connection.recv()
+        if message[0] == "close":
+            return
+        try:
+            connection.send(worker.handle(message))
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except Exception:  # noqa: BLE001 - reported to the learner, which raises it
+            connection.send(("error", traceback.format_exc()))
 
 
 class _Worker:
