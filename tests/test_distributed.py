@@ -88,6 +88,9 @@ def test_config_is_the_whole_run_split_over_ranks() -> None:
     assert rank_seed(7, 0) == 7 and len({rank_seed(7, rank) for rank in range(4)}) == 4
     with pytest.raises(Exception, match="env.num_envs \\(16\\).*divide by 3"):
         check_distributable(config, 3, "env")
+    pipelined = config.model_copy(update={"env": config.env.model_copy(update={"vectorization": "pipelined"})})
+    with pytest.raises(Exception, match="pipelined and --nproc"):
+        check_distributable(pipelined, 2, "env")
 
 
 @pytest.mark.parametrize(("config", "message"), [

@@ -133,6 +133,12 @@ def check_distributable(config: PipelineConfig, size: int, learns_from: str | No
             f"--nproc {size}: optimizer {config.optimizer.name!r} learns from a dataset, and data-parallel runs "
             "split environments over the processes (each rank steps its own); run it in one process (no --nproc)"
         )
+    if config.env.vectorization == "pipelined":
+        raise PolyfuseError(
+            f"--nproc {size}: env.vectorization: pipelined and --nproc each want the machine's cores and do not "
+            "run together; use one of them (pipelined sampling when the environments dominate, --nproc when the "
+            "update does)"
+        )
     if config.env.num_envs % size:
         raise PolyfuseError(
             f"--nproc {size}: env.num_envs ({config.env.num_envs}) is the total over the processes and must divide "

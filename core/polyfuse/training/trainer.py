@@ -281,8 +281,14 @@ class Trainer:
         """Environments (this rank's, seeded with ``env_seed``), dataset, reward, network factory and optimizer
         (seeded with ``seed``, alike on every rank), set up and ready to iterate."""
         config, registry = rank_share(self.config, self.ranks.size), self.registry
-        vector_env = None
-        if config.env is not None:
+        vector_env: Any = None
+        pipelined = config.env is not None and config.env.vectorization == "pipelined"
+        if pipelined:
+            from polyfuse.sampling import PipelinedSampler
+
+            vector_env = PipelinedSampler(config, env_seed)
+            cleanup.callback(vector_env.close)
+        elif config.env is not None:
             vector_env = make_vector_env(
                 config.env.id, config.env.kwargs, num_envs=config.env.num_envs,
                 vectorization=config.env.vectorization, seed=env_seed,
@@ -306,7 +312,11 @@ class Trainer:
             action_names=action_names(config.env.id, config.env.kwargs) if config.env else None,
         ))
         cleanup.callback(reward.close)
-        envs = TrackedVectorEnv(vector_env, reward.segment_length) if vector_env is not None else None
+        envs: Any = None
+        if pipelined:  # the workers track their environments; the sampler hands over episodes and segments
+            vector_env.segment_length, envs = reward.segment_length, vector_env
+        elif vector_env is not None:
+            envs = TrackedVectorEnv(vector_env, reward.segment_length)
         optimizer = registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
         self._check_data(optimizer, envs, dataset)
         if self.ranks.parallel:
