@@ -152,6 +152,13 @@ def cmd_new_plugin(args: argparse.Namespace, registry: Registry) -> int:
     return command(args, registry)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of processes, got {value}")
+    return value
+
+
 def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     """The parser of polyfuse's own commands, plus those the loaded plugins register."""
     parser = argparse.ArgumentParser(
@@ -193,6 +200,9 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     run.add_argument("--steps", type=int, help="override trainer.total_steps")
     run.add_argument("--seed", type=int, help="override trainer.seed")
     run.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
+    run.add_argument("--nproc", type=_positive, metavar="N",
+                     help="train data-parallel in N processes (torchrun's ranks); the config is the whole run: "
+                          "env.num_envs and the optimizer's batch_size are split over them")
     run.set_defaults(handler=cmd_run)
 
     from polyfuse.evaluate import add_arguments as add_eval_arguments

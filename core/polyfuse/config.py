@@ -67,11 +67,29 @@ class EnvConfig(StrictModel):
     id: str = Field(description="gymnasium environment id, e.g. polyfuse/DigitsVQA-v0")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make")
     num_envs: int = Field(4, gt=0, description="Environments stepped in parallel")
-    vectorization: Literal["sync", "async", "native"] = Field(
+    vectorization: Literal["sync", "async", "native", "pipelined"] = Field(
         "sync",
-        description="gymnasium's SyncVectorEnv (one process), AsyncVectorEnv (one process per env), or "
-        "'native': the environment's own batched implementation (gymnasium vector_entry_point; DigitsVQA has one)",
+        description="gymnasium's SyncVectorEnv (one process), AsyncVectorEnv (one process per env), "
+        "'native': the environment's own batched implementation (gymnasium vector_entry_point; DigitsVQA has one), "
+        "or 'pipelined' (on-policy optimizers: ppo, a2c): env.workers processes step the environments and act "
+        "with a copy of the policy while the learner updates, the policy they act with one update old "
+        "(docs/pipelined-sampling.md)",
     )
+    workers: int | None = Field(
+        None, gt=0,
+        description="Worker processes of env.vectorization: pipelined, each stepping its share of num_envs; "
+        "null: one per core the learner leaves free (at least one)",
+    )
+
+    @model_validator(mode="after")
+    def _workers_pipelined(self) -> EnvConfig:
+        if self.workers is not None and self.vectorization != "pipelined":
+            raise ValueError("workers applies to vectorization: pipelined only; remove env.workers or set "
+                             "env.vectorization: pipelined")
+        if self.workers is not None and self.workers > self.num_envs:
+            raise ValueError(f"workers ({self.workers}) exceeds num_envs ({self.num_envs}): each worker steps at "
+                             "least one environment")
+        return self
 
 
 class EvalEnvConfig(StrictModel):

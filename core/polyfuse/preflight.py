@@ -43,7 +43,7 @@ ENV_PROBE_SECONDS = 10
 """Making one environment to read its spaces takes well under a second; longer means an absurd size."""
 MAX_ENV_ID_LENGTH = 200
 """Longer env ids are refused unread: looking up near matches would take seconds."""
-PER_ENV_BYTES = {"native": 1_024, "sync": 256 * 1024, "async": 64 * 1024 * 1024}
+PER_ENV_BYTES = {"native": 1_024, "sync": 256 * 1024, "async": 64 * 1024 * 1024, "pipelined": 256 * 1024}
 """Coarse memory of one environment beyond its observations: a Python object, or a whole process for async."""
 PARAMETER_BYTES = 16
 """float32 weight, its gradient and two Adam moments."""

@@ -7,13 +7,17 @@ summary), so scripts can read results without parsing prose.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig, read_yaml, validate_pipeline
+from polyfuse.declarations import declared_learns_from
 from polyfuse.preflight import check_pipeline
 from polyfuse.registry import Registry
 
@@ -60,15 +64,57 @@ def _checkpoint_config(default: dict[str, Any], output_dir: str | None) -> tuple
 
 def run_command(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.plugins import broken_plugins_notice
+    from polyfuse.training.distributed import check_distributable, launched_by_torchrun
     from polyfuse.training.trainer import Trainer
 
     notice = broken_plugins_notice(registry.plugins)
-    if notice:  # once per run, before anything else: a missing component is then no mystery
+    if notice and os.environ.get("RANK", "0") == "0":  # once per run (rank 0's), before anything else
         print(notice, file=sys.stderr)
     config = resolve_config(args, registry)
-    summary = Trainer(config, registry, resume=args.resume).run()
+    if launched_by_torchrun():
+        return _run_rank(args, config, registry)
+    if args.nproc is not None and args.nproc > 1:
+        from polyfuse.training.launch import launch
+
+        check_distributable(config, args.nproc, declared_learns_from(
+            registry.get(Kind.OPTIMIZER, config.optimizer.name).factory))
+        return launch(args, args.nproc)
+    return report(args, config, Trainer(config, registry, resume=args.resume).run())
+
+
+def _run_rank(args: argparse.Namespace, config: PipelineConfig, registry: Registry) -> int:
+    """One rank of a data-parallel run (torchrun's): rank 0 reports as a single process does, the others keep quiet."""
+    from polyfuse.errors import PolyfuseError
+    from polyfuse.training.distributed import barrier, initialize, lost_peer, shutdown
+    from polyfuse.training.launch import check_single_launch
+    from polyfuse.training.trainer import Trainer
+
+    group = initialize()
+    if not group.main:  # rank 0 shows the run's progress; others would draw over it (tqdm's way to turn bars off)
+        import tqdm
+
+        tqdm.tqdm.__init__ = functools.partialmethod(tqdm.tqdm.__init__, disable=True)  # type: ignore[method-assign]
+    try:
+        check_single_launch(args.nproc, group)
+        summary = Trainer(config, registry, resume=args.resume).run()
+        barrier()  # rank 0 evaluates and saves last: the others wait, so that no rank leaves a live group
+    except RuntimeError as exc:
+        if not lost_peer(exc):
+            raise
+        raise PolyfuseError(f"rank {group.rank} of {group.size}: another rank stopped, so this one stops too "
+                            f"(the other rank's own message says why; {str(exc).splitlines()[0][:200]})") from None
+    finally:
+        shutdown()
+    if group.main:
+        return report(args, config, summary, group.size)
+    return INTERRUPTED_EXIT_CODES.get(summary["interrupted"], 1) if summary["interrupted"] else 0
+
+
+def report(args: argparse.Namespace, config: PipelineConfig, summary: dict[str, Any], nproc: int = 1) -> int:
+    """Print a run's summary (or how to continue an interrupted one); the exit code."""
     if "interrupted" in summary:
         again = f"polyfuse run {args.config or ''} --resume --output-dir {config.trainer.output_dir}"
+        again += f" --nproc {nproc}" if nproc > 1 else ""
         print(f"stopped by {summary['interrupted']} at step {summary['steps']}: checkpoint saved in "
               f"{summary['paths']['checkpoint']}; continue with `{' '.join(again.split())}`", file=sys.stderr)
         code = INTERRUPTED_EXIT_CODES.get(summary["interrupted"], 1)

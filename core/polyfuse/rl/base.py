@@ -20,6 +20,7 @@ from polyfuse.errors import PolyfuseError
 from polyfuse.rewards import RewardBatch
 from polyfuse.rl.rng import generator_state, set_generator_state
 from polyfuse.training.api import Budget, Pipeline, Progress, RLOptimizer
+from polyfuse.training.distributed import Ranks, average_gradients, broadcast_parameters, ranks
 
 GeneratorKind = Literal["numpy", "torch"]
 
@@ -47,9 +48,18 @@ class Algorithm(RLOptimizer):
 
     Progress: each gradient step goes through :meth:`_descend`, which clips
     gradients to ``config.max_grad_norm`` and counts ``gradient_steps`` and
-    ``samples``; ``env_steps`` is the subclass's to advance as it collects;
-    ``iterations`` counts ``iterate`` calls. Rewards come from
-    :meth:`_score`, which checks what the reward source returns.
+    ``samples``; the subclass counts the environment steps it collects with
+    :meth:`_count_env_steps`; ``iterations`` counts ``iterate`` calls.
+    Rewards come from :meth:`_score`, which checks what the reward source
+    returns.
+
+    Data parallelism (``torchrun``, see :mod:`polyfuse.training.distributed`)
+    needs nothing of a subclass: the networks start as rank 0's,
+    :meth:`_descend` averages the gradients over the ranks, each rank draws
+    its own random streams, and the counters count all ranks (each rank
+    takes an equal share of every step). A decision taken on one rank's data
+    (an early stop) must be agreed with
+    :func:`~polyfuse.training.distributed.mean_over_ranks`.
     """
 
     name: ClassVar[str]
@@ -67,6 +77,7 @@ class Algorithm(RLOptimizer):
         self.samples = 0
         self.iterations = 0
         self._started = False
+        self.ranks = Ranks()
 
     # --- budget and progress ----------------------------------------------------------------------
 
@@ -100,19 +111,30 @@ class Algorithm(RLOptimizer):
         ``pipeline.seed`` is split into independent streams: the first seeds
         torch's global generator, forked for the duration of :meth:`_build`
         (so initialisation neither depends on nor disturbs it); the others
-        seed ``self.rng``'s generators, in ``random_streams`` order.
+        seed ``self.rng``'s generators, in ``random_streams`` order (on
+        ranks other than 0, from the seed and the rank: each rank samples
+        its own actions and minibatches, while the networks start alike,
+        then are made rank 0's to be sure).
         """
         self._check_pipeline(pipeline)
+        self.ranks = ranks()
         network_seed, *stream_seeds = np.random.SeedSequence(pipeline.seed).spawn(1 + len(self.random_streams))
-        self.rng = {
-            name: _generator(kind, seed) for (name, kind), seed in zip(self.random_streams.items(), stream_seeds)
-        }
+        self._seed_streams(stream_seeds if self.ranks.main else self._rank_streams(pipeline.seed, 0))
         self.env_steps = self.gradient_steps = self.samples = self.iterations = 0
         self._started = False
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_integer(network_seed))
             self._build(pipeline)
+        assert self.adam is not None
+        broadcast_parameters(self.adam.param_groups[0]["params"])
         self._pipeline = pipeline
+
+    def _seed_streams(self, seeds: list[np.random.SeedSequence]) -> None:
+        self.rng = {name: _generator(kind, seed) for (name, kind), seed in zip(self.random_streams.items(), seeds)}
+
+    def _rank_streams(self, seed: int, iterations: int) -> list[np.random.SeedSequence]:
+        """This rank's own stream seeds, drawn anew on resume too (rank 0's checkpoint holds rank 0's streams)."""
+        return np.random.SeedSequence([seed, self.ranks.rank, iterations]).spawn(len(self.random_streams))
 
     def _check_pipeline(self, pipeline: Pipeline) -> None:
         """Refuse a pipeline without what ``learns_from`` needs; subclasses add their own checks."""
@@ -180,14 +202,21 @@ class Algorithm(RLOptimizer):
         return rewards
 
     def _descend(self, loss: torch.Tensor, samples: int) -> None:
-        """One Adam step on ``loss`` (gradients clipped to ``config.max_grad_norm``), learnt from ``samples`` samples."""
+        """One Adam step on ``loss`` (gradients averaged over the ranks, then clipped to ``config.max_grad_norm``),
+        learnt from ``samples`` samples (on each rank)."""
         assert self.adam is not None
+        parameters = self.adam.param_groups[0]["params"]
         self.adam.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.adam.param_groups[0]["params"], self.config.max_grad_norm)
+        average_gradients(parameters)
+        torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
         self.adam.step()
         self.gradient_steps += 1
-        self.samples += int(samples)
+        self.samples += int(samples) * self.ranks.size
+
+    def _count_env_steps(self, steps: int) -> None:
+        """Count ``steps`` environment steps taken on this rank (every rank takes as many)."""
+        self.env_steps += int(steps) * self.ranks.size
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -229,6 +258,8 @@ class Algorithm(RLOptimizer):
         self.iterations = int(counters["iterations"])
         for name, generator in self.rng.items():
             set_generator_state(generator, state["rng"][name])
+        if not self.ranks.main:
+            self._seed_streams(self._rank_streams(self.pipeline.seed, self.iterations))
         self.adam.load_state_dict(state["optimizer"])
         self._started = True
 

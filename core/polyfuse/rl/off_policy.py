@@ -97,7 +97,7 @@ class OffPolicyAlgorithm(Algorithm):
             if completed is not None:
                 self.replay.add(completed)
             self._observations = observations
-            self.env_steps += self.envs.num_envs
+            self._count_env_steps(self.envs.num_envs)
         metrics = {"buffer_size": float(len(self.replay))}
         if self.env_steps >= config.learning_starts and len(self.replay) > 0:
             steps = [self._gradient_step(self._sample()) for _ in range(config.gradient_steps)]

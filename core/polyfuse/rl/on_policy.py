@@ -4,7 +4,9 @@ Each ``iterate`` collects ``n_steps`` steps from every vector env, scores the
 whole rollout with the pipeline's reward source in one call (so a reward
 model that learns is read once per rollout, never stale), computes GAE
 advantages (Schulman et al. 2016) and hands the rollout to the subclass's
-:meth:`OnPolicyAlgorithm._update`.
+:meth:`OnPolicyAlgorithm._update`. With ``env.vectorization: pipelined`` the
+rollout comes from worker processes that acted with the policy one update
+old (:mod:`polyfuse.sampling`); scoring and GAE are the same.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from polyfuse.rl.base import Algorithm, GeneratorKind
 from polyfuse.rl.configs import OnPolicyConfig
 from polyfuse.rl.distributions import ActionLayout
 from polyfuse.rl.heads import ActorCritic
+from polyfuse.sampling import PipelinedSampler
 from polyfuse.training.api import Pipeline
 
 
@@ -49,6 +52,29 @@ class Rollout:
     @property
     def size(self) -> int:
         return self.observations.size
+
+
+@dataclass
+class CollectedSteps:
+    """``T`` steps of ``N`` envs as the behaviour policy took them, before scoring and GAE.
+
+    ``actions`` ``(T, N, D)``; ``log_probs``, ``values``, ``final_values`` (V of
+    the final observation where a step truncated its episode) ``(T, N)``;
+    ``last_values`` ``(N,)``: V after the last step; ``env_rewards``,
+    ``terminated``, ``truncated``: ``(T, N)`` arrays; ``env_actions``: the
+    ``T * N`` actions in the environment's values; ``observations``: row ``t * N + i``.
+    """
+
+    observations: ObservationColumns
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    final_values: torch.Tensor
+    last_values: torch.Tensor
+    env_rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    env_actions: np.ndarray
 
 
 class OnPolicyAlgorithm(Algorithm):
@@ -85,9 +111,13 @@ class OnPolicyAlgorithm(Algorithm):
         self.adam = torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps, fused=True)
 
     def setup(self, pipeline: Pipeline) -> None:
-        """Build the actor-critic and Adam; reset the environments."""
+        """Build the actor-critic and Adam; reset the environments (or hand the actor-critic to the sampler's workers)."""
         super().setup(pipeline)
         self.envs = pipeline.envs
+        self.sampler = pipeline.envs if isinstance(pipeline.envs, PipelinedSampler) else None
+        if self.sampler is not None:
+            self.sampler.attach(self.model, self.layout, self.config, self.rng["rollout"])
+            return
         observations, _ = self.envs.reset()
         self._observations = check_dict(observations, self.name)
 
@@ -109,6 +139,8 @@ class OnPolicyAlgorithm(Algorithm):
             group["lr"] = learning_rate
         metrics = self._update(self._collect())
         metrics["learning_rate"] = learning_rate
+        if self.sampler is not None:
+            metrics.update(self.sampler.metrics())
         return metrics
 
     def _update(self, rollout: Rollout) -> dict[str, float]:
@@ -117,6 +149,9 @@ class OnPolicyAlgorithm(Algorithm):
 
     @torch.no_grad()
     def _collect(self) -> Rollout:
+        """A rollout from the environments stepped here, or from the pipelined sampler's workers."""
+        if self.sampler is not None:
+            return self._rollout(self.sampler.collect(self.model, self.config.n_steps))
         steps, envs, nvec = self.config.n_steps, self.envs.num_envs, self.layout.nvec
         shape = (steps, envs)
         actions = torch.zeros((*shape, len(nvec)), dtype=torch.long)
@@ -143,21 +178,30 @@ class OnPolicyAlgorithm(Algorithm):
                 final = stack([infos["final_obs"][i] for i in cut])
                 final_values[t, torch.as_tensor(cut)] = self.model.value(final)
         self._observations = observations
-        self.env_steps += steps * envs
-        stored = ObservationColumns.of_batches(batches)
+        return self._rollout(CollectedSteps(
+            ObservationColumns.of_batches(batches), actions, log_probs, values, final_values,
+            self.model.value(observations), env_rewards, terminated, truncated, np.concatenate(env_actions),
+        ))
+
+    def _rollout(self, collected: CollectedSteps) -> Rollout:
+        """Score the collected steps with the reward source and compute GAE on the values they were taken with."""
+        steps, envs = collected.log_probs.shape
+        shape = (steps, envs)
+        self._count_env_steps(steps * envs)
+        terminated, truncated = collected.terminated, collected.truncated
         rewards = torch.from_numpy(self._score(RewardBatch(
-            stored.all(), np.concatenate(env_actions), env_rewards.reshape(-1), terminated.reshape(-1),
-            truncated.reshape(-1),
+            collected.observations.all(), collected.env_actions, collected.env_rewards.reshape(-1),
+            terminated.reshape(-1), truncated.reshape(-1),
         ))).reshape(shape)
         advantages, returns = compute_gae(
-            rewards, values, torch.from_numpy(terminated), torch.from_numpy(truncated), self.model.value(observations),
-            final_values, self.config.gamma, self.config.gae_lambda,
+            rewards, collected.values, torch.from_numpy(terminated), torch.from_numpy(truncated),
+            collected.last_values, collected.final_values, self.config.gamma, self.config.gae_lambda,
         )
         return Rollout(
-            stored,
-            actions.reshape(steps * envs, -1),
-            log_probs.reshape(-1),
-            values.reshape(-1),
+            collected.observations,
+            collected.actions.reshape(steps * envs, -1),
+            collected.log_probs.reshape(-1),
+            collected.values.reshape(-1),
             rewards.reshape(-1),
             advantages.reshape(-1),
             returns.reshape(-1),
@@ -206,5 +250,5 @@ class OnPolicyAlgorithm(Algorithm):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.model.load_state_dict(state["model"])
-        if getattr(self.envs, "restored", False):
+        if self.sampler is None and getattr(self.envs, "restored", False):
             self._observations = check_dict(self.envs.observations, self.name)

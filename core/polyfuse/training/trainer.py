@@ -40,6 +40,9 @@ from polyfuse.training.checkpoint import (
     save_checkpoint,
 )
 from polyfuse.training.compatibility import check_compatible
+from polyfuse.training.distributed import (
+    Ranks, barrier, check_rank_components, exchange, rank_seed, rank_share, ranks,
+)
 from polyfuse.training.eval_report import eval_metrics, nest
 from polyfuse.training.evaluation import Evaluator
 from polyfuse.training.lock import RunLock
@@ -131,6 +134,7 @@ class Trainer:
         self.network_factory: NetworkFactory | None = None  # set when the run builds its networks
         self._session_start = time.monotonic()
         self._earlier_sessions_s = 0.0
+        self.ranks = Ranks()  # this process's share of a data-parallel run (see polyfuse.training.distributed)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -145,9 +149,14 @@ class Trainer:
 
     def _run(self) -> dict[str, Any]:
         self._session_start = time.monotonic()
+        self.ranks = ranks()
+        self.progress = self.progress and self.ranks.main
         if self.config.env is not None:
             check_env_id(self.config.env.id)  # before touching output_dir
-        checkpoint = self._prepare_output_dir()
+        checkpoint = self._prepare_output_dir() if self.ranks.main else None
+        if self.ranks.parallel:  # the others wait for rank 0's folder, then resume from its checkpoint
+            barrier()
+            checkpoint = checkpoint if self.ranks.main else self._rank_checkpoint()
         state = RunState.from_dict(checkpoint["trainer"]) if checkpoint else RunState()
         self._earlier_sessions_s = state.wall_time_s
         trainer_config = self.config.trainer
@@ -157,19 +166,24 @@ class Trainer:
         # others are seeded anew, so that the resumed run plays new episodes rather than replay old ones.
         reseed = checkpoint is not None and checkpoint.get("envs") is None
         env_seed = derive_seed(trainer_config.seed, 1, state.steps) if reseed else trainer_config.seed
+        # Other ranks play their own episodes: never rank 0's saved ones, and on resume new ones.
+        own = derive_seed(trainer_config.seed, 1, state.steps) if checkpoint and not self.ranks.main else env_seed
+        rank_env_seed = rank_seed(own, self.ranks.rank)
         self._resumed_interval = checkpoint.get("interval") if checkpoint else None
         with self._stop_on_signals(), ExitStack() as cleanup:
-            envs, reward, optimizer = self._build(env_seed, cleanup)
+            envs, reward, optimizer = self._build(env_seed, rank_env_seed, cleanup)
             self._envs = envs
-            evaluators = self._evaluators(cleanup)
-            log = MetricsLog(self.output_dir, resume_step=state.steps if checkpoint else None)
-            cleanup.callback(log.close)
+            evaluators = self._evaluators(cleanup) if self.ranks.main else {}  # rank 0 evaluates
+            log = MetricsLog(self.output_dir, resume_step=state.steps if checkpoint else None) if self.ranks.main \
+                else None
+            if log is not None:
+                cleanup.callback(log.close)
             if checkpoint:
-                if reseed and envs is not None:
+                if reseed and envs is not None and self.ranks.main:
                     print(f"note: {self.config.env.id}'s environments cannot save their state without pickle; "
                           "the resumed run plays freshly seeded episodes (every other random stream is "
                           "restored)", file=sys.stderr)
-                self._restore(checkpoint, optimizer, reward, envs)
+                self._restore(checkpoint, optimizer, reward, envs if self.ranks.main else None)
             else:
                 self._warm_start(optimizer, log)
                 self._evaluate(optimizer, evaluators, state, log)
@@ -177,6 +191,9 @@ class Trainer:
             if self._stop_signal is None and state.last_eval_step != state.steps:
                 self._evaluate(optimizer, evaluators, state, log)
             self._save(optimizer, reward, state)
+        if not self.ranks.main:  # rank 0 reports the run
+            stop = signal.Signals(self._stop_signal).name if self._stop_signal is not None else None
+            return {"rank": self.ranks.rank, "steps": state.steps, "interrupted": stop}
         plot = plot_learning_curve(read_metrics(log.path), self.output_dir / PLOT_FILE, self._title())
         if self._stop_signal is not None:
             return {"interrupted": signal.Signals(self._stop_signal).name, "steps": state.steps,
@@ -192,7 +209,7 @@ class Trainer:
         reward: RewardSource,
         evaluators: dict[str | None, Evaluator],
         state: RunState,
-        log: MetricsLog,
+        log: MetricsLog | None,
     ) -> None:
         """Iterate the optimizer until the budget is spent or a stop signal arrives."""
         trainer_config = self.config.trainer
@@ -215,7 +232,9 @@ class Trainer:
                 self._check_progress(progress_before, progress, stalled)
                 if envs is not None:
                     state.env_time_s += envs.env_time_s - env_before
-                    for episode in envs.pop_episodes():
+                    shared = exchange(envs.pop_episodes(), self._stop_signal, progress, self.config.optimizer.name)
+                    self._stop_signal = shared.stop  # a signal to any rank stops them all after this iteration
+                    for episode in shared.episodes:
                         state.episodes += 1
                         state.recent.append(episode)
                     if reward.segment_length is not None:
@@ -225,7 +244,8 @@ class Trainer:
                 bar.update(min(state.steps, total) - min(before, total))
                 if _crossed(before, state.steps, log_every) or state.steps >= total:
                     bar.set_postfix(self._postfix(state), refresh=False)
-                    log.write(self._train_record(state, interval, progress))
+                    if log is not None:
+                        log.write(self._train_record(state, interval, progress))
                     interval = self._interval = _Interval(state.steps)
                 state.train_time_s += time.perf_counter() - started
                 if _crossed(before, state.steps, trainer_config.eval_every):
@@ -255,11 +275,20 @@ class Trainer:
 
     # -- building --------------------------------------------------------------------------------
 
-    def _build(self, env_seed: int, cleanup: ExitStack) -> tuple[TrackedVectorEnv | None, RewardSource, RLOptimizer]:
-        """Environments, dataset, reward, network factory and optimizer, set up and ready to iterate."""
-        config, registry = self.config, self.registry
-        vector_env = None
-        if config.env is not None:
+    def _build(
+        self, seed: int, env_seed: int, cleanup: ExitStack
+    ) -> tuple[TrackedVectorEnv | None, RewardSource, RLOptimizer]:
+        """Environments (this rank's, seeded with ``env_seed``), dataset, reward, network factory and optimizer
+        (seeded with ``seed``, alike on every rank), set up and ready to iterate."""
+        config, registry = rank_share(self.config, self.ranks.size), self.registry
+        vector_env: Any = None
+        pipelined = config.env is not None and config.env.vectorization == "pipelined"
+        if pipelined:
+            from polyfuse.sampling import PipelinedSampler
+
+            vector_env = PipelinedSampler(config, env_seed)
+            cleanup.callback(vector_env.close)
+        elif config.env is not None:
             vector_env = make_vector_env(
                 config.env.id, config.env.kwargs, num_envs=config.env.num_envs,
                 vectorization=config.env.vectorization, seed=env_seed,
@@ -283,11 +312,17 @@ class Trainer:
             action_names=action_names(config.env.id, config.env.kwargs) if config.env else None,
         ))
         cleanup.callback(reward.close)
-        envs = TrackedVectorEnv(vector_env, reward.segment_length) if vector_env is not None else None
+        envs: Any = None
+        if pipelined:  # the workers track their environments; the sampler hands over episodes and segments
+            vector_env.segment_length, envs = reward.segment_length, vector_env
+        elif vector_env is not None:
+            envs = TrackedVectorEnv(vector_env, reward.segment_length)
         optimizer = registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
         self._check_data(optimizer, envs, dataset)
+        if self.ranks.parallel:
+            check_rank_components(optimizer, reward, self.ranks.size, config.optimizer.name)
         optimizer.set_budget(Budget(config.trainer.total_steps, config.trainer.budget_unit))
-        optimizer.setup(Pipeline(make_network, env_seed, observation_space, action_space, envs, reward, dataset))
+        optimizer.setup(Pipeline(make_network, seed, observation_space, action_space, envs, reward, dataset))
         return envs, reward, optimizer
 
     def _check_data(self, optimizer: RLOptimizer, envs: TrackedVectorEnv | None, dataset: Any) -> None:
@@ -306,7 +341,7 @@ class Trainer:
                     "steps; set budget_unit: gradient_steps (or samples)"
                 )
 
-    def _warm_start(self, optimizer: RLOptimizer, log: MetricsLog) -> None:
+    def _warm_start(self, optimizer: RLOptimizer, log: MetricsLog | None) -> None:
         warm = self.config.trainer.warm_start
         if warm is None:
             return
@@ -315,7 +350,9 @@ class Trainer:
                                 "add env: {id: ...} or remove trainer.warm_start")
         seed = derive_seed(self.config.trainer.seed, 2)
         batch, labels = collect_demonstrations(self.config.env, warm.episodes, seed)
-        metrics = behaviour_cloning(optimizer, batch, labels, warm, seed)
+        metrics = behaviour_cloning(optimizer, batch, labels, warm, seed)  # alike on every rank: same data, seed
+        if log is None:
+            return
         log.write({"kind": "warm_start", "step": 0, **metrics})
         print(f"warm start: {metrics['warm_start/samples']} expert labels, accuracy "
               f"{metrics['warm_start/accuracy']:.3f}", file=sys.stderr)
@@ -345,9 +382,10 @@ class Trainer:
         return evaluators
 
     def _evaluate(
-        self, optimizer: RLOptimizer, evaluators: dict[str | None, Evaluator], state: RunState, log: MetricsLog
+        self, optimizer: RLOptimizer, evaluators: dict[str | None, Evaluator], state: RunState,
+        log: MetricsLog | None,
     ) -> None:
-        if not evaluators:  # no environment: nothing held out to evaluate on
+        if not evaluators or log is None:  # no environment (or not rank 0): nothing held out to evaluate on
             return
         modes = self.config.trainer.eval_modes
         total = self.config.trainer.eval_episodes * len(modes) * len(evaluators)
@@ -363,6 +401,8 @@ class Trainer:
         return self._earlier_sessions_s + time.monotonic() - self._session_start
 
     def _save(self, optimizer: RLOptimizer, reward: RewardSource, state: RunState) -> None:
+        if not self.ranks.main:
+            return
         state.wall_time_s = self._wall_time()
         trainer_state = state.to_dict()
         save_checkpoint(self.output_dir, {
@@ -530,6 +570,14 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         return None
 
+    def _rank_checkpoint(self) -> dict[str, Any] | None:
+        """On a rank other than 0: rank 0's checkpoint when resuming (rank 0 has checked it fits the config)."""
+        if not self.resume:
+            return None
+        found = load_latest_checkpoint(self.output_dir)
+        assert found is not None, "rank 0 found a checkpoint before the barrier"
+        return found[1]
+
     @contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
         """Turn SIGINT/SIGTERM into a request to stop after the current iteration (main thread only)."""
@@ -541,8 +589,9 @@ class Trainer:
             if self._stop_signal is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
             self._stop_signal = signum
-            print(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving a checkpoint "
-                  "(Ctrl-C again to stop now)", file=sys.stderr)
+            if self.ranks.main:
+                print(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving a checkpoint "
+                      "(Ctrl-C again to stop now)", file=sys.stderr)
 
         previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:

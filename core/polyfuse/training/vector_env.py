@@ -55,7 +55,9 @@ class TrackedVectorEnv:
     :class:`~polyfuse.training.replay.ReplayableSegment`: other actions can be tried where it began.
     """
 
-    def __init__(self, envs: Any, segment_length: int | None = None) -> None:
+    def __init__(self, envs: Any, segment_length: int | None = None, *, replayable: bool = True) -> None:
+        """``replayable=False`` keeps segments plain: segments that leave this process (a pipelined sampler's
+        worker) cannot take the replayer, whose environments stay here."""
         self.envs = envs
         self.num_envs: int = envs.num_envs
         self.single_observation_space = envs.single_observation_space
@@ -69,7 +71,7 @@ class TrackedVectorEnv:
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[EpisodeRecord] = []
         self._recorders = [_SegmentRecorder(i) for i in range(self.num_envs)] if segment_length is not None else []
-        self._replayer = episode_replayer(envs) if segment_length is not None else None
+        self._replayer = episode_replayer(envs) if segment_length is not None and replayable else None
         self._segments: list[Segment] = []
         self.restored = False  # set_state() restored saved episodes: optimizers keep acting on them
 

@@ -22,6 +22,7 @@ from polyfuse.rl.advantages import explained_variance, normalize, value_loss
 from polyfuse.rl.base import GeneratorKind
 from polyfuse.rl.heads import PolicyNetwork
 from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout
+from polyfuse.training.distributed import mean_over_ranks
 
 from polyfuse_ppo.losses import clipped_policy_loss
 from polyfuse_ppo.plugin import PPOConfig
@@ -85,7 +86,8 @@ class PPO(OnPolicyAlgorithm):
                 for key, value in record.items():
                     sums[key] = sums.get(key, 0.0) + value
                 recorded += 1
-                if config.target_kl is not None and record["approx_kl"] > config.target_kl:
+                # every rank stops alike: on the ranks' mean KL (this rank's alone in a single process)
+                if config.target_kl is not None and mean_over_ranks(record["approx_kl"]) > config.target_kl:
                     stopped = True
                     break
                 self._descend(loss, len(indices))

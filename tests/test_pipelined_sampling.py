@@ -1,0 +1,235 @@
+"""Pipelined sampling (env.vectorization: pipelined): the lag bound, learning with text, segments, shutdown, resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from polyfuse.config import PipelineConfig, validate_pipeline
+from polyfuse.errors import ConfigError, PolyfuseError
+from polyfuse.rl import distributions
+from polyfuse.sampling import PipelinedSampler
+from polyfuse.training.metrics import read_metrics
+from polyfuse.training.trainer import Trainer
+
+DIGITS = "polyfuse/DigitsVQA-v0"
+
+
+def config(output_dir: Path, *, text: bool = False, optimizer: str = "ppo", workers: int = 2, **trainer: Any
+           ) -> PipelineConfig:
+    """DigitsVQA, pipelined; without ``text`` the network reads the image alone (no sentence-transformer to load)."""
+    modalities: dict[str, Any] = {"image": {"encoder": "flatten"}}
+    if text:
+        modalities["question"] = {"encoder": "sbert"}
+    params: dict[str, Any] = {"n_steps": 16, "hidden_sizes": [64], "activation": "relu"}
+    if optimizer == "ppo":
+        params.update(n_epochs=4, batch_size=64)
+    return validate_pipeline({
+        "env": {"id": DIGITS, "num_envs": 8, "vectorization": "pipelined", "workers": workers},
+        "modalities": modalities,
+        "fuser": "concat",
+        "optimizer": {"name": optimizer, "params": params},
+        "trainer": {"total_steps": 1024, "eval_every": 100_000, "eval_episodes": 50, "checkpoint_every": 100_000,
+                    "output_dir": str(output_dir), **trainer},
+    })
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.1)
+    return [pid for pid in pids if alive(pid)]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+
+def test_workers_need_pipelined_and_enough_envs(tmp_path: Path) -> None:
+    base = config(tmp_path).model_dump(mode="json")
+    with pytest.raises(ConfigError, match="vectorization: pipelined"):
+        validate_pipeline({**base, "env": {"id": DIGITS, "workers": 2}})
+    with pytest.raises(ConfigError, match="exceeds num_envs"):
+        validate_pipeline({**base, "env": {"id": DIGITS, "num_envs": 2, "vectorization": "pipelined", "workers": 3}})
+
+
+def test_an_optimizer_that_steps_envs_itself_is_refused(tmp_path: Path) -> None:
+    bad = config(tmp_path, workers=1).model_dump(mode="json")
+    bad["optimizer"] = {"name": "dqn", "params": {}}
+    with pytest.raises(PolyfuseError, match="on-policy optimizers"):
+        Trainer(validate_pipeline(bad), progress=False).run()
+
+
+# --- the lag bound, the rollout layout, segments -------------------------------------------------
+
+
+@pytest.fixture
+def pipelined_ppo(tmp_path: Path) -> Any:
+    """A PPO whose pipeline's envs are a PipelinedSampler of 2 workers recording whole episodes as segments."""
+    from polyfuse.network import NetworkFactory
+    from polyfuse.registry import default_registry
+    from polyfuse.rewards import EnvReward
+    from polyfuse.training import Pipeline
+    from polyfuse_ppo.plugin import PPOConfig
+    from polyfuse_ppo.ppo import PPO
+
+    run_config = config(tmp_path)
+    sampler = PipelinedSampler(run_config, seed=3, segment_length=0)
+    try:
+        factory = NetworkFactory(run_config, sampler.single_observation_space, default_registry())
+        ppo = PPO(PPOConfig(n_steps=8, n_epochs=2, batch_size=16, learning_rate=0.01, hidden_sizes=[64],
+                            activation="relu"))
+        ppo.setup(Pipeline(factory, 3, sampler.single_observation_space, sampler.single_action_space, sampler,
+                           EnvReward()))
+        yield ppo, sampler
+    finally:
+        sampler.close()
+
+
+def behaviour_log_probs(ppo: Any, state: dict[str, torch.Tensor], rollout: Any) -> torch.Tensor:
+    """The rollout's actions' log-probabilities under the actor-critic with weights ``state``."""
+    model = copy.deepcopy(ppo.model)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        logits = model.logits(rollout.observations.all())
+    return distributions.log_prob(logits, rollout.actions, ppo.layout.nvec)
+
+
+def test_workers_act_with_the_weights_exactly_one_update_old(pipelined_ppo: Any) -> None:
+    ppo, sampler = pipelined_ppo
+    weights: list[dict[str, torch.Tensor]] = []  # weights[k]: the learner's before update k
+    rollouts = []
+    learn = ppo._update
+
+    def record(rollout: Any) -> dict[str, float]:
+        weights.append(copy.deepcopy(ppo.model.state_dict()))
+        rollouts.append(rollout)
+        return learn(rollout)
+
+    ppo._update = record
+    lags = [ppo.iterate()["policy_lag"] for _ in range(5)]
+    assert lags == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert sampler.lag == 1 and sampler.behaviour_version == sampler.published - 1
+    assert torch.allclose(behaviour_log_probs(ppo, weights[0], rollouts[0]), rollouts[0].log_probs, atol=1e-5)
+    for k in range(2, 5):  # rollout k was collected with the weights before update k - 1 ...
+        stored = rollouts[k].log_probs
+        assert torch.allclose(behaviour_log_probs(ppo, weights[k - 1], rollouts[k]), stored, atol=1e-5)
+        # ... and not with the learner's current ones, nor with older ones: the lag is one update, no more
+        assert not torch.allclose(behaviour_log_probs(ppo, weights[k], rollouts[k]), stored, atol=1e-3)
+        assert not torch.allclose(behaviour_log_probs(ppo, weights[k - 2], rollouts[k]), stored, atol=1e-3)
+
+
+def test_rollouts_episodes_and_segments_reach_the_learner_in_env_order(pipelined_ppo: Any) -> None:
+    ppo, sampler = pipelined_ppo
+    ppo.iterate()
+    ppo.iterate()
+    assert ppo.env_steps == sampler.env_steps == 2 * 8 * 8
+    episodes = sampler.pop_episodes()
+    assert len(episodes) == 2 * 8 * 8  # DigitsVQA: one step per episode
+    segments = sampler.pop_segments()
+    assert len(segments) == 2 * 8 * 8 and {len(segment) for segment in segments} == {1}
+    assert sorted({segment.env_index for segment in segments}) == list(range(8))  # worker 1's envs are 4..7
+    assert {"image", "question"} <= set(segments[0].observations)
+    assert all(isinstance(text, str) for text in segments[0].observations["question"])
+    with pytest.raises(PolyfuseError, match="on-policy"):
+        sampler.step(np.zeros(8, dtype=np.int64))
+
+
+# --- training: learning with text, A2C, shutdown, resume ------------------------------------------
+
+
+@pytest.mark.slow  # 4096 steps of real training; three processes (learner, two workers) load a sentence-transformer
+def test_pipelined_ppo_learns_digits_vqa_with_text(tmp_path: Path) -> None:
+    run = config(tmp_path, text=True, total_steps=4096, eval_every=4096, eval_episodes=200)
+    summary = Trainer(run, progress=False).run()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 4096]
+    assert evals[0]["eval/success"] < 0.15  # the untrained policy
+    assert summary["eval"]["greedy"]["success"] > 0.3
+    train = [r for r in records if r["kind"] == "train"]
+    assert {r["optimizer/policy_lag"] for r in train[1:]} == {1.0}
+    assert summary["episodes"] == 4096
+
+
+def test_pipelined_a2c_trains(tmp_path: Path) -> None:
+    summary = Trainer(config(tmp_path, optimizer="a2c", workers=1, total_steps=512), progress=False).run()
+    assert summary["steps"] == 512 and summary["episodes"] == 512
+
+
+def test_sigterm_saves_a_checkpoint_leaves_no_workers_and_the_run_resumes(tmp_path: Path) -> None:
+    run = config(tmp_path / "run", total_steps=400_000)
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(run.model_dump(mode="json")), encoding="utf-8")
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr_file:
+        process = subprocess.Popen([sys.executable, "-m", "polyfuse", "run", str(path)], stderr=stderr_file)
+    try:
+        metrics = tmp_path / "run" / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and '"train"' in metrics.read_text()):
+            assert process.poll() is None and time.monotonic() < deadline, "the run did not start training"
+            time.sleep(0.2)
+        workers = children(process.pid)
+        assert len(workers) >= 2
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = log.read_text()
+    assert "stopped by SIGTERM" in stderr, stderr[-2000:]
+    assert wait_gone(workers) == []
+    stopped = max(r["step"] for r in read_metrics(metrics))
+    resumed = config(tmp_path / "run", total_steps=stopped + 256)
+    summary = Trainer(resumed, resume=True, progress=False).run()
+    assert summary["steps"] >= stopped + 256
+
+
+def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import json, sys, time
+        from polyfuse.config import validate_pipeline
+        from polyfuse.sampling import PipelinedSampler
+        config = validate_pipeline(json.loads(sys.argv[1]))
+        sampler = PipelinedSampler(config, seed=0)
+        print(json.dumps(sampler.pids), flush=True)
+        time.sleep(600)
+    """)
+    run = json.dumps(config(tmp_path).model_dump(mode="json"))
+    parent = subprocess.Popen([sys.executable, "-c", script, run], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        workers = json.loads(parent.stdout.readline())
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    finally:
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+    assert wait_gone(workers) == []
