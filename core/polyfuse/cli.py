@@ -7,9 +7,10 @@ when they run, so ``polyfuse --help`` and ``polyfuse plugins`` stay fast.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from polyfuse import __version__
@@ -98,28 +99,14 @@ def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
-    from polyfuse.run import run_command
+def _deferred(target: str) -> Callable[[argparse.Namespace, Registry], int]:
+    """A handler that imports ``module:function`` only when its command runs (heavy modules stay unloaded)."""
 
-    return run_command(args, registry)
+    def handler(args: argparse.Namespace, registry: Registry) -> int:
+        module, function = target.split(":")
+        return getattr(importlib.import_module(module), function)(args, registry)
 
-
-def cmd_eval(args: argparse.Namespace, registry: Registry) -> int:
-    from polyfuse.evaluate import command
-
-    return command(args, registry)
-
-
-def cmd_serve(args: argparse.Namespace, registry: Registry) -> int:
-    from polyfuse.serving.command import command
-
-    return command(args, registry)
-
-
-def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
-    from polyfuse.serving.command import export_command
-
-    return export_command(args, registry)
+    return handler
 
 
 def cmd_preferences(args: argparse.Namespace, registry: Registry) -> int:
@@ -132,24 +119,6 @@ def cmd_preferences(args: argparse.Namespace, registry: Registry) -> int:
     print(f"{args.pairs} preference pairs written to {folder} (use it as dataset: {{name: preferences, "
           f"params: {{path: {folder}}}}})")
     return 0
-
-
-def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
-    from polyfuse.compare import compare
-
-    return compare(args, registry)
-
-
-def cmd_tune(args: argparse.Namespace, registry: Registry) -> int:
-    from polyfuse.tuning.command import tune
-
-    return tune(args, registry)
-
-
-def cmd_new_plugin(args: argparse.Namespace, registry: Registry) -> int:
-    from polyfuse.scaffold import command
-
-    return command(args, registry)
 
 
 def _positive(text: str) -> int:
@@ -203,7 +172,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     run.add_argument("--nproc", type=_positive, metavar="N",
                      help="train data-parallel in N processes (torchrun's ranks); the config is the whole run: "
                           "env.num_envs and the optimizer's batch_size are split over them")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=_deferred("polyfuse.run:run_command"))
 
     from polyfuse.evaluate import add_arguments as add_eval_arguments
 
@@ -211,18 +180,18 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
         "eval", help="a trained run's policy on held-out episodes (or other envs), greedy and sampled, with 95%% CIs"
     )
     add_eval_arguments(evaluating)
-    evaluating.set_defaults(handler=cmd_eval)
+    evaluating.set_defaults(handler=_deferred("polyfuse.evaluate:command"))
 
     from polyfuse.serving.command import add_arguments as add_serve_arguments
     from polyfuse.serving.command import add_export_arguments
 
     serving = commands.add_parser("serve", help="a trained run's policy behind an HTTP API (needs polyfuse[serve])")
     add_serve_arguments(serving)
-    serving.set_defaults(handler=cmd_serve)
+    serving.set_defaults(handler=_deferred("polyfuse.serving.command:command"))
 
     exporting = commands.add_parser("export", help="a trained run's policy as a TorchScript or ONNX file")
     add_export_arguments(exporting)
-    exporting.set_defaults(handler=cmd_export)
+    exporting.set_defaults(handler=_deferred("polyfuse.serving.command:export_command"))
 
     preferences = commands.add_parser(
         "preferences", help="collect synthetic preference pairs from an environment's expert (for dpo)"
@@ -237,13 +206,13 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
 
     comparing = commands.add_parser("compare", help="train one config with each fuser over seeds: a leaderboard")
     add_compare_arguments(comparing)
-    comparing.set_defaults(handler=cmd_compare)
+    comparing.set_defaults(handler=_deferred("polyfuse.compare:compare"))
 
     from polyfuse.tuning.command import add_arguments as add_tune_arguments
 
     tuning = commands.add_parser("tune", help="search a config's settings with Optuna (needs polyfuse[tune])")
     add_tune_arguments(tuning)
-    tuning.set_defaults(handler=cmd_tune)
+    tuning.set_defaults(handler=_deferred("polyfuse.tuning.command:tune"))
 
     new_plugin = commands.add_parser(
         "new-plugin", help="write a ready plugin distribution polyfuse-NAME (fuser, encoder, reward, ...)"
@@ -255,7 +224,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     )
     new_plugin.add_argument("-o", "--output", default=".", help="folder to create polyfuse-NAME in (default: here)")
     new_plugin.add_argument("--author", help="'Name <email>' for the generated pyproject.toml")
-    new_plugin.set_defaults(handler=cmd_new_plugin)
+    new_plugin.set_defaults(handler=_deferred("polyfuse.scaffold:command"))
 
     for command in sorted(registry.commands.values(), key=lambda c: c.name) if registry is not None else []:
         sub = commands.add_parser(command.name, help=f"{command.help} ({command.distribution})")
