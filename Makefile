@@ -24,7 +24,7 @@ test-services:
 # Everything: the core, every plugin, test tools.
 $(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai,tune,serve,onnx]' $(foreach spec,$(PLUGIN_SPECS),-e '$(spec)')
+	$(VENV)/bin/python $(PIP_INSTALL) -e '.[test,babyai,tune,serve,onnx,ray]' $(foreach spec,$(PLUGIN_SPECS),-e '$(spec)')
 	touch $@
 
 # The core and the plugins' third-party dependencies, but no plugin: see scripts/test-isolated.sh.

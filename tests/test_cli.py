@@ -19,7 +19,7 @@ def test_help_is_fast_and_imports_no_torch() -> None:
         [sys.executable, "-c",
          "import sys; from polyfuse.cli import main\n"
          "try: main(['plugins'])\nexcept SystemExit: pass\n"
-         "heavy = [m for m in ('torch', 'timm', 'sentence_transformers', 'gymnasium') if m in sys.modules]\n"
+         "heavy = [m for m in ('torch', 'timm', 'sentence_transformers', 'gymnasium', 'ray') if m in sys.modules]\n"
          "print('HEAVY', heavy)"],
         capture_output=True, text=True,
     )

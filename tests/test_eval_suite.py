@@ -71,3 +71,16 @@ def test_suite_and_mode_settings_are_validated(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             validate_pipeline(babyai_config(tmp_path, **trainer))
+
+
+def test_validate_checks_suite_environments_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    suite = [{"id": "BabyAI-GoToObjS6-v1"}, {"id": "BabyAI-GoToLocalS6N9-v0"}, {"id": "polyfuse/DigitsVQA-v0"}]
+    config = tmp_path / "suite.yaml"
+    config.write_text(yaml.safe_dump(babyai_config(tmp_path / "run", eval_suite=suite)))
+    assert main(["validate", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "trainer.eval_suite[0]" not in error  # a level the policy can act in
+    assert "trainer.eval_suite[1].id" in error and "BabyAI-GoToLocalS6N9-v0" in error  # no such level
+    assert "trainer.eval_suite[2]" in error and "modality 'image'" in error  # a task it cannot read

@@ -23,50 +23,12 @@ from polyfuse.rl import distributions
 from polyfuse.sampling import PipelinedSampler
 from polyfuse.training.metrics import read_metrics
 from polyfuse.training.trainer import Trainer
-
-DIGITS = "polyfuse/DigitsVQA-v0"
-
-
-def config(output_dir: Path, *, text: bool = False, optimizer: str = "ppo", workers: int = 2, **trainer: Any
-           ) -> PipelineConfig:
-    """DigitsVQA, pipelined; without ``text`` the network reads the image alone (no sentence-transformer to load)."""
-    modalities: dict[str, Any] = {"image": {"encoder": "flatten"}}
-    if text:
-        modalities["question"] = {"encoder": "sbert"}
-    params: dict[str, Any] = {"n_steps": 16, "hidden_sizes": [64], "activation": "relu"}
-    if optimizer == "ppo":
-        params.update(n_epochs=4, batch_size=64)
-    return validate_pipeline({
-        "env": {"id": DIGITS, "num_envs": 8, "vectorization": "pipelined", "workers": workers},
-        "modalities": modalities,
-        "fuser": "concat",
-        "optimizer": {"name": optimizer, "params": params},
-        "trainer": {"total_steps": 1024, "eval_every": 100_000, "eval_episodes": 50, "checkpoint_every": 100_000,
-                    "output_dir": str(output_dir), **trainer},
-    })
+from sampling_helpers import DIGITS, alive, children, runner_config_data, train_digits_vqa_with_text, wait_gone
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
-        time.sleep(0.1)
-    return [pid for pid in pids if alive(pid)]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
+def config(output_dir: Path, **options: Any) -> PipelineConfig:
+    """DigitsVQA, pipelined (:func:`sampling_helpers.runner_config_data`'s options)."""
+    return validate_pipeline(runner_config_data(output_dir, "pipelined", **options))
 
 
 # --- config ---------------------------------------------------------------------------------------
@@ -146,6 +108,32 @@ def test_workers_act_with_the_weights_exactly_one_update_old(pipelined_ppo: Any)
         assert not torch.allclose(behaviour_log_probs(ppo, weights[k - 2], rollouts[k]), stored, atol=1e-3)
 
 
+def test_ppo_clips_lagged_rollouts_around_the_learners_policy(pipelined_ppo: Any) -> None:
+    """lag_correction: decoupled (the default): proximal log-probs from the learner's weights at the update's start."""
+    ppo, _ = pipelined_ppo
+    seen: list[tuple[dict[str, torch.Tensor], Any, torch.Tensor | None]] = []
+    proximal_of = ppo._proximal_log_probs
+
+    def record(rollout: Any) -> torch.Tensor | None:
+        proximal = proximal_of(rollout)
+        seen.append((copy.deepcopy(ppo.model.state_dict()), rollout, proximal))
+        return proximal
+
+    ppo._proximal_log_probs = record
+    metrics = [ppo.iterate() for _ in range(3)]
+    assert seen[0][2] is None and "behaviour_weight" not in metrics[0]  # the first rollout is on-policy
+    for (state, rollout, proximal), record_ in zip(seen[1:], metrics[1:]):
+        assert proximal is not None
+        torch.testing.assert_close(proximal, behaviour_log_probs(ppo, state, rollout), atol=1e-5, rtol=0)
+        assert not torch.allclose(proximal, rollout.log_probs, atol=1e-3)  # the behaviour policy is one update old
+        weights = (proximal - rollout.log_probs).exp()  # no cap by default
+        assert record_["behaviour_weight"] == pytest.approx(weights.mean().item())
+        assert record_["behaviour_weight_max"] == pytest.approx(weights.max().item())
+
+    ppo.config = ppo.config.model_copy(update={"lag_correction": "ratio"})
+    assert "behaviour_weight" not in ppo.iterate() and seen[-1][2] is None
+
+
 def test_rollouts_episodes_and_segments_reach_the_learner_in_env_order(pipelined_ppo: Any) -> None:
     ppo, sampler = pipelined_ppo
     ppo.iterate()
@@ -167,16 +155,7 @@ def test_rollouts_episodes_and_segments_reach_the_learner_in_env_order(pipelined
 
 @pytest.mark.slow  # 4096 steps of real training; three processes (learner, two workers) load a sentence-transformer
 def test_pipelined_ppo_learns_digits_vqa_with_text(tmp_path: Path) -> None:
-    run = config(tmp_path, text=True, total_steps=4096, eval_every=4096, eval_episodes=200)
-    summary = Trainer(run, progress=False).run()
-    records = read_metrics(tmp_path / "metrics.jsonl")
-    evals = [r for r in records if r["kind"] == "eval"]
-    assert [r["step"] for r in evals] == [0, 4096]
-    assert evals[0]["eval/success"] < 0.15  # the untrained policy
-    assert summary["eval"]["greedy"]["success"] > 0.3
-    train = [r for r in records if r["kind"] == "train"]
-    assert {r["optimizer/policy_lag"] for r in train[1:]} == {1.0}
-    assert summary["episodes"] == 4096
+    train_digits_vqa_with_text(tmp_path, "pipelined")
 
 
 def test_pipelined_a2c_trains(tmp_path: Path) -> None:

@@ -116,6 +116,9 @@ def test_config_mistakes_are_reported_without_traceback(
     assert not (tmp_path / "out").exists()
     assert main(["run", str(write_config(tmp_path)), "--output-dir", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+    assert main(["run", str(write_config(tmp_path)), "--output-dir", str(tmp_path / "np"), "--no-promote"]) != 0
+    assert "--no-promote steers the promotion gate of a continued run" in capsys.readouterr().err
+    assert not (tmp_path / "np").exists()
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_requests_waiting_together_run_as_one_batch_up_to_max_batch() -> None:
         model.release.set()
         return await asyncio.gather(*tasks)
 
-    answers = asyncio.run(main())
+    answers = [answer for answer, _ in asyncio.run(main())]
     batcher.close()
     assert [a.doubled.tolist() for a in answers] == [[2 * i, 2 * (100 + i)] for i in range(10)]
     assert sum(model.sizes) == 20 and max(model.sizes) == 8 and len(model.sizes) < 10
@@ -56,10 +56,36 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_carries_on() -> None:
     async def main() -> Rows:
         with pytest.raises(ValueError, match="negative"):
             await batcher.submit({"x": np.array([-1])})
-        return await batcher.submit({"x": np.array([3])})
+        return (await batcher.submit({"x": np.array([3])}))[0]
 
     assert asyncio.run(main()).doubled.tolist() == [6]
     batcher.close()
+
+
+class Tripler(Model):
+    def __call__(self, batch: dict) -> Rows:
+        return Rows(batch["x"] * 3)
+
+
+def test_a_swap_takes_effect_between_batches_and_each_answer_names_its_model() -> None:
+    old, new = Model(), Tripler()
+    new.release.set()
+    swaps: list[tuple[object, object, int]] = []
+    batcher = Batcher(old, max_batch=8, max_wait_s=0.05, on_swap=lambda a, b: swaps.append((a, b, len(old.sizes))))
+
+    async def main() -> list[tuple[Rows, object]]:
+        before = [asyncio.ensure_future(batcher.submit({"x": np.array([i])})) for i in range(3)]
+        await asyncio.sleep(0.1)  # queued behind the old model's first (held) forward pass
+        batcher.swap(new)
+        after = [asyncio.ensure_future(batcher.submit({"x": np.array([i])})) for i in range(3)]
+        old.release.set()
+        return await asyncio.gather(*before, *after)
+
+    answers = asyncio.run(main())
+    batcher.close()
+    assert [a.doubled.tolist() for a, _ in answers] == [[0], [2], [4], [0], [3], [6]]
+    assert [m for _, m in answers] == [old] * 3 + [new] * 3
+    assert swaps == [(old, new, len(old.sizes))] and sum(old.sizes) == 3  # swapped after the old one's last batch
 
 
 def test_settings_are_checked() -> None:

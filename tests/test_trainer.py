@@ -172,3 +172,17 @@ def test_an_env_optimizer_without_an_env_is_told_to_add_one(tmp_path: Path) -> N
     })
     with pytest.raises(PolyfuseError, match=r"env: optimizer 'dqn' learns by stepping an environment"):
         Trainer(config, progress=False).run()
+
+
+def test_a_ray_run_may_resume_on_another_cluster_but_not_with_other_runners(tmp_path: Path) -> None:
+    from polyfuse.training.trainer import check_resumable
+
+    def env(**ray: Any) -> dict[str, Any]:
+        return {"env": {"id": "polyfuse/DigitsVQA-v0", "vectorization": "ray", "workers": 2,
+                        "ray": {"address": None, "object_store_mb": 256, **ray}}}
+
+    check_resumable(env(), env(address="10.0.0.5:6379", object_store_mb=2048), tmp_path)
+    more_runners = env()
+    more_runners["env"]["workers"] = 4
+    with pytest.raises(PolyfuseError, match=r"config changed since the checkpoint \(env\.workers\)"):
+        check_resumable(env(), more_runners, tmp_path)

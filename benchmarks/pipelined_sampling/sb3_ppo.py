@@ -31,11 +31,10 @@ import numpy as np
 import polyfuse.envs  # noqa: F401  (registers polyfuse's ids)
 import torch
 from polyfuse.envs import eval_kwargs, make_env
-from polyfuse.training.seeding import EVAL_SEED_BASE
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rl_vs_sb3"))
-from sb3_baseline import TextEmbedder
+from sb3_baseline import TextEmbedder, play_held_out
 
 
 class TextAsBytes(gym.ObservationWrapper):
@@ -106,21 +105,13 @@ class VecFeatures(VecEnvWrapper):
 
 def evaluate(model: Any, env_id: str, features: Features, episodes: int) -> dict[str, float]:
     """Greedy policy on the held-out episodes polyfuse evaluates on (seeds from EVAL_SEED_BASE)."""
+
+    def prepare(observation: dict[str, Any]) -> dict[str, np.ndarray]:
+        batch = features({key: np.asarray(value)[None] for key, value in observation.items()})
+        return {key: value[0] for key, value in batch.items()}
+
     env = TextAsBytes(make_env(env_id, eval_kwargs(env_id, {})))
-    successes, returns = [], []
-    for episode in range(episodes):
-        observation, _ = env.reset(seed=EVAL_SEED_BASE + episode)
-        total, done, info, reward, terminated = 0.0, False, {}, 0.0, False
-        while not done:
-            batch = features({k: np.asarray(v)[None] for k, v in observation.items()})
-            action, _ = model.predict({k: v[0] for k, v in batch.items()}, deterministic=True)
-            observation, reward, terminated, truncated, info = env.step(int(action))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-        successes.append(bool(info.get("success", terminated and reward > 0)))
-    env.close()
-    return {"success": float(np.mean(successes)), "return": float(np.mean(returns))}
+    return play_held_out(model, env, prepare, episodes, deterministic=True)
 
 
 def main() -> None:

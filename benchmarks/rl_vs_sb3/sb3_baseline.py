@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -101,24 +102,31 @@ class SB3Observations(gym.ObservationWrapper):
 def evaluate(
     model: Any, env_id: str, kwargs: dict[str, Any], embedder: TextEmbedder, episodes: int, deterministic: bool
 ) -> dict[str, float]:
-    """The same held-out episodes polyfuse's trainer evaluates on (seeds from EVAL_SEED_BASE), in one mode.
+    """The same held-out episodes polyfuse's trainer evaluates on, in one mode (see :func:`play_held_out`)."""
+    env = SB3Observations(make_env(env_id, eval_kwargs(env_id, kwargs)), embedder)
+    return play_held_out(model, env, lambda observation: observation, episodes, deterministic)
 
-    ``deterministic=False`` is SB3's sampled mode: PPO samples its policy's distribution, DQN acts
-    epsilon-greedily at its final exploration rate (``predict`` draws from torch's and numpy's global
-    generators, seeded here so the figures repeat). Intervals: Wilson for success, bootstrap for return,
-    with polyfuse's own functions.
+
+def play_held_out(
+    model: Any, env: gym.Env, prepare: Callable[[Any], Any], episodes: int, deterministic: bool
+) -> dict[str, float]:
+    """``model`` on the held-out episodes polyfuse's trainer evaluates on (seeds from EVAL_SEED_BASE); closes ``env``.
+
+    ``prepare`` turns one of ``env``'s observations into what the model reads. ``deterministic=False``
+    is SB3's sampled mode: PPO samples its policy's distribution, DQN acts epsilon-greedily at its final
+    exploration rate (``predict`` draws from torch's and numpy's global generators, seeded here so the
+    figures repeat). Intervals: Wilson for success, bootstrap for return, with polyfuse's own functions.
     """
     from polyfuse.training.intervals import bootstrap_interval, wilson_interval
     from stable_baselines3.common.utils import set_random_seed
 
     set_random_seed(EVAL_SEED_BASE % 2**32)
-    env = SB3Observations(make_env(env_id, eval_kwargs(env_id, kwargs)), embedder)
     successes, returns = [], []
     for episode in range(episodes):
         observation, _ = env.reset(seed=EVAL_SEED_BASE + episode)
         total, done, info = 0.0, False, {}
         while not done:
-            action, _ = model.predict(observation, deterministic=deterministic)
+            action, _ = model.predict(prepare(observation), deterministic=deterministic)
             observation, reward, terminated, truncated, info = env.step(int(action))
             total += float(reward)
             done = terminated or truncated

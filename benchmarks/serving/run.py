@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per row")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--log-feedback", metavar="DB", help="the server logs every answer into this label store "
+                        "(polyfuse serve --log-feedback; each request a one-step episode), to see what logging costs")
+    parser.add_argument("--served-only", action="store_true", help="skip the in-process rows")
     parser.add_argument("-o", "--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -45,10 +48,12 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "polyfuse", "run", str(ROOT / "examples" / "digits_vqa_dqn.yaml"),
                         "--output-dir", str(args.run), "--steps", str(args.steps)], check=True)
     observations = held_out(256)
-    rows = [in_process(args.run, observations, batch, args.seconds) for batch in CONCURRENCY]
+    rows = [] if args.served_only else [in_process(args.run, observations, batch, args.seconds)
+                                        for batch in CONCURRENCY]
     rows += served(args.run, observations, args)
     results = {"run": str(args.run), "seconds": args.seconds, "max_batch": args.max_batch,
-               "max_wait_ms": args.max_wait_ms, "cpu_count": os.cpu_count(), "rows": rows}
+               "max_wait_ms": args.max_wait_ms, "log_feedback": args.log_feedback, "cpu_count": os.cpu_count(),
+               "rows": rows}
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(table(rows))
 
@@ -93,8 +98,9 @@ def served(run: Path, observations: list[dict[str, Any]], args: argparse.Namespa
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    logging = ["--log-feedback", args.log_feedback] if args.log_feedback else []
     server = subprocess.Popen([sys.executable, "-m", "polyfuse", "serve", str(run), "--port", str(port),
-                               "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
+                               "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), *logging],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(port, server)
@@ -102,7 +108,7 @@ def served(run: Path, observations: list[dict[str, Any]], args: argparse.Namespa
         rows = []
         for clients in CONCURRENCY:
             before = batch_counts(port)
-            row = load(port, bodies, clients, args.seconds)
+            row = load(port, bodies, clients, args.seconds, args.log_feedback)
             after = batch_counts(port)
             forward_passes = after[1] - before[1]
             row["mean_batch"] = (after[0] - before[0]) / forward_passes if forward_passes else None
@@ -137,7 +143,7 @@ def batch_counts(port: int) -> tuple[float, float]:
     return float(values["polyfuse_batch_size_sum"]), float(values["polyfuse_batch_size_count"])
 
 
-def load(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
+def load(port: int, bodies: list[bytes], clients: int, seconds: float, logging_to: str | None) -> dict[str, Any]:
     """``clients`` threads each sending requests back to back on a keep-alive connection for ``seconds``."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -174,7 +180,8 @@ def load(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict[s
     elapsed = time.perf_counter() - began
     if sum(errors):
         raise SystemExit(f"{sum(errors)} requests failed")
-    return summary(f"served, {clients} concurrent client{'s' if clients > 1 else ''}",
+    return summary(f"served, {clients} concurrent client{'s' if clients > 1 else ''}"
+                   + (", logging" if logging_to else ""),
                    [x for part in latencies for x in part], elapsed, 1)
 
 

@@ -169,6 +169,11 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     run.add_argument("--steps", type=int, help="override trainer.total_steps")
     run.add_argument("--seed", type=int, help="override trainer.seed")
     run.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
+    run.add_argument("--continue-from", metavar="RUN_DIR",
+                     help="set trainer.continue_from: fine-tune the policy RUN_DIR serves, then promote the result "
+                          "there only if it is not worse on held-out episodes")
+    run.add_argument("--no-promote", action="store_true",
+                     help="with continue_from: evaluate candidate and incumbent, record the decision, promote nothing")
     run.add_argument("--nproc", type=_positive, metavar="N",
                      help="train data-parallel in N processes (torchrun's ranks); the config is the whole run: "
                           "env.num_envs and the optimizer's batch_size are split over them")

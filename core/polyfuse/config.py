@@ -61,34 +61,65 @@ class ModalityConfig(StrictModel):
     encoder: ComponentRef = component_field(Kind.ENCODER, description="Encoder for this modality")
 
 
+class RayConfig(StrictModel):
+    """Where env.vectorization: ray runs its env runners (docs/ray.md)."""
+
+    address: str | None = Field(
+        None,
+        description="null: start a local Ray instance for the run (shut down at its end); 'auto' or 'HOST:PORT' of the "
+        "head node: join that running cluster, whose nodes have polyfuse and the pipeline's plugins installed",
+    )
+    object_store_mb: int = Field(
+        256, ge=80,
+        description="Object store of a local instance (rollouts and weights pass through it; Ray spills to "
+        "disk beyond it; Ray's minimum is about 75 MiB); a cluster's is set where it was started",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, address: str | None) -> str | None:
+        host, _, port = (address or "").removeprefix("ray://").rpartition(":")
+        if address is not None and address != "auto" and not (host and port.isdigit()):
+            raise ValueError(f"{address!r} is not a Ray cluster's address: 'auto' (the cluster `ray start` made on "
+                             "this machine), 'HOST:PORT' of its head node (ray://HOST:PORT through Ray Client), or "
+                             "null for a local instance")
+        return address
+
+
 class EnvConfig(StrictModel):
     """A gymnasium environment with a Dict observation space, vectorised."""
 
     id: str = Field(description="gymnasium environment id, e.g. polyfuse/DigitsVQA-v0")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make")
     num_envs: int = Field(4, gt=0, description="Environments stepped in parallel")
-    vectorization: Literal["sync", "async", "native", "pipelined"] = Field(
+    vectorization: Literal["sync", "async", "native", "pipelined", "ray"] = Field(
         "sync",
         description="gymnasium's SyncVectorEnv (one process), AsyncVectorEnv (one process per env), "
         "'native': the environment's own batched implementation (gymnasium vector_entry_point; DigitsVQA has one), "
-        "or 'pipelined' (on-policy optimizers: ppo, a2c): env.workers processes step the environments and act "
+        "'pipelined' (on-policy optimizers: ppo, a2c): env.workers processes step the environments and act "
         "with a copy of the policy while the learner updates, the policy they act with one update old "
-        "(docs/pipelined-sampling.md)",
+        "(docs/pipelined-sampling.md), or 'ray': the same with env.workers Ray actors as the env runners, "
+        "locally or on a cluster (env.ray; pip install 'polyfuse[ray]'; docs/ray.md)",
     )
     workers: int | None = Field(
         None, gt=0,
-        description="Worker processes of env.vectorization: pipelined, each stepping its share of num_envs; "
-        "null: one per core the learner leaves free (at least one)",
+        description="Env runners of env.vectorization: pipelined (processes) or ray (actors), each stepping its "
+        "share of num_envs; null: one per core the learner leaves free (at least one)",
+    )
+    ray: RayConfig | None = Field(
+        None, description="env.vectorization: ray only: where the runners run; null: a local Ray instance"
     )
 
     @model_validator(mode="after")
     def _workers_pipelined(self) -> EnvConfig:
-        if self.workers is not None and self.vectorization != "pipelined":
-            raise ValueError("workers applies to vectorization: pipelined only; remove env.workers or set "
+        if self.workers is not None and self.vectorization not in ("pipelined", "ray"):
+            raise ValueError("workers applies to vectorization: pipelined or ray only; remove env.workers or set "
                              "env.vectorization: pipelined")
         if self.workers is not None and self.workers > self.num_envs:
             raise ValueError(f"workers ({self.workers}) exceeds num_envs ({self.num_envs}): each worker steps at "
                              "least one environment")
+        if self.ray is not None and self.vectorization != "ray":
+            raise ValueError("ray applies to vectorization: ray only; remove env.ray or set env.vectorization: ray")
         return self
 
 
@@ -130,6 +161,23 @@ class WarmStartConfig(StrictModel):
     learning_rate: float = Field(1e-3, gt=0)
 
 
+class PromotionConfig(StrictModel):
+    """The gate at the end of a run with trainer.continue_from: promote the candidate only if it is not worse.
+
+    Rule: candidate success >= incumbent success - tolerance, both in the primary eval mode (the first of
+    trainer.eval_modes), on the same held-out episodes (same seeds).
+    """
+
+    promote: bool = Field(
+        True, description="Write the promotion pointer (RUN/promoted.json) when the candidate passes; false (or "
+        "--no-promote): evaluate both and record the decision without promoting"
+    )
+    tolerance: float = Field(
+        0.0, ge=0.0, le=1.0, description="How much lower the candidate's held-out success may be than the "
+        "incumbent's and still be promoted (0: not worse)"
+    )
+
+
 class TrainerConfig(StrictModel):
     """How long to train, how often to evaluate and checkpoint, and where results go."""
 
@@ -167,6 +215,15 @@ class TrainerConfig(StrictModel):
     output_dir: Path = Field(Path("runs/latest"), description="Where metrics, plots and checkpoints go")
     num_threads: int = Field(1, gt=0, description="torch threads per process (1 is fastest on small CPUs)")
     warm_start: WarmStartConfig | None = Field(None, description="Optional behaviour cloning before RL")
+    continue_from: Path | None = Field(
+        None, description="A served run's output_dir (or a checkpoint folder, with promotion.promote false: a "
+        "promotion points a run's output_dir at the candidate): start from the policy it serves "
+        "(its promoted checkpoint, else its newest) with a fresh optimizer state, then evaluate against it and "
+        "promote per trainer.promotion. Same modalities, encoders, fuser and action space as that run"
+    )
+    promotion: PromotionConfig = Field(
+        default_factory=PromotionConfig, description="The gate of a run with continue_from"
+    )
 
     @field_validator("eval_modes")
     @classmethod

@@ -43,7 +43,8 @@ ENV_PROBE_SECONDS = 10
 """Making one environment to read its spaces takes well under a second; longer means an absurd size."""
 MAX_ENV_ID_LENGTH = 200
 """Longer env ids are refused unread: looking up near matches would take seconds."""
-PER_ENV_BYTES = {"native": 1_024, "sync": 256 * 1024, "async": 64 * 1024 * 1024, "pipelined": 256 * 1024}
+PER_ENV_BYTES = {"native": 1_024, "sync": 256 * 1024, "async": 64 * 1024 * 1024, "pipelined": 256 * 1024,
+                 "ray": 256 * 1024}
 """Coarse memory of one environment beyond its observations: a Python object, or a whole process for async."""
 PARAMETER_BYTES = 16
 """float32 weight, its gradient and two Adam moments."""
@@ -63,13 +64,16 @@ def check_pipeline(config: PipelineConfig, registry: Registry, source: str = "co
 def pipeline_problems(config: PipelineConfig, registry: Registry) -> list[Problem]:
     """Every problem found, each as ``(config path, cause and fix)``."""
     problems: list[Problem] = []
-    observation_space, env_problems = _env_space(config)
+    env_spaces, env_problems = _env_spaces(config)
     problems += env_problems
+    observation_space = env_spaces[0] if env_spaces else None
+    problems += _ray_problems(config)
     if config.env is None:
         observation_space = _dataset_space(config, registry)
     if observation_space is not None:
         problems += _modality_problems(config, registry, observation_space)
     problems += _fuser_problems(config, registry)
+    problems += _suite_problems(config, env_spaces)
     problems += _thread_problems(config.trainer.num_threads)
     problems += _writable("trainer.output_dir", config.trainer.output_dir)
     if config.feature_cache.directory is not None:
@@ -82,46 +86,81 @@ def pipeline_problems(config: PipelineConfig, registry: Registry) -> list[Proble
 # -- the environment and its spaces -------------------------------------------------------------------------
 
 
-def _env_space(config: PipelineConfig) -> tuple[Any, list[Problem]]:
-    """The env's observation space (one env made and closed), or the problems making it."""
+def _env_spaces(config: PipelineConfig) -> tuple[tuple[Any, Any] | None, list[Problem]]:
+    """The env's observation and action spaces (one env made and closed), or the problems making it."""
     if config.env is None:
         return None, []
     if config.env.num_envs > MAX_NUM_ENVS:
         problem = (f"{config.env.num_envs} environments is more than polyfuse steps ({MAX_NUM_ENVS} at most); "
                    "a few to a few hundred is typical: lower it")
         return None, [("env.num_envs", problem)]
-    if len(config.env.id) > MAX_ENV_ID_LENGTH:
-        return None, [("env.id", (f"{shorten(config.env.id)} is not a gymnasium id (they look like "
-                                 "polyfuse/DigitsVQA-v0 or BabyAI-GoToLocal-v0)"))]
+    return _probe_env(config.env.id, config.env.kwargs, "env", config.trainer.warm_start is not None)
+
+
+def _suite_problems(config: PipelineConfig, trained: tuple[Any, Any] | None) -> list[Problem]:
+    """Each ``trainer.eval_suite`` environment must exist and fit the policy (checked now, not after training)."""
+    if config.trainer.eval_suite is None:
+        return []
+    from polyfuse.training.compatibility import check_compatible
+
+    problems: list[Problem] = []
+    for index, suite_env in enumerate(config.trainer.eval_suite):
+        path = f"trainer.eval_suite[{index}]"
+        spaces, found = _probe_env(suite_env.id, suite_env.kwargs, path, False)
+        problems += found
+        if spaces is None or trained is None:
+            continue
+        try:
+            check_compatible(config.modalities, *trained, *spaces, f"{suite_env.label} ({suite_env.id})")
+        except PolyfuseError as exc:
+            problems.append((path, str(exc)))
+    return problems
+
+
+def _probe_env(env_id: str, kwargs: dict[str, Any], path: str, expert: bool) -> tuple[tuple[Any, Any] | None,
+                                                                                  list[Problem]]:
+    """One environment made and closed: its (observation, action) spaces, or the problems (at ``path``) making it."""
+    if len(env_id) > MAX_ENV_ID_LENGTH:
+        return None, [(f"{path}.id", (f"{shorten(env_id)} is not a gymnasium id (they look like "
+                                      "polyfuse/DigitsVQA-v0 or BabyAI-GoToLocal-v0)"))]
     from polyfuse.envs import check_env_id, make_env
 
     try:
-        check_env_id(config.env.id)
+        check_env_id(env_id)
     except PolyfuseError as exc:
-        return None, [("env.id", str(exc))]
+        return None, [(f"{path}.id", str(exc))]
     try:
         with _time_limit(ENV_PROBE_SECONDS):
-            env = make_env(config.env.id, config.env.kwargs, expert=config.trainer.warm_start is not None)
+            env = make_env(env_id, kwargs, expert=expert)
     except _ProbeTimeout:
-        slow = (f"{config.env.id} took more than {ENV_PROBE_SECONDS} s to create one environment; "
-                "check env.kwargs for sizes (e.g. room_size)")
-        return None, [("env.kwargs", slow)]
+        slow = f"{env_id} took more than {ENV_PROBE_SECONDS} s to create one environment; check {path}.kwargs for " \
+               "sizes (e.g. room_size)"
+        return None, [(f"{path}.kwargs", slow)]
     except PolyfuseError as exc:  # an env without an expert names trainer.warm_start, the rest are its kwargs
-        return None, [("trainer.warm_start" if "warm_start" in str(exc) else "env.kwargs", str(exc))]
+        return None, [("trainer.warm_start" if "warm_start" in str(exc) else f"{path}.kwargs", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a third-party env's constructor may raise anything
         cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return None, [("env", f"{config.env.id} could not be created ({cause}); check env.kwargs")]
+        return None, [(path, f"{env_id} could not be created ({cause}); check {path}.kwargs")]
     try:
-        space = env.observation_space
+        observations, actions = env.observation_space, env.action_space
     finally:
         with contextlib.suppress(Exception):  # closing a probe env must not hide its space
             env.close()
     from gymnasium import spaces
 
-    if not isinstance(space, spaces.Dict):
-        return None, [("env.id", (f"{config.env.id} observes a {type(space).__name__} space; polyfuse reads Dict "
-                                 "observations (one key per modality): wrap the env or choose another"))]
-    return space, []
+    if not isinstance(observations, spaces.Dict):
+        return None, [(f"{path}.id", (f"{env_id} observes a {type(observations).__name__} space; polyfuse reads "
+                                      "Dict observations (one key per modality): wrap the env or choose another"))]
+    return (observations, actions), []
+
+
+def _ray_problems(config: PipelineConfig) -> list[Problem]:
+    """env.vectorization: ray without Ray installed."""
+    if config.env is None or config.env.vectorization != "ray":
+        return []
+    from polyfuse.sampling.ray_sampler import RAY_MISSING, ray_installed
+
+    return [] if ray_installed() else [("env.vectorization", RAY_MISSING)]
 
 
 class _ProbeTimeout(Exception):

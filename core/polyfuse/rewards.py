@@ -83,7 +83,7 @@ class RunContext:
     budget (of labels, say) over the run; ``registry`` is the run's registry,
     to build the components a reward names in its params (feedback sources);
     ``env_id`` and ``action_names`` (what each discrete action means, where the
-    environment says) let a reward show the behaviour to people.
+    environment says) let a reward show the behaviour to people; ``asks``: see below.
     """
 
     observation_space: Any
@@ -96,6 +96,9 @@ class RunContext:
     registry: Any = None
     env_id: str | None = None
     action_names: tuple[str, ...] | None = None
+    asks: bool = True
+    """False when the reward is built only to score (``polyfuse serve``): it must ask nobody for feedback
+    (no feedback sources, label store or annotation server); its state comes from a checkpoint."""
 
 
 class RewardSource:
@@ -118,6 +121,15 @@ class RewardSource:
     def score(self, batch: RewardBatch) -> np.ndarray:
         """One float32 reward per transition of ``batch``, shape ``(len(batch),)``."""
         raise NotImplementedError
+
+    def estimate(self, observations: Mapping[str, Any], actions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """What a served policy reports with its answers: each (observation, action)'s reward, and for an
+        ensemble its members' disagreement (standard deviation), from observations and actions alone.
+
+        None (the default): this reward cannot say without the environment (a served answer has no
+        environment reward or episode end).
+        """
+        return None
 
     def observe(self, segments: Sequence[Segment]) -> None:
         """Segments finished since the last call (only called when ``segment_length`` is not ``None``)."""

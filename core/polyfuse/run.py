@@ -18,6 +18,7 @@ from typing import Any
 from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig, read_yaml, validate_pipeline
 from polyfuse.declarations import declared_learns_from
+from polyfuse.errors import PolyfuseError
 from polyfuse.preflight import check_pipeline
 from polyfuse.registry import Registry
 
@@ -44,9 +45,15 @@ def resolve_config(args: argparse.Namespace, registry: Registry) -> PipelineConf
     if isinstance(data, dict):
         trainer = data.setdefault("trainer", {})
         if isinstance(trainer, dict):
-            overrides = {"output_dir": args.output_dir, "total_steps": args.steps, "seed": args.seed}
+            overrides = {"output_dir": args.output_dir, "total_steps": args.steps, "seed": args.seed,
+                         "continue_from": args.continue_from}
             trainer.update({key: value for key, value in overrides.items() if value is not None})
+            if args.no_promote and isinstance(trainer.setdefault("promotion", {}), dict):
+                trainer["promotion"]["promote"] = False
     config = validate_pipeline(data, registry, source=source)
+    if args.no_promote and config.trainer.continue_from is None:
+        raise PolyfuseError("--no-promote steers the promotion gate of a continued run: add --continue-from RUN "
+                            "(or trainer.continue_from), or leave --no-promote out")
     check_pipeline(config, registry, source=source)
     return config
 
@@ -84,7 +91,6 @@ def run_command(args: argparse.Namespace, registry: Registry) -> int:
 
 def _run_rank(args: argparse.Namespace, config: PipelineConfig, registry: Registry) -> int:
     """One rank of a data-parallel run (torchrun's): rank 0 reports as a single process does, the others keep quiet."""
-    from polyfuse.errors import PolyfuseError
     from polyfuse.training.distributed import barrier, initialize, lost_peer, shutdown
     from polyfuse.training.launch import check_single_launch
     from polyfuse.training.trainer import Trainer
@@ -135,6 +141,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"metrics:    {paths['metrics']}",
         f"plot:       {paths['plot']}",
         f"checkpoint: {paths['checkpoint']}",
+        *(format_promotion(summary["promotion"]) if "promotion" in summary else []),
     ])
 
 
@@ -156,6 +163,22 @@ def format_eval(held_out: dict[str, Any]) -> list[str]:
         lines.append(f"    {name}: " + "; ".join(f"{mode} {_figures(by_mode[mode], short=True)}" for mode in modes
                                                    if mode in by_mode))
     return lines
+
+
+def format_promotion(decision: dict[str, Any]) -> list[str]:
+    """The promotion gate's lines: both policies' figures on the same held-out episodes, and the decision."""
+    if decision["promoted"]:
+        verdict = f"promoted: {decision['served_run']} now serves {decision['candidate']['checkpoint']}"
+    elif decision["passed"]:
+        verdict = f"not promoted (--no-promote / promotion.promote: false), though it passed: {decision['rule']}"
+    else:
+        verdict = (f"not promoted: {decision['rule']} does not hold; {decision['served_run']} keeps serving "
+                   f"{decision['incumbent']['checkpoint']}")
+    lines = ["promotion gate (candidate and incumbent on the same held-out episodes):"]
+    for role in ("candidate", "incumbent"):
+        figures = {key: value for key, value in decision[role].items() if key not in ("checkpoint", "step")}
+        lines += [f"{role} (step {decision[role]['step']}):", *format_eval(figures)[1:]]
+    return [*lines, verdict]
 
 
 def _figures(figures: dict[str, float], short: bool = False) -> str:

@@ -4,9 +4,10 @@ Each ``iterate`` collects ``n_steps`` steps from every vector env, scores the
 whole rollout with the pipeline's reward source in one call (so a reward
 model that learns is read once per rollout, never stale), computes GAE
 advantages (Schulman et al. 2016) and hands the rollout to the subclass's
-:meth:`OnPolicyAlgorithm._update`. With ``env.vectorization: pipelined`` the
-rollout comes from worker processes that acted with the policy one update
-old (:mod:`polyfuse.sampling`); scoring and GAE are the same.
+:meth:`OnPolicyAlgorithm._update`. With ``env.vectorization: pipelined`` or
+``ray`` the rollout comes from env runners (worker processes, Ray actors) that
+acted with the policy one update old (:mod:`polyfuse.sampling`); scoring and
+GAE are the same.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from polyfuse.rl.base import Algorithm, GeneratorKind
 from polyfuse.rl.configs import OnPolicyConfig
 from polyfuse.rl.distributions import ActionLayout
 from polyfuse.rl.heads import ActorCritic
-from polyfuse.sampling import PipelinedSampler
+from polyfuse.sampling import Sampler
 from polyfuse.training.api import Pipeline
 
 
@@ -114,7 +115,7 @@ class OnPolicyAlgorithm(Algorithm):
         """Build the actor-critic and Adam; reset the environments (or hand the actor-critic to the sampler's workers)."""
         super().setup(pipeline)
         self.envs = pipeline.envs
-        self.sampler = pipeline.envs if isinstance(pipeline.envs, PipelinedSampler) else None
+        self.sampler = pipeline.envs if isinstance(pipeline.envs, Sampler) else None
         if self.sampler is not None:
             self.sampler.attach(self.model, self.layout, self.config, self.rng["rollout"])
             return
@@ -149,7 +150,7 @@ class OnPolicyAlgorithm(Algorithm):
 
     @torch.no_grad()
     def _collect(self) -> Rollout:
-        """A rollout from the environments stepped here, or from the pipelined sampler's workers."""
+        """A rollout from the environments stepped here, or from the sampler's env runners."""
         if self.sampler is not None:
             return self._rollout(self.sampler.collect(self.model, self.config.n_steps))
         steps, envs, nvec = self.config.n_steps, self.envs.num_envs, self.layout.nvec
@@ -235,6 +236,12 @@ class OnPolicyAlgorithm(Algorithm):
         """The policy's trainable parameters (trunk + policy head; a separate critic trunk is left out)."""
         self._require_setup()
         return [p for p in self.model.policy.parameters() if p.requires_grad]
+
+    def load_policy(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """The actor's weights; the critic stays fresh (it estimated returns of the reward the policy was
+        trained on, and a continued run learns from a new one)."""
+        self._require_setup()
+        self.model.policy.load_state_dict(weights)
 
     # --- checkpoints ------------------------------------------------------------------------------
 

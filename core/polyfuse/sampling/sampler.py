@@ -1,44 +1,46 @@
-"""Pipelined sampling: worker processes step the environments while the learner updates.
+"""The sampling schedule shared by the samplers whose env runners act with a copy of the policy.
 
-``env.vectorization: pipelined`` hands an on-policy optimizer (PPO, A2C) a
-:class:`PipelinedSampler` instead of a vector env. Each of ``env.workers``
-spawned processes holds its share of the ``env.num_envs`` environments and
-a copy of the actor-critic, and collects ``n_steps`` steps with it, acting
-(inference included) in its own process. The learner meanwhile updates on the
-rollout before. The schedule, per ``collect`` (one per ``iterate``):
+``env.vectorization: pipelined`` (worker processes, :mod:`polyfuse.sampling.pipelined`)
+and ``env.vectorization: ray`` (Ray actors, :mod:`polyfuse.sampling.ray_sampler`)
+hand an on-policy optimizer (PPO, A2C) a :class:`Sampler` instead of a vector
+env. Each of ``env.workers`` runners (:class:`~polyfuse.sampling.worker.RolloutWorker`)
+holds its share of the ``env.num_envs`` environments and a copy of the
+actor-critic, and collects ``n_steps`` steps with it, acting (inference
+included) in its own process. The learner meanwhile updates on the rollout
+before. The schedule, per ``collect`` (one per ``iterate``):
 
 1. wait for rollout *k* (collected with the weights published at step 2 of
    the previous ``collect``);
-2. publish the learner's current weights into shared memory (the workers
-   are idle, so nothing reads them while they change) and order rollout
-   *k + 1*;
-3. return rollout *k*; the learner updates on it while the workers collect.
+2. publish the learner's current weights (the runners are idle, so nothing
+   reads them while they change) and order rollout *k + 1*;
+3. return rollout *k*; the learner updates on it while the runners collect.
 
 So rollout *k + 1* is collected with the weights before update *k* and
 learnt from after it: **the behaviour policy is exactly one update old**
 (zero for the first rollout, and for the first after a resume or warm
 start, which are collected on demand). Every rollout carries the version it
-was collected with, and :meth:`PipelinedSampler.collect` refuses one of any
-other version. PPO corrects for the lag with its clipped importance ratio,
-taken against the log-probabilities the workers stored (the behaviour
-policy's); GAE and the value targets use the values the workers stored (the
-behaviour critic's, one update old: no extra forward pass on the learner,
-which is the bottleneck this exists to relieve). A2C has no ratio: it learns
-from the one-update-old data uncorrected.
+was collected with, and :meth:`Sampler.collect` refuses one of any other
+version (``lag``: 1 when one update late, 0 when on-policy). PPO corrects
+for the lag as decoupled PPO by default (its ``lag_correction``): the ratio
+clipped around the learner's policy, and the advantages weighted by
+pi_learner / pi_behaviour from the log-probabilities the runners stored;
+GAE and the value targets use the values the runners stored (the behaviour
+critic's, one update old: recomputing them did not help held-out success,
+docs/pipelined-sampling.md). A2C has no ratio: it learns from the
+one-update-old data uncorrected.
 
-Weights travel as torch shared-memory tensors (one per state-dict entry, sent
-once when the workers build their networks); each publish copies the
-entries training may change (everything but frozen encoders). Rollouts come
-back over a pipe as numpy arrays and built-in values (observations, text as
-object arrays; episodes; reward-model segments). Episodes and segments reach
-the trainer through :meth:`pop_episodes` and :meth:`pop_segments` as with
+The transports differ in how weights travel and rollouts come back, which a
+subclass supplies (:meth:`Sampler._start`, ``_build``, ``_publish``,
+``_order_rollouts``, ``_rollouts``, :meth:`Sampler.close`); rollouts are numpy
+arrays and built-in values (observations, text as object arrays; episodes;
+reward-model segments). Episodes and segments reach the trainer through
+:meth:`Sampler.pop_episodes` and :meth:`Sampler.pop_segments` as with
 :class:`~polyfuse.training.vector_env.TrackedVectorEnv`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import time
 from collections.abc import Mapping
@@ -51,7 +53,6 @@ from polyfuse.config import PipelineConfig
 from polyfuse.errors import PolyfuseError
 from polyfuse.observations import ObservationColumns
 from polyfuse.rewards import Segment
-from polyfuse.sampling.worker import run_worker
 from polyfuse.training.vector_env import EpisodeRecord
 
 if TYPE_CHECKING:
@@ -59,10 +60,6 @@ if TYPE_CHECKING:
     from polyfuse.rl.distributions import ActionLayout
     from polyfuse.rl.on_policy import CollectedSteps
 
-START_TIMEOUT_S = 600.0
-"""How long a worker may take to build its environments or its network (a sentence-transformer loads in seconds)."""
-CLOSE_TIMEOUT_S = 5.0
-POLL_S = 0.5
 SEED_BOUND = 2**62
 
 
@@ -76,8 +73,8 @@ def split_envs(num_envs: int, workers: int) -> list[int]:
     return [len(part) for part in np.array_split(np.arange(num_envs), workers)]
 
 
-class PipelinedSampler:
-    """Environments stepped by worker processes with a copy of the policy at most one update old.
+class Sampler:
+    """Environments stepped by env runners with a copy of the policy at most one update old.
 
     To the trainer it looks like a vector env (``num_envs``, spaces,
     ``env_steps``, ``env_time_s``, :meth:`pop_episodes`, :meth:`pop_segments`,
@@ -86,72 +83,87 @@ class PipelinedSampler:
     stepped one step at a time: optimizers that do (DQN) are refused.
     """
 
+    vectorization = ""  # the env.vectorization value that picks the subclass (for messages)
     metadata: Mapping[str, Any] = {}
-    restored = False  # worker environments cannot be saved without pickle: a resume reseeds them
+    restored = False  # runner environments cannot be saved without pickle: a resume reseeds them
 
     def __init__(self, config: PipelineConfig, seed: int, segment_length: int | None = None) -> None:
         env = config.env
         if env is None:
-            raise PolyfuseError("env.vectorization: pipelined needs an environment (env: {id: ...})")
+            raise PolyfuseError(f"env.vectorization: {self.vectorization} needs an environment (env: {{id: ...}})")
         from polyfuse.envs import make_env
 
-        probe = make_env(env.id, env.kwargs)  # a bad id or kwargs fail here, not in a worker
+        probe = make_env(env.id, env.kwargs)  # a bad id or kwargs fail here, not in a runner
         self.single_observation_space, self.single_action_space = probe.observation_space, probe.action_space
         probe.close()
         self.config = config
         self.num_envs = env.num_envs
         self.workers = env.workers or default_workers(env.num_envs)
-        self.segment_length = segment_length  # set before attach(): the workers record segments of this length
+        self.segment_length = segment_length  # set before attach(): the runners record segments of this length
         self.env_steps = 0
         self.env_time_s = 0.0
         self.wait_s = 0.0  # the learner's time spent waiting for rollouts
-        self.published = 0  # the version of the weights last published (the workers act with it next)
+        self.published = 0  # the version of the weights last published (the runners act with it next)
         self.behaviour_version = 0  # the version the last rollout handed over was collected with
         self.lag = 0  # learner updates between publishing the last rollout's weights and handing it over
         self._collects = 0  # collect() calls completed: the learner's updates, one per call
         self._published_at = 0  # self._collects when the in-flight version was published
         self._episodes: list[EpisodeRecord] = []
         self._segments: list[Segment] = []
-        self._shared: dict[str, torch.Tensor] = {}
         self._mutable: list[str] = []
         self._in_flight = False
         self._generator: torch.Generator | None = None
-        self._processes: list[Any] = []
-        self._connections: list[Any] = []
-        self._offsets: list[int] = []  # the index of each worker's first environment in the whole
-        context = multiprocessing.get_context("spawn")
+        self._offsets: list[int] = []  # the index of each runner's first environment in the whole
+        self._setups: list[dict[str, Any]] = []  # each runner's environments: what a runner is built from
         offset = 0
+        for count in split_envs(env.num_envs, self.workers):
+            self._offsets.append(offset)
+            self._setups.append({"env_id": env.id, "env_kwargs": dict(env.kwargs), "num_envs": count,
+                                 "vectorization": "sync", "seed": seed + offset,
+                                 "num_threads": config.trainer.num_threads})
+            offset += count
         try:
-            for index, count in enumerate(split_envs(env.num_envs, self.workers)):
-                self._offsets.append(offset)
-                parent_end, child_end = context.Pipe()
-                setup = {"env_id": env.id, "env_kwargs": dict(env.kwargs), "num_envs": count, "vectorization": "sync",
-                         "seed": seed + offset,
-                         "num_threads": config.trainer.num_threads}
-                process = context.Process(target=run_worker, args=(child_end, os.getpid(), setup),
-                                          name=f"polyfuse-sampler-{index}", daemon=True)
-                process.start()
-                child_end.close()
-                self._processes.append(process)
-                self._connections.append(parent_end)
-                offset += count
-            for index in range(self.workers):
-                self._receive(index, "ready", START_TIMEOUT_S)
+            self._start()
         except BaseException:
             self.close()
             raise
+
+    # --- what a transport supplies ---------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Start one runner per ``self._setups`` entry (environments built, network not yet)."""
+        raise NotImplementedError
+
+    def _build(self, spec: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+        """Have every runner build its actor-critic from ``spec`` with the learner's weights ``state``."""
+        raise NotImplementedError
+
+    def _publish(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Make ``state`` (the entries training changes) the weights the next ordered rollouts act with."""
+        raise NotImplementedError
+
+    def _order_rollouts(self, version: int, n_steps: int, seeds: list[int | None]) -> None:
+        """Have every runner collect ``n_steps`` with the weights last published (``version``)."""
+        raise NotImplementedError
+
+    def _rollouts(self) -> list[dict[str, Any]]:
+        """The ordered rollouts, runner by runner, as they come back (waiting for them)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the runners (an in-flight rollout is dropped)."""
+        raise NotImplementedError
 
     # --- the optimizer's side --------------------------------------------------------------------
 
     def attach(self, model: torch.nn.Module, layout: ActionLayout, config: OnPolicyConfig,
                generator: torch.Generator) -> None:
-        """Have every worker build a copy of ``model`` (an ActorCritic built with ``config``) on shared weights.
+        """Have every runner build a copy of ``model`` (an ActorCritic built with ``config``).
 
-        ``generator`` (the optimizer's rollout stream) seeds the workers' action sampling at the first collect.
+        ``generator`` (the optimizer's rollout stream) seeds the runners' action sampling at the first collect.
         """
         frozen = frozen_prefixes(model)
         state = model.state_dict()
-        self._shared = {key: value.detach().clone().share_memory_() for key, value in state.items()}
         self._mutable = [key for key in state if not key.startswith(frozen)]
         self._generator = generator
         spec = {
@@ -162,10 +174,7 @@ class PipelinedSampler:
             "mutable": self._mutable,
             "segment_length": self.segment_length,
         }
-        for connection in self._connections:
-            connection.send(("build", spec, self._shared))
-        for index in range(self.workers):
-            self._receive(index, "built", START_TIMEOUT_S)
+        self._build(spec, state)
 
     def collect(self, model: torch.nn.Module, n_steps: int) -> CollectedSteps:
         """The next rollout, collected with ``model``'s weights one update ago; orders the one after.
@@ -178,34 +187,36 @@ class PipelinedSampler:
         seeds: list[int | None] = [None] * self.workers
         if not self._in_flight:  # the first rollout, or the first after a resume or warm start
             if self.published == 0:
-                seeds = torch.randint(0, SEED_BOUND, (self.workers,), generator=self._generator).tolist()
+                seeds = self._draw_seeds(self.workers)
             self._order(model, n_steps, seeds)
         started = time.perf_counter()
-        payloads = [self._receive(index, "rollout", None)[1] for index in range(self.workers)]
+        payloads = self._rollouts()
         self.wait_s += time.perf_counter() - started
         versions = {int(payload["version"]) for payload in payloads}
         if versions != {self.published}:
-            raise RuntimeError(f"pipelined sampler: rollout of weight versions {sorted(versions)}, expected "
-                               f"{self.published}: the policy lag would exceed one update")
+            raise RuntimeError(f"{self.vectorization} sampler: rollout of weight versions {sorted(versions)}, "
+                               f"expected {self.published}: the policy lag would exceed one update")
         self.behaviour_version, self.lag = self.published, self._collects - self._published_at
         self._order(model, n_steps, [None] * self.workers)
         self._collects += 1
         return self._merge(payloads, n_steps)
 
+    def _draw_seeds(self, count: int) -> list[int]:
+        """Seeds for runners' action samplers, from the optimizer's rollout stream."""
+        assert self._generator is not None
+        return torch.randint(0, SEED_BOUND, (count,), generator=self._generator).tolist()
+
     def _order(self, model: torch.nn.Module, n_steps: int, seeds: list[int | None]) -> None:
-        """Publish ``model``'s weights as the next version and have every worker collect with them."""
+        """Publish ``model``'s weights as the next version and have every runner collect with them."""
         state = model.state_dict()
-        with torch.no_grad():
-            for key in self._mutable:
-                self._shared[key].copy_(state[key])
+        self._publish({key: state[key] for key in self._mutable})
         self.published += 1
         self._published_at = self._collects
-        for connection, seed in zip(self._connections, seeds):
-            connection.send(("collect", self.published, n_steps, seed))
+        self._order_rollouts(self.published, n_steps, seeds)
         self._in_flight = True
 
     def _merge(self, payloads: list[dict[str, Any]], n_steps: int) -> CollectedSteps:
-        """The workers' rollouts side by side: env ``i`` of the whole is worker by worker, in order."""
+        """The runners' rollouts side by side: env ``i`` of the whole is runner by runner, in order."""
         from polyfuse.rl.on_policy import CollectedSteps
 
         def side_by_side(key: str) -> np.ndarray:
@@ -256,61 +267,17 @@ class PipelinedSampler:
         segments, self._segments = self._segments, []
         return segments
 
-    @property
-    def pids(self) -> list[int]:
-        """The worker processes' ids."""
-        return [int(process.pid) for process in self._processes]
-
     def get_state(self) -> None:
-        """Worker environments are not saved: a resumed run plays freshly seeded episodes."""
+        """Runner environments are not saved: a resumed run plays freshly seeded episodes."""
         return
 
     def reset(self, seed: Any = None) -> Any:
         raise PolyfuseError(
-            "env.vectorization: pipelined feeds on-policy optimizers (ppo, a2c) whole rollouts; this optimizer "
-            "steps the environments itself: use env.vectorization sync, async or native"
+            f"env.vectorization: {self.vectorization} feeds on-policy optimizers (ppo, a2c) whole rollouts; this "
+            "optimizer steps the environments itself: use env.vectorization sync, async or native"
         )
 
     step = reset
-
-    def close(self) -> None:
-        """Stop the workers (an in-flight rollout is dropped); kill those that do not stop in time."""
-        for connection in self._connections:
-            try:
-                connection.send(("close",))
-            except (OSError, ValueError):
-                pass
-            connection.close()  # a worker blocked sending a rollout gets a broken pipe and exits
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        for process in self._processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
-                process.kill()
-                process.join(CLOSE_TIMEOUT_S)
-        self._processes, self._connections = [], []
-
-    # --- messages --------------------------------------------------------------------------------
-
-    def _receive(self, index: int, expected: str, timeout: float | None) -> tuple[Any, ...]:
-        """Worker ``index``'s next message, which must be ``expected``; a dead or failing worker is an error."""
-        connection, process = self._connections[index], self._processes[index]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not connection.poll(POLL_S):
-            if not process.is_alive():
-                raise PolyfuseError(f"pipelined sampler: worker {index} died (exit code {process.exitcode}); "
-                                    "see its output above")
-            if deadline is not None and time.monotonic() > deadline:
-                raise PolyfuseError(f"pipelined sampler: worker {index} did not answer within {timeout:.0f} s")
-        try:
-            message = connection.recv()
-        except EOFError:
-            raise PolyfuseError(f"pipelined sampler: worker {index} closed its pipe (exit code "
-                                f"{process.exitcode})") from None
-        if message[0] == "error":
-            raise PolyfuseError(f"pipelined sampler: worker {index} failed:\n{message[1]}")
-        if message[0] != expected:
-            raise RuntimeError(f"pipelined sampler: worker {index} sent {message[0]!r}, expected {expected!r}")
-        return message
 
 
 def frozen_prefixes(model: torch.nn.Module) -> tuple[str, ...]:

@@ -1,101 +1,28 @@
-"""One pipelined-sampling worker process: its share of the environments and a copy of the actor-critic.
+"""An env runner: its share of the environments and a copy of the actor-critic, whatever carries its messages.
 
-The learner's process starts it (:class:`polyfuse.sampling.PipelinedSampler`)
-and talks to it over one pipe:
-
-- ``("build", spec, shared_state)``: build the actor-critic from the pipeline
-  config in ``spec`` (the installed plugins, as ``polyfuse run`` finds them)
-  and load every entry of ``shared_state`` (torch shared-memory tensors the
-  learner writes its weights into); answers ``("built",)``.
-- ``("collect", version, n_steps, seed)``: reload the weights the learner
-  published as ``version`` (those entries it may change), step ``n_steps``
-  with them and answer ``("rollout", payload)``; ``seed`` (first rollout
-  only) seeds the action sampler.
-- ``("close",)``: exit.
-
-Any failure is answered ``("error", traceback)``. The worker ignores Ctrl-C
-(the learner stops the run and checkpoints) and dies with its parent: the
-kernel sends it SIGKILL when the parent dies (Linux ``PR_SET_PDEATHSIG``),
-and elsewhere it notices within a second that its parent is gone.
+Both samplers drive it the same way: the pipelined sampler's worker processes
+(:mod:`polyfuse.sampling.process_worker`, over a pipe, weights in shared
+memory) and the Ray sampler's actors (:mod:`polyfuse.sampling.ray_sampler`,
+weights through Ray's object store). It is built from JSON-like values
+(``setup``, ``spec``) and hands back numpy arrays and built-in values only,
+so any transport can carry a rollout.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
-import sys
 import time
-import traceback
 from collections.abc import Mapping
-from multiprocessing.connection import Connection
 from typing import Any
 
-PARENT_CHECK_S = 1.0
-"""How often an idle worker checks that its parent is alive (where the kernel cannot tell it)."""
-PR_SET_PDEATHSIG = 1
 
+class RolloutWorker:
+    """Steps ``setup["num_envs"]`` environments with a copy of the learner's actor-critic."""
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux); elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:  # no glibc (musl): the parent-alive check still applies
-        pass
-
-
-def run_worker(connection: Connection, parent_pid: int, setup: Mapping[str, Any]) -> None:
-    """The worker's main function (a spawned process); ``setup`` is JSON-like: env config, seeds, env slice."""
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
-        return
-    try:
-        worker = _Worker(setup)
-        connection.send(("ready",))
-    except BaseException:  # noqa: BLE001 - whatever stops the set-up is the learner's error message
-        connection.send(("error", traceback.format_exc()))
-        return
-    code = 0
-    try:
-        _serve(connection, parent_pid, worker)
-    except (EOFError, BrokenPipeError, ConnectionResetError):  # the learner went away
-        pass
-    except BaseException:  # noqa: BLE001 - the pipe itself failed: say why on stderr
-        traceback.print_exc()
-        code = 1
-    worker.close()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # nothing left to clean up: skip the interpreter's teardown (seconds with torch loaded)
-
-
-def _serve(connection: Connection, parent_pid: int, worker: _Worker) -> None:
-    """Answer the learner's messages until it says close, or its process is gone."""
-    while True:
-        while not connection.poll(PARENT_CHECK_S):
-            if os.getppid() != parent_pid:
-                return
-        message = connection.recv()
-        if message[0] == "close":
-            return
-        try:
-            connection.send(worker.handle(message))
-        except (BrokenPipeError, ConnectionResetError):
-            raise
-        except Exception:  # noqa: BLE001 - reported to the learner, which raises it
-            connection.send(("error", traceback.format_exc()))
-
-
-class _Worker:
     def __init__(self, setup: Mapping[str, Any]) -> None:
         import torch
 
         torch.set_num_threads(int(setup["num_threads"]))
-        import polyfuse.envs  # noqa: F401 - registers polyfuse's ids in a spawned process
+        import polyfuse.envs  # noqa: F401 - registers polyfuse's ids in a fresh process
         from polyfuse.envs import make_vector_env
 
         self.vector_env = make_vector_env(setup["env_id"], setup["env_kwargs"], num_envs=int(setup["num_envs"]),
@@ -105,16 +32,8 @@ class _Worker:
         self.model: Any = None
         self.mutable: list[str] = []
 
-    def handle(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
-        if message[0] == "build":
-            self._build(message[1], message[2])
-            return ("built",)
-        if message[0] == "collect":
-            _, version, n_steps, seed = message
-            return ("rollout", self._collect(int(version), int(n_steps), seed))
-        raise ValueError(f"unknown message {message[0]!r}")
-
-    def _build(self, spec: Mapping[str, Any], shared: dict[str, Any]) -> None:
+    def build(self, spec: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+        """Build the actor-critic from the pipeline config in ``spec`` (the installed plugins) with weights ``state``."""
         from polyfuse.config import PipelineConfig
         from polyfuse.network import NetworkFactory
         from polyfuse.rl.distributions import ActionLayout
@@ -129,13 +48,13 @@ class _Worker:
         self.model = ActorCritic(factory, self.layout.num_logits, **spec["actor_critic"])
         self.model.eval()
         self.model.requires_grad_(False)
-        self.model.load_state_dict(shared)
-        self.shared = shared
+        self.model.load_state_dict(state)
         self.mutable = list(spec["mutable"])
         self.target = self.model.state_dict()
 
-    def _collect(self, version: int, n_steps: int, seed: int | None) -> dict[str, Any]:
-        """``n_steps`` steps with the weights published as ``version``; arrays and built-in values only."""
+    def collect(self, version: int, n_steps: int, seed: int | None, weights: Mapping[str, Any]) -> dict[str, Any]:
+        """``n_steps`` steps with ``weights`` (the learner's, published as ``version``; at least the entries
+        training changes); ``seed`` (first rollout only) seeds the action sampler."""
         import numpy as np
         import torch
 
@@ -147,7 +66,7 @@ class _Worker:
         if seed is not None:
             self.generator.manual_seed(int(seed))
         for key in self.mutable:
-            self.target[key].copy_(self.shared[key])
+            self.target[key].copy_(weights[key])
         envs, nvec, model = self.envs, self.layout.nvec, self.model
         shape = (n_steps, envs.num_envs)
         actions = torch.zeros((*shape, len(nvec)), dtype=torch.long)

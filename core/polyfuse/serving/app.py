@@ -1,4 +1,4 @@
-"""The inference server's HTTP API (FastAPI): ``POST /v1/act``, ``GET /health``, ``GET /metrics``.
+"""The inference server's HTTP API (FastAPI): ``POST /v1/act``, ``POST /v1/outcome``, ``GET /health``, ``GET /metrics``.
 
 A client mistake is a 4xx naming the field and what was expected (``detail.field``,
 ``detail.problem``); bodies over the size limit are refused before they are read whole.
@@ -7,77 +7,76 @@ A client mistake is a 4xx naming the field and what was expected (``detail.field
 from __future__ import annotations
 
 import contextlib
-import json
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from polyfuse.body_limit import BodySizeLimit
 from polyfuse.serving.batching import Batcher
-from polyfuse.serving.inputs import InvalidInput, decode_request, parse_json
+from polyfuse.serving.episodes import EpisodeRecorder, SegmentSink
+from polyfuse.serving.inputs import InvalidInput, decode_outcome, decode_request, parse_json
 from polyfuse.serving.metrics import ServerMetrics
 from polyfuse.serving.model import MAX_OBSERVATIONS, ServedModel
+from polyfuse.serving.reload import DEFAULT_INTERVAL_S, PromotionWatcher
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-class BodySizeLimit:
-    """ASGI middleware: a body past ``max_bytes`` (declared or streamed) is answered 413 without reading the rest."""
-
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
-            return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._refuse(send)
-                return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": {"field": "body", "problem": f"larger than {self.max_bytes} bytes; send fewer "
-                                                                  "observations per request"}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+def _too_large(limit: int) -> dict[str, str]:
+    return {"field": "body", "problem": f"larger than {limit} bytes; send fewer observations per request"}
 
 
 def create_app(model: ServedModel, *, max_batch: int = 32, max_wait_s: float = 0.002,
-               max_body_bytes: int = MAX_BODY_BYTES) -> Any:
-    """The ASGI app serving ``model``; its inference thread starts with the app and stops with it."""
+               max_body_bytes: int = MAX_BODY_BYTES, follow: Path | None = None,
+               reload_interval_s: float = DEFAULT_INTERVAL_S,
+               load: Callable[[Path], ServedModel] | None = None,
+               feedback_sink: SegmentSink | None = None) -> Any:
+    """The ASGI app serving ``model``; its inference thread starts with the app and stops with it.
+
+    With ``follow`` (a run directory), the checkpoint promoted there is loaded with ``load`` and swapped in
+    without downtime (:mod:`polyfuse.serving.reload`); a replaced model is closed once its last batch is
+    answered, and the one serving at shutdown when the app stops (``model`` stays its caller's to close).
+    With ``feedback_sink``, what is answered is recorded as episodes (:mod:`polyfuse.serving.episodes`),
+    written there from a background thread, and everything is written when the app stops.
+    """
+    if follow is not None and load is None:
+        raise ValueError("follow needs load (how to build a model from a checkpoint folder)")
     metrics = ServerMetrics()
-    state: dict[str, Batcher] = {}
+    state: dict[str, Any] = {"model": model}
+
+    def swapped(old: ServedModel, new: ServedModel) -> None:
+        state["model"] = new
+        metrics.reloaded()
+        try:
+            old.close()
+        except Exception as exc:  # noqa: BLE001 (the new model serves whatever closing the old one did)
+            print(f"polyfuse serve: closing the replaced model failed: {exc!r}", file=sys.stderr, flush=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        state["batcher"] = Batcher(model, max_batch, max_wait_s, on_batch=metrics.batch)
+        if feedback_sink is not None:
+            state["recorder"] = EpisodeRecorder(feedback_sink)
+        state["batcher"] = Batcher(model, max_batch, max_wait_s, on_batch=metrics.batch, on_swap=swapped)
+        watcher = None
+        if follow is not None:
+            watcher = PromotionWatcher(follow, model, load, state["batcher"].swap, reload_interval_s,
+                                       on_refused=metrics.reload_refused)
+            watcher.start()
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.close()
             state.pop("batcher").close()
+            if state["model"] is not model:
+                state["model"].close()
+            if "recorder" in state:
+                state.pop("recorder").close()  # after the batcher: every answered step is in it
 
     app = FastAPI(title="polyfuse serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.metrics = metrics
@@ -88,34 +87,69 @@ def create_app(model: ServedModel, *, max_batch: int = 32, max_wait_s: float = 0
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ready" if "batcher" in state else "starting", **model.describe()}
+        return {"status": "ready" if "batcher" in state else "starting", **state["model"].describe(),
+                "follows_promotions": str(follow) if follow is not None else None}
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.prometheus(), media_type="text/plain; version=0.0.4")
+        text = metrics.prometheus()
+        if "recorder" in state:
+            text += state["recorder"].prometheus()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/act")
     async def act(request: Request) -> JSONResponse:
         started = time.perf_counter()
         try:
-            observations, single = decode_request(parse_json(await request.body()), model.observation_space,
-                                                  model.keys, MAX_OBSERVATIONS)
+            return await answer_act(request, started)
         except InvalidInput as exc:
             metrics.request(exc.status, time.perf_counter() - started)
             raise
-        answer = await state["batcher"].submit(observations)
+        except Exception:  # the server's failure (a 500): counted, so /metrics shows it
+            metrics.request(500, time.perf_counter() - started)
+            raise
+
+    async def answer_act(request: Request, started: float) -> JSONResponse:
+        serving = state["model"]  # a reloaded model reads the same observations (checked before the swap)
+        asked = decode_request(parse_json(await request.body()), serving.observation_space, serving.keys,
+                               MAX_OBSERVATIONS)
+        answer, answered_by = await state["batcher"].submit(asked.observations)
+        if "recorder" in state:
+            state["recorder"].answered(asked.observations, answer.actions, asked.episodes, answered_by.step)
         actions = [int(a) for a in answer.actions]
         probabilities = [[float(p) for p in row] for row in answer.probabilities]
-        names = [model.action_names[a - model.action_start] for a in actions] if model.action_names else None
-        if single:
+        names = ([answered_by.action_names[a - answered_by.action_start] for a in actions]
+                 if answered_by.action_names else None)
+        rewards = None if answer.rewards is None else [float(r) for r in answer.rewards]
+        spreads = None if answer.reward_spreads is None else [float(r) for r in answer.reward_spreads]
+        if asked.single:
             content: dict[str, Any] = {"action": actions[0], "probabilities": probabilities[0]}
             if names:
                 content["action_name"] = names[0]
+            if rewards is not None:
+                content["reward"] = rewards[0]
+            if spreads is not None:
+                content["reward_spread"] = spreads[0]
         else:
             content = {"actions": actions, "probabilities": probabilities}
             if names:
                 content["action_names"] = names
+            if rewards is not None:
+                content["rewards"] = rewards
+            if spreads is not None:
+                content["reward_spreads"] = spreads
+        response = JSONResponse({**content, "step": answered_by.step})  # rendered here: may fail, uncounted as 200
         metrics.request(200, time.perf_counter() - started, len(actions))
-        return JSONResponse({**content, "step": model.step})
+        return response
 
-    return BodySizeLimit(app, max_body_bytes)
+    @app.post("/v1/outcome")
+    async def outcome(request: Request) -> dict[str, Any]:
+        if "recorder" not in state:
+            raise InvalidInput("body", "this server does not log episodes; start it with --log-feedback DB", 409)
+        episode, reward, done = decode_outcome(parse_json(await request.body()))
+        if not state["recorder"].outcome(episode, reward, done):
+            raise InvalidInput("episode", f"no open episode {episode!r}: send its steps to /v1/act with this "
+                                          '"episode" first (an episode ends at its outcome with "done": true)', 404)
+        return {"episode": episode, "reward": reward, "done": done}
+
+    return BodySizeLimit(app, max_body_bytes, detail=_too_large)

@@ -3,7 +3,9 @@
 Handlers put their batch on a queue and await a future; the worker thread takes the first waiting
 request, then gathers more until ``max_batch`` observations or ``max_wait_s`` after the first, runs the
 model once on all of them and hands each request its rows. One thread owns the model, so torch is
-never entered concurrently, and under load the per-call overhead is paid once per batch.
+never entered concurrently, and under load the per-call overhead is paid once per batch. A new model
+(a hot reload) is swapped in on that thread between two batches: what was batched before the swap is
+answered by the old model, everything after by the new one.
 """
 
 from __future__ import annotations
@@ -31,31 +33,44 @@ class _Request:
     future: Future = field(default_factory=Future)
 
 
-class Batcher:
-    """Runs ``model(batch) -> answer`` (an object of per-row arrays) for many requests on one worker thread.
+@dataclass
+class _Swap:
+    model: Callable[[Batch], Any]
 
-    ``on_batch(size, seconds)`` is told each forward pass (metrics).
+
+class Batcher:
+    """Runs ``model(batch) -> answer`` (a dataclass of per-row arrays, a field None when the model has no such
+    values) for many requests on one thread.
+
+    ``on_batch(size, seconds)`` is told each forward pass (metrics); ``on_swap(old, new)`` each swap, on the
+    worker thread once the old model's last batch is answered (so it may close the old model).
     """
 
     def __init__(
         self, model: Callable[[Batch], Any], max_batch: int, max_wait_s: float,
         on_batch: Callable[[int, float], None] | None = None,
+        on_swap: Callable[[Any, Any], None] | None = None,
     ) -> None:
         if max_batch <= 0:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
         self.model, self.max_batch, self.max_wait_s = model, max_batch, max_wait_s
-        self.on_batch = on_batch
+        self.on_batch, self.on_swap = on_batch, on_swap
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="polyfuse-inference", daemon=True)
         self._thread.start()
 
-    async def submit(self, observations: Batch) -> Any:
-        """The model's answer for ``observations`` alone, computed in whatever batch the worker forms."""
+    async def submit(self, observations: Batch) -> tuple[Any, Callable[[Batch], Any]]:
+        """The answer for ``observations`` alone, computed in whatever batch the worker forms, and the model
+        that gave it (which one, around a swap, is for the caller to tell its client)."""
         request = _Request(observations, batch_length(observations))
         self._queue.put(request)
         return await asyncio.wrap_future(request.future)
+
+    def swap(self, model: Callable[[Batch], Any]) -> None:
+        """Answer with ``model`` from the next batch on (requests queued before this call keep the old one)."""
+        self._queue.put(_Swap(model))
 
     def close(self, timeout: float = 10.0) -> None:
         """Answer what is queued, then stop the worker."""
@@ -69,6 +84,9 @@ class Batcher:
             pending = None
             if first is _STOP:
                 return
+            if isinstance(first, _Swap):
+                self._swap(first.model)
+                continue
             group, size = [first], first.size
             deadline = time.monotonic() + self.max_wait_s
             stop = False
@@ -80,14 +98,19 @@ class Batcher:
                 if item is _STOP:
                     stop = True
                     break
-                if size + item.size > self.max_batch:
-                    pending = item  # it starts the next batch
+                if isinstance(item, _Swap) or size + item.size > self.max_batch:
+                    pending = item  # it comes after this batch
                     break
                 group.append(item)
                 size += item.size
             self._run(group, size)
             if stop:
                 return
+
+    def _swap(self, model: Callable[[Batch], Any]) -> None:
+        old, self.model = self.model, model
+        if self.on_swap is not None:
+            self.on_swap(old, model)
 
     def _run(self, group: list[_Request], size: int) -> None:
         started = time.perf_counter()
@@ -102,6 +125,6 @@ class Batcher:
         start = 0
         for request in group:
             rows = slice(start, start + request.size)
-            request.future.set_result(type(answer)(**{name: np.asarray(value)[rows]
-                                                      for name, value in vars(answer).items()}))
+            request.future.set_result((type(answer)(**{name: None if value is None else np.asarray(value)[rows]
+                                                       for name, value in vars(answer).items()}), self.model))
             start += request.size

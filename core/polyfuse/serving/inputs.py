@@ -14,7 +14,9 @@ import binascii
 import io
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,13 +37,20 @@ class InvalidInput(ValueError):
 
 
 def parse_json(body: bytes) -> Any:
-    """The request's JSON; NaN and infinities are refused (no observation space holds them)."""
+    """The request's JSON; NaN and infinities are refused (no observation space holds them), also as a
+    number too large for a float (``1e400``), which Python would read as infinity."""
 
     def refuse(constant: str) -> None:
         raise InvalidInput("body", f"{constant} is not a number JSON allows; send finite numbers", 400)
 
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise InvalidInput("body", f"{text[:40]} is too large for a float; send finite numbers", 400)
+        return value
+
     try:
-        return json.loads(body, parse_constant=refuse)
+        return json.loads(body, parse_constant=refuse, parse_float=finite)
     except InvalidInput:
         raise
     except (ValueError, RecursionError) as exc:
@@ -49,10 +58,21 @@ def parse_json(body: bytes) -> Any:
                                    '{"observation": {...}} or {"observations": [{...}, ...]}', 400) from None
 
 
-def decode_request(
-    body: Any, space: spaces.Dict, keys: Sequence[str], max_observations: int
-) -> tuple[Batch, bool]:
-    """The batch of observations a request holds, and whether it sent one (``observation``) rather than a list.
+MAX_EPISODE_ID = 200
+
+
+@dataclass(frozen=True)
+class ActRequest:
+    """A request's observations, whether it sent one (``observation``) rather than a list, and the episode
+    each observation belongs to (``None``: not said; a logging server records it as an episode of one step)."""
+
+    observations: Batch
+    single: bool
+    episodes: list[str | None]
+
+
+def decode_request(body: Any, space: spaces.Dict, keys: Sequence[str], max_observations: int) -> ActRequest:
+    """The observations of an act request, checked, with their optional episode ids.
 
     ``keys`` are the observation keys the pipeline's modalities read: each sample needs all of them and
     nothing else.
@@ -60,19 +80,63 @@ def decode_request(
     if not isinstance(body, Mapping):
         raise InvalidInput("body", f'expected a JSON object {{"observation": {{...}}}} or {{"observations": '
                                    f"[...]}}, got {_kind(body)}")
-    unknown = sorted(set(body) - {"observation", "observations"})
-    if unknown or len(body) != 1:
+    unknown = sorted(set(body) - {"observation", "observations", "episode", "episodes"})
+    given = [key for key in ("observation", "observations") if key in body]
+    if unknown or len(given) != 1:
         raise InvalidInput("body", f'expected exactly one of "observation" (one sample) or "observations" (a '
-                                   f"list of samples); got keys {sorted(body)}")
+                                   'list of samples), optionally with "episode" (or "episodes": one per sample); '
+                                   f"got keys {sorted(body)}")
     if "observation" in body:
-        return stack([decode_sample(body["observation"], space, keys, "observation")]), True
+        if "episodes" in body:
+            raise InvalidInput("episodes", 'one observation belongs to one "episode"; "episodes" goes with '
+                                           '"observations"')
+        episode = episode_id(body["episode"], "episode") if "episode" in body else None
+        return ActRequest(stack([decode_sample(body["observation"], space, keys, "observation")]), True, [episode])
     samples = body["observations"]
     if not isinstance(samples, list) or not samples:
         raise InvalidInput("observations", f"expected a non-empty list of observations, got {_kind(samples)}")
     if len(samples) > max_observations:
         raise InvalidInput("observations", f"at most {max_observations} observations per request, got "
                                            f"{len(samples)}; split the batch", 413)
-    return stack([decode_sample(s, space, keys, f"observations[{i}]") for i, s in enumerate(samples)]), False
+    if "episode" in body:
+        raise InvalidInput("episode", 'a list of observations takes "episodes" (one id or null per observation)')
+    episodes: list[str | None] = [None] * len(samples)
+    if "episodes" in body:
+        given_ids = body["episodes"]
+        if not isinstance(given_ids, list) or len(given_ids) != len(samples):
+            raise InvalidInput("episodes", f"expected a list of {len(samples)} episode ids (or nulls), one per "
+                                           f"observation, got {_kind(given_ids)}"
+                                           + (f" of {len(given_ids)}" if isinstance(given_ids, list) else ""))
+        episodes = [None if value is None else episode_id(value, f"episodes[{i}]") for i, value in enumerate(given_ids)]
+    observations = stack([decode_sample(s, space, keys, f"observations[{i}]") for i, s in enumerate(samples)])
+    return ActRequest(observations, False, episodes)
+
+
+def episode_id(value: Any, field: str) -> str:
+    """A client's episode id: a non-empty string (or an integer, taken as its digits) of at most 200 characters."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_EPISODE_ID:
+        raise InvalidInput(field, f"expected an episode id: a string of 1 to {MAX_EPISODE_ID} characters or an "
+                                  f"integer, got {_kind(value)}")
+    return value
+
+
+def decode_outcome(body: Any) -> tuple[str, float | None, bool]:
+    """``/v1/outcome``'s ``{"episode": ID, "reward": R, "done": B}``: the reward observed after the episode's
+    last action (optional) and whether the episode ended (default false)."""
+    if not isinstance(body, Mapping) or "episode" not in body or set(body) - {"episode", "reward", "done"}:
+        raise InvalidInput("body", 'expected {"episode": ID, "reward": NUMBER (optional), "done": true|false '
+                                   f"(optional)}}, got {_kind(body) if not isinstance(body, Mapping) else sorted(body)}")
+    reward = body.get("reward")
+    if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))):
+        raise InvalidInput("reward", f"expected a number, got {_kind(reward)}")
+    if reward is not None and not abs(reward) <= sys.float_info.max:  # NaN, infinite, or an integer past floats
+        raise InvalidInput("reward", f"expected a finite number, got {str(reward)[:40]}")
+    done = body.get("done", False)
+    if not isinstance(done, bool):
+        raise InvalidInput("done", f"expected true or false, got {_kind(done)}")
+    return episode_id(body["episode"], "episode"), None if reward is None else float(reward), done
 
 
 def decode_sample(sample: Any, space: spaces.Dict, keys: Sequence[str], field: str) -> dict[str, Any]:
@@ -106,9 +170,11 @@ def decode_value(value: Any, space: spaces.Space, field: str) -> Any:
         return _box(value, space, field)
     if isinstance(space, (spaces.MultiBinary, spaces.MultiDiscrete)):
         array = _numbers(value, space.shape, field)
-        if not np.array_equal(array, np.round(array)) or not space.contains(array.astype(space.dtype)):
+        cast = _cast(array, space.dtype)
+        # compared before the cast too: 256 in an int8 space would wrap round to a valid 0
+        if not np.array_equal(array, np.round(array)) or not np.array_equal(cast, array) or not space.contains(cast):
             raise InvalidInput(field, f"expected {_describe(space)}")
-        return array.astype(space.dtype)
+        return cast
     raise InvalidInput(field, f"observations of {type(space).__name__} spaces cannot be sent over HTTP", 400)
 
 
@@ -158,7 +224,18 @@ def _box(value: Any, space: spaces.Box, field: str) -> np.ndarray:
         where = tuple(int(i) for i in np.argwhere(outside)[0])
         raise InvalidInput(field, f"value {array[where].item()} at index {list(where)} is outside the space's range "
                                   f"[{low[where].item()}, {high[where].item()}]")
-    return array.astype(space.dtype)
+    cast = _cast(array, space.dtype)
+    if not np.isfinite(cast).all():  # an unbounded float space: a value past its dtype's range became infinite
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+        raise InvalidInput(field, f"value {array[where].item()} at index {list(where)} is too large for the space's "
+                                  f"{space.dtype}")
+    return cast
+
+
+def _cast(array: np.ndarray, dtype: Any) -> np.ndarray:
+    """``array`` as ``dtype``, quietly: the callers check what the cast changed."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(dtype)
 
 
 def _sample_rate(space: spaces.Space) -> int | None:
@@ -203,6 +280,9 @@ def _png(value: str, space: spaces.Box, field: str) -> np.ndarray:
             array = np.asarray(image.convert(IMAGE_MODES[channels]))
     except InvalidInput:
         raise
+    except Image.DecompressionBombError:  # a header declaring a huge image: refused by PIL before its size check
+        raise InvalidInput(field, f"expected a {shape[1]}x{shape[0]} (width x height) image, got one too large "
+                                  "to open") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InvalidInput(field, f"not a readable PNG image ({type(exc).__name__})") from None
     array = array.reshape(shape)

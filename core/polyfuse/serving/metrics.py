@@ -29,6 +29,8 @@ class ServerMetrics:
         self.batch_sizes: deque[int] = deque(maxlen=WINDOW)
         self.batch_histogram: Counter[int] = Counter()
         self.inference_seconds = 0.0
+        self.reloads = 0
+        self.refused_reloads = 0
 
     def request(self, status: int, seconds: float, observations: int = 0) -> None:
         with self._lock:
@@ -44,6 +46,14 @@ class ServerMetrics:
             self.batch_sizes.append(size)
             self.inference_seconds += seconds
             self.batch_histogram[next((b for b in BATCH_BUCKETS if size <= b), float("inf"))] += 1
+
+    def reloaded(self) -> None:
+        with self._lock:
+            self.reloads += 1
+
+    def reload_refused(self) -> None:
+        with self._lock:
+            self.refused_reloads += 1
 
     def prometheus(self) -> str:
         """The exposition text of every metric (``text/plain; version=0.0.4``)."""
@@ -75,5 +85,10 @@ class ServerMetrics:
                       "# TYPE polyfuse_batch_size_max gauge", f"polyfuse_batch_size_max {int(sizes.max()) if sizes.size else 0}",
                       "# HELP polyfuse_inference_seconds_total time in forward passes",
                       "# TYPE polyfuse_inference_seconds_total counter",
-                      f"polyfuse_inference_seconds_total {self.inference_seconds:.6g}"]
+                      f"polyfuse_inference_seconds_total {self.inference_seconds:.6g}",
+                      "# HELP polyfuse_reloads_total promoted checkpoints swapped in without downtime",
+                      "# TYPE polyfuse_reloads_total counter", f"polyfuse_reloads_total {self.reloads}",
+                      "# HELP polyfuse_reloads_refused_total promotions refused (unreadable, not loading, not fitting)",
+                      "# TYPE polyfuse_reloads_refused_total counter",
+                      f"polyfuse_reloads_refused_total {self.refused_reloads}"]
         return "\n".join(lines) + "\n"

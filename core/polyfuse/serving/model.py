@@ -1,8 +1,10 @@
-"""A trained run's policy as a function of a batch: greedy actions and the policy's action probabilities.
+"""A trained run's policy as a function of a batch: greedy actions and the policy's action probabilities,
+and the reward model's score of each answer when the run learned its reward (RLHF).
 
 Loaded through :func:`polyfuse.training.saved_policy.load_saved_policy` (no pickle), every module the
 optimizer holds in eval mode (serving never trains, and a layer such as batch norm must not read
-statistics from whoever else shares a batch).
+statistics from whoever else shares a batch). A learned reward is rebuilt from the checkpoint to score
+only (``RunContext.asks`` false: no feedback source, label store or annotation server is started).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ MAX_OBSERVATIONS = 1024
 
 @dataclass(frozen=True)
 class Answer:
-    """Per sample: the greedy action and the probabilities the policy gives each action."""
+    """Per sample: the greedy action, the probabilities the policy gives each action and, where the run's
+    reward can score it, the reward of that action and the reward ensemble's disagreement (else None)."""
 
     actions: np.ndarray
     probabilities: np.ndarray
+    rewards: np.ndarray | None = None
+    reward_spreads: np.ndarray | None = None
 
 
 class ServedModel:
@@ -45,6 +50,7 @@ class ServedModel:
             self.policy.close()
             raise PolyfuseError(f"polyfuse serve answers with one discrete action per observation; {config.env.id}'s "
                                 f"action space is {action_space}")
+        self.action_space = action_space
         self.action_start = int(action_space.start)
         self.observation_space = self.policy.observation_space
         self.keys = tuple(dict.fromkeys(m.key or name for name, m in config.modalities.items()))
@@ -52,7 +58,14 @@ class ServedModel:
         self.run_id = str(self.policy.location.parent)
         self.location = self.policy.location
         self.step = self.policy.step
-        for value in vars(self.policy.optimizer).values():
+        self._closed = False
+        try:
+            self.reward = _scoring_reward(self.policy, registry)
+        except BaseException:
+            self.policy.close()
+            raise
+        held = [*vars(self.policy.optimizer).values(), *(vars(self.reward).values() if self.reward is not None else ())]
+        for value in held:
             if isinstance(value, torch.nn.Module):
                 value.eval()
 
@@ -64,8 +77,10 @@ class ServedModel:
         with torch.inference_mode():
             logits = optimizer.action_logits(observations)
             probabilities = optimizer.action_probabilities(logits).float()
-        actions = logits.argmax(dim=-1).cpu().numpy().astype(np.int64) + self.action_start
-        return Answer(actions, probabilities.cpu().numpy())
+        chosen = logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+        estimate = self.reward.estimate(observations, chosen) if self.reward is not None else None
+        rewards, spreads = estimate if estimate is not None else (None, None)
+        return Answer(chosen + self.action_start, probabilities.cpu().numpy(), rewards, spreads)
 
     def describe(self) -> dict[str, Any]:
         """What ``/health`` tells: which run, which checkpoint, what it reads and answers."""
@@ -74,7 +89,39 @@ class ServedModel:
             "env": self.policy.config.env.id, "optimizer": self.policy.config.optimizer.name,
             "observation_keys": list(self.keys), "actions": int(self.policy.action_space.n),
             "action_names": list(self.action_names) if self.action_names else None,
+            "reward": self.policy.config.reward.name if self.reward is not None else None,
         }
 
     def close(self) -> None:
-        self.policy.close()
+        """Release the policy's environment (once; a replaced model is closed by the server, the last by its owner)."""
+        if not self._closed:
+            self._closed = True
+            if self.reward is not None:
+                self.reward.close()
+            self.policy.close()
+
+
+def _scoring_reward(policy: Any, registry: Registry) -> Any:
+    """The run's learned reward with the weights of the policy's checkpoint, to score answers; None for the
+    environment's reward (a served answer has no environment behind it)."""
+    config = policy.config
+    if config.reward.name == "env":
+        return None
+    from polyfuse.components import Kind
+    from polyfuse.envs import action_names
+    from polyfuse.network import NetworkFactory
+    from polyfuse.rewards import RunContext
+    from polyfuse.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(policy.location, required=("reward",))["reward"]
+    reward = registry.create(Kind.REWARD, config.reward.name, config.reward.params, context=RunContext(
+        policy.observation_space, policy.action_space,
+        NetworkFactory(config, policy.observation_space, registry), config.trainer.seed, policy.location.parent,
+        planned_updates=1, registry=registry, env_id=config.env.id,
+        action_names=action_names(config.env.id, config.env.kwargs), asks=False))
+    try:
+        reward.load_state_dict(state)
+    except BaseException:
+        reward.close()
+        raise
+    return reward

@@ -158,6 +158,20 @@ class RLOptimizer:
         """The parameters warm start may update."""
         raise NotImplementedError
 
+    def load_policy(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """Start from a saved policy (after ``setup``): a :class:`~polyfuse.rl.heads.PolicyNetwork`'s
+        ``trunk.*`` and ``head.*`` weights, read by :func:`polyfuse.training.continuation.read_policy_weights`.
+
+        Only the policy: the optimizer's own state (Adam, counters, critic, buffers) stays fresh, a new learning
+        phase; networks derived from the policy (a KL reference) are taken from it at the first ``iterate``.
+        Optimizers without such a policy refuse.
+        """
+        from polyfuse.errors import PolyfuseError
+
+        name = getattr(self, "name", type(self).__name__)
+        raise PolyfuseError(f"optimizer {name!r} cannot start from a saved policy (trainer.continue_from): it has "
+                            "no policy network to load; continue with ppo, a2c or dpo")
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: a nested dict of tensors, numpy arrays and JSON values."""
         raise NotImplementedError

@@ -33,12 +33,23 @@ def check_compatible(
             problems.append(f"modality {modality!r} reads observation key {key!r}, which {target} lacks "
                             f"(it has {', '.join(sorted(available)) or 'none'})")
         elif available[key] != trained:
-            problems.append(f"modality {modality!r} (observation key {key!r}) is {available[key]} in {target} "
-                            f"and was {trained} in training")
+            problems.append(f"modality {modality!r} (observation key {key!r}) is {_shown(available[key])} in "
+                            f"{target} and was {_shown(trained)} in training")
     if target_actions != trained_actions:
-        problems.append(f"the action space is {target_actions} in {target} and was {trained_actions} in training")
+        problems.append(f"the action space is {_shown(target_actions)} in {target} and was "
+                        f"{_shown(trained_actions)} in training")
     if problems:
         raise PolyfuseError(
             f"the policy cannot act in {target}: " + "; ".join(problems)
             + "; evaluate it on environments with the observations and actions it was trained on"
         )
+
+
+def _shown(space: Any) -> str:
+    """A space in one short line: a Box with per-element bounds prints whole arrays otherwise."""
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or getattr(low, "size", 1) == 1:
+        return str(space)
+    bounds = f"{low.min()}..{high.max()}" if (low == low.flat[0]).all() and (high == high.flat[0]).all() \
+        else f"{low.min()}..{high.max()} per element"
+    return f"{type(space).__name__}({bounds}, {space.shape}, {space.dtype})"

@@ -26,7 +26,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +64,28 @@ class Ranks:
         return self.size > 1
 
 
+_alone = False
+
+
 def ranks() -> Ranks:
-    """The process group's rank and size, or a single process's (0, 1)."""
+    """The process group's rank and size, or a single process's (0, 1) (also inside :func:`alone`)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if not _alone and dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size())
     return Ranks()
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Within: this process builds what it builds as a single process (no collectives): rank 0 loading a saved
+    policy to judge it (the promotion gate) while the other ranks wait at the run's final barrier."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
 
 
 def launched_by_torchrun() -> bool:
@@ -132,6 +148,12 @@ def check_distributable(config: PipelineConfig, size: int, learns_from: str | No
         raise PolyfuseError(
             f"--nproc {size}: optimizer {config.optimizer.name!r} learns from a dataset, and data-parallel runs "
             "split environments over the processes (each rank steps its own); run it in one process (no --nproc)"
+        )
+    if config.env.vectorization == "ray":
+        raise PolyfuseError(
+            f"--nproc {size}: env.vectorization: ray samples with Ray actors for one learner process; a learner "
+            "of several data-parallel processes is not built for it: drop --nproc, or use env.vectorization: "
+            "sync, async or native with --nproc"
         )
     if config.env.vectorization == "pipelined":
         raise PolyfuseError(

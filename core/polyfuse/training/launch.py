@@ -23,10 +23,12 @@ def rank_arguments(args: argparse.Namespace) -> list[str]:
     argv.append("run")
     if args.config:
         argv.append(args.config)
-    for flag, value in (("--output-dir", args.output_dir), ("--steps", args.steps), ("--seed", args.seed)):
+    for flag, value in (("--output-dir", args.output_dir), ("--steps", args.steps), ("--seed", args.seed),
+                        ("--continue-from", args.continue_from)):
         if value is not None:
             argv += [flag, str(value)]
-    argv += [flag for flag, on in (("--resume", args.resume), ("--json", args.json)) if on]
+    argv += [flag for flag, on in (("--resume", args.resume), ("--json", args.json),
+                                   ("--no-promote", args.no_promote)) if on]
     return argv
 
 

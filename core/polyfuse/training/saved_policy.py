@@ -26,6 +26,8 @@ from polyfuse.training.checkpoint import (
     load_latest_checkpoint,
     read_checkpoint_tree,
 )
+from polyfuse.training.distributed import alone
+from polyfuse.training.promotion import promoted_checkpoint
 
 
 @dataclass
@@ -44,13 +46,22 @@ class SavedPolicy:
         self.envs.close()
 
 
+def is_checkpoint_folder(path: Path) -> bool:
+    """Whether ``path`` is one checkpoint (not a run's output_dir holding them)."""
+    return (path / STATE_FILE).is_file() and (path / TENSORS_FILE).is_file()
+
+
 def checkpoint_folder(path: Path) -> Path:
-    """``path`` itself when it is a checkpoint folder, else ``path`` as a run's output_dir (its newest intact one)."""
-    if (path / STATE_FILE).is_file() and (path / TENSORS_FILE).is_file():
+    """``path`` itself when it is a checkpoint folder, else ``path`` as a run's output_dir: the checkpoint
+    promoted there (:mod:`polyfuse.training.promotion`), or else its newest intact one."""
+    if is_checkpoint_folder(path):
         return path
     if not path.is_dir():
         raise PolyfuseError(f"{path} does not exist; give a run's output_dir (e.g. runs/latest) or a checkpoint "
                             "folder in it")
+    promoted = promoted_checkpoint(path)
+    if promoted is not None:
+        return promoted
     found = load_latest_checkpoint(path, required=("config", "optimizer"))
     if found is None:
         raise PolyfuseError(f"{path} holds no checkpoint; give the output_dir of a run that `polyfuse run` trained "
@@ -92,9 +103,10 @@ def load_saved_policy(path: Path, registry: Registry) -> SavedPolicy:
                                       observation_space=observation_space, action_space=action_space)
         optimizer = registry.create(Kind.OPTIMIZER, config.optimizer.name, config.optimizer.params)
         optimizer.set_budget(Budget(config.trainer.total_steps, config.trainer.budget_unit))
-        optimizer.setup(Pipeline(NetworkFactory(config, observation_space, registry), config.trainer.seed,
-                                 observation_space, action_space, TrackedVectorEnv(vector_env, None), EnvReward(),
-                                 dataset))
+        with alone():  # this process's own policy, even on rank 0 of a run (its gate): no collective in setup
+            optimizer.setup(Pipeline(NetworkFactory(config, observation_space, registry), config.trainer.seed,
+                                     observation_space, action_space, TrackedVectorEnv(vector_env, None),
+                                     EnvReward(), dataset))
         try:
             optimizer.load_state_dict(state["optimizer"])
         except PolyfuseError:

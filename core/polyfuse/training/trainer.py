@@ -40,6 +40,13 @@ from polyfuse.training.checkpoint import (
     save_checkpoint,
 )
 from polyfuse.training.compatibility import check_compatible
+from polyfuse.training.continuation import (
+    check_fits,
+    check_gateable,
+    check_output_dir,
+    load_policy_from,
+    served_checkpoint,
+)
 from polyfuse.training.distributed import (
     Ranks, barrier, check_rank_components, exchange, rank_seed, rank_share, ranks,
 )
@@ -57,8 +64,11 @@ EPISODE_WINDOW = 100
 """Train return and success are means over this many most recent episodes."""
 LOG_POINTS = 200
 """About this many train lines per run in metrics.jsonl, however small the optimizer's iterations."""
-RESUMABLE_CHANGES = frozenset({"trainer.total_steps", "trainer.output_dir"})
-"""Config fields a resumed run may change: train longer, or from a moved folder."""
+RESUMABLE_CHANGES = frozenset({"trainer.total_steps", "trainer.output_dir", "trainer.promotion.promote",
+                               "trainer.promotion.tolerance", "env.ray.address", "env.ray.object_store_mb"})
+"""Config fields a resumed run may change: train longer, from a moved folder, judge the candidate again
+(the promotion gate's settings: e.g. promote after a --no-promote run), or run its Ray env runners elsewhere
+(a run started on a laptop's local instance resumed on a cluster: where runners run changes nothing learnt)."""
 STALLED_ITERATIONS = 1_000_000
 """Iterations in a row that may leave the budget's counter unchanged while other counters move (DQN
 filling its replay buffer one env step at a time before its first gradient step) before the run is
@@ -153,6 +163,10 @@ class Trainer:
         self.progress = self.progress and self.ranks.main
         if self.config.env is not None:
             check_env_id(self.config.env.id)  # before touching output_dir
+        if self.ranks.main and not self.resume:
+            if self.config.trainer.continue_from is not None:
+                check_gateable(self.config)
+            check_output_dir(self.config.trainer.continue_from, self.output_dir)  # before clearing it
         checkpoint = self._prepare_output_dir() if self.ranks.main else None
         if self.ranks.parallel:  # the others wait for rank 0's folder, then resume from its checkpoint
             barrier()
@@ -185,12 +199,14 @@ class Trainer:
                           "restored)", file=sys.stderr)
                 self._restore(checkpoint, optimizer, reward, envs if self.ranks.main else None)
             else:
+                self._continue(optimizer, log)
                 self._warm_start(optimizer, log)
                 self._evaluate(optimizer, evaluators, state, log)
             self._train(optimizer, envs, reward, evaluators, state, log)
             if self._stop_signal is None and state.last_eval_step != state.steps:
                 self._evaluate(optimizer, evaluators, state, log)
             self._save(optimizer, reward, state)
+            promotion = self._gate(optimizer, evaluators, state, log) if self._stop_signal is None else None
         if not self.ranks.main:  # rank 0 reports the run
             stop = signal.Signals(self._stop_signal).name if self._stop_signal is not None else None
             return {"rank": self.ranks.rank, "steps": state.steps, "interrupted": stop}
@@ -198,7 +214,7 @@ class Trainer:
         if self._stop_signal is not None:
             return {"interrupted": signal.Signals(self._stop_signal).name, "steps": state.steps,
                     "paths": self._paths(plot)}
-        summary = self._summary(state, plot)
+        summary = {**self._summary(state, plot), **({"promotion": promotion} if promotion else {})}
         (self.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         return summary
 
@@ -282,11 +298,11 @@ class Trainer:
         (seeded with ``seed``, alike on every rank), set up and ready to iterate."""
         config, registry = rank_share(self.config, self.ranks.size), self.registry
         vector_env: Any = None
-        pipelined = config.env is not None and config.env.vectorization == "pipelined"
-        if pipelined:
-            from polyfuse.sampling import PipelinedSampler
+        sampled = config.env is not None and config.env.vectorization in ("pipelined", "ray")
+        if sampled:
+            from polyfuse.sampling import make_sampler
 
-            vector_env = PipelinedSampler(config, env_seed)
+            vector_env = make_sampler(config, env_seed)
             cleanup.callback(vector_env.close)
         elif config.env is not None:
             vector_env = make_vector_env(
@@ -313,7 +329,7 @@ class Trainer:
         ))
         cleanup.callback(reward.close)
         envs: Any = None
-        if pipelined:  # the workers track their environments; the sampler hands over episodes and segments
+        if sampled:  # the runners track their environments; the sampler hands over episodes and segments
             vector_env.segment_length, envs = reward.segment_length, vector_env
         elif vector_env is not None:
             envs = TrackedVectorEnv(vector_env, reward.segment_length)
@@ -356,6 +372,46 @@ class Trainer:
         log.write({"kind": "warm_start", "step": 0, **metrics})
         print(f"warm start: {metrics['warm_start/samples']} expert labels, accuracy "
               f"{metrics['warm_start/accuracy']:.3f}", file=sys.stderr)
+
+    def _continue(self, optimizer: RLOptimizer, log: MetricsLog | None) -> None:
+        """Start from the policy trainer.continue_from serves (see :mod:`polyfuse.training.continuation`)."""
+        run_dir = self.config.trainer.continue_from
+        if run_dir is None:
+            return
+        if self.config.optimizer.params.get("init_from") is not None:
+            raise PolyfuseError("optimizer.params.init_from and trainer.continue_from both choose the starting "
+                                "policy; keep one")
+        check_fits(self.config, self._spaces, run_dir, self.registry)
+        trained_by = load_policy_from(optimizer, run_dir)
+        if log is not None:
+            location = str(served_checkpoint(run_dir))
+            log.write({"kind": "continue_from", "step": 0, "run": str(run_dir), "checkpoint": location,
+                       "optimizer": trained_by})
+            print(f"continuing from {location} (the policy {run_dir} serves, trained by {trained_by})",
+                  file=sys.stderr)
+
+    def _gate(
+        self, optimizer: RLOptimizer, evaluators: dict[str | None, Evaluator], state: RunState,
+        log: MetricsLog | None,
+    ) -> dict[str, Any] | None:
+        """With trainer.continue_from: the promotion decision (:mod:`polyfuse.training.gate`), logged."""
+        if self.config.trainer.continue_from is None or not evaluators or log is None:
+            return None
+        from polyfuse.training.gate import run_gate
+
+        total = 2 * self.config.trainer.eval_episodes * len(self.config.trainer.eval_modes) * len(evaluators)
+        try:  # the served run may have changed or gone since this run started from it
+            check_fits(self.config, self._spaces, self.config.trainer.continue_from, self.registry)
+            with tqdm(total=total, desc="promotion gate", unit="episode", leave=False, file=sys.stderr,
+                      disable=not self.progress, dynamic_ncols=True, mininterval=0.5) as bar:
+                decision = run_gate(self.config, self.registry, optimizer, self.output_dir / CHECKPOINT_DIR,
+                                    state.steps, evaluators, bar.update, lambda: self._stop_signal is not None)
+        except PolyfuseError as exc:
+            raise PolyfuseError(f"promotion gate: {exc}\nthe candidate is saved in {self.output_dir / CHECKPOINT_DIR}"
+                                "; once that is fixed, run again with --resume to judge it") from None
+        if decision is not None:  # None: stopped by a signal before deciding (--resume judges again)
+            log.write({"kind": "promotion", "step": state.steps, **decision})
+        return decision
 
     # -- evaluation, checkpoints, records ---------------------------------------------------------
 
@@ -602,7 +658,7 @@ class Trainer:
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], location: Path) -> None:
-    """Refuse to resume a run with a different config (only the step budget and folder may change)."""
+    """Refuse to resume a run with a different config (only :data:`RESUMABLE_CHANGES` may change)."""
     changed = [path for path in _differences(saved, current) if path not in RESUMABLE_CHANGES]
     if changed:
         raise PolyfuseError(

@@ -259,3 +259,36 @@ def test_the_reward_network_can_name_its_own_encoders_and_fuser(make_registry: A
     assert network.fuser.output_dim == 8 and policy.fuser.output_dim == 16
     assert network.encoders["question"] is policy.encoders["question"], "one sentence-transformer for the run"
     reward.close()
+
+
+def test_a_named_projects_labels_are_learnt_without_asking_more(helpers: Any, tmp_path: Path) -> None:
+    """max_labels 0 with store.project: the labels a deployment collected (polyfuse serve --log-feedback, then
+    polyfuse feedback answer) are what a continued run learns from; nothing new is asked."""
+    from polyfuse_feedback.plugin import build_preference_model
+    from polyfuse_feedback.store import NewQuery
+
+    env = helpers.WordBandit(num_words=4)
+    segments = bandit_segments(env, np.random.default_rng(5), 60)
+    url = f"sqlite:///{tmp_path / 'served.sqlite'}"
+    with LabelStore(url) as store:
+        ids = store.add_segments("served-run", segments)
+        queries = store.post_queries("served-run", [NewQuery(i, None, 2, 0.0, "synthetic") for i in ids])
+        store.record_labels([(q, Label(rating=2 if s.env_rewards[0] > 0 else 1)) for q, s in zip(queries, segments)],
+                            source="synthetic")
+
+    def model(**store: Any) -> PreferenceModel:
+        context = RunContext(env.observation_space, env.action_space,
+                             lambda: helpers.make_network(env.observation_space), seed=0, run_dir=tmp_path / "run",
+                             planned_updates=4)
+        return build_preference_model(PreferenceModelConfig(max_labels=0, store={"url": url, **store}), context)
+
+    served = model(project="served-run")
+    try:
+        served.update()
+        assert len(served.labels) == 60 and served.router.asked() == 60  # the deployment's queries, no new one
+        assert {r.rating for r in served.labels.rows} == {1, 2}
+    finally:
+        served.close()
+    unnamed = model()  # no project named: max_labels 0 reads and asks nothing
+    unnamed.update()
+    assert unnamed.router is None and len(unnamed.labels) == 0

@@ -56,3 +56,9 @@ def test_seeded_and_state_round_trip() -> None:
     restored = annotator(seed=99, temperature=1.0)
     restored.load_state_dict(state)
     assert restored.label(queries) == expected and restored.answered == first.answered
+
+
+def test_unknown_rewards_are_abstained_on_not_guessed() -> None:
+    unknown = segment(1.0, float("nan"))
+    labels = annotator().label([Query(unknown, scale=2), Query(segment(1.0), unknown), Query(segment(1.0), scale=2)])
+    assert labels == [None, None, Label(rating=2)]

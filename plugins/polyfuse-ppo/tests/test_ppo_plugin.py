@@ -58,7 +58,7 @@ def test_defaults() -> None:
         "learning_rate": 1e-3, "lr_schedule": "constant", "n_steps": 64, "n_epochs": 8,
         "batch_size": 64, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "clip_range_vf": None,
         "normalize_advantage": True, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5, "target_kl": None,
-        "kl_coef": 0.0, "shared_trunk": True, "hidden_sizes": [64], "activation": "relu", "ortho_init": True,
+        "lag_correction": "decoupled", "behaviour_weight_cap": None, "kl_coef": 0.0, "shared_trunk": True, "hidden_sizes": [64], "activation": "relu", "ortho_init": True,
         "adam_eps": 1e-5,
     }
 
@@ -78,6 +78,8 @@ def test_every_field_is_documented() -> None:
         {"clip_range": 0},
         {"n_steps": 0},
         {"kl_coef": -1},
+        {"lag_correction": "vtrace"},
+        {"behaviour_weight_cap": 0.5},
         {"hidden_sizes": [0]},
         {"lr_schedule": "cosine"},
         {"target_kl": 0},

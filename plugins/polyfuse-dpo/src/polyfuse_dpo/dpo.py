@@ -24,13 +24,13 @@ from polyfuse.rl import distributions
 from polyfuse.rl.base import Algorithm, GeneratorKind
 from polyfuse.rl.heads import PolicyNetwork, mlp
 from polyfuse.training.api import Pipeline
+from polyfuse.training.continuation import load_policy_from
 
-from polyfuse_dpo.init_from import WHERE as INIT_FROM
-from polyfuse_dpo.init_from import read_policy_weights
 from polyfuse_dpo.losses import action_log_probs, implicit_rewards, preference_loss
 from polyfuse_dpo.plugin import DPOConfig
 
 MAKE_PAIRS = "polyfuse preferences ENV_ID -o DIR"
+INIT_FROM = "optimizer.params.init_from"
 
 
 class DPO(Algorithm):
@@ -108,20 +108,13 @@ class DPO(Algorithm):
 
     def _load_initial_policy(self) -> None:
         """The policy (and so the reference) start from the policy of the run in ``init_from``."""
-        path = self.config.init_from
-        weights, self.init_from_optimizer = read_policy_weights(path)
+        self.init_from_optimizer = load_policy_from(self, self.config.init_from, INIT_FROM)
+
+    def load_policy(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """The policy's weights, but for the frozen encoders it shares with the reference (this run's own)."""
         own = {key: value for key, value in weights.items()
                if not any(key.startswith(prefix) for prefix in self._shared_prefixes)}
-        try:
-            load_own_state(self.policy, own, self._shared_prefixes)
-        except RuntimeError as exc:
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
-            raise PolyfuseError(
-                f"{INIT_FROM}: the policy of {path} (a {self.init_from_optimizer} run) does not fit this pipeline's "
-                f"policy network; use the same modalities, encoders, fuser, hidden_sizes and action space as that "
-                f"run ({detail[:300]})"
-            ) from None
+        load_own_state(self.policy, own, self._shared_prefixes)
 
     # --- learning ---------------------------------------------------------------------------------
 

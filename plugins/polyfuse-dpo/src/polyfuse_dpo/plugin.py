@@ -66,7 +66,8 @@ class DPOConfig(ComponentConfig):
     activation: Literal["tanh", "relu"] = Field("relu", description="Activation of the head's hidden layers.")
     init_from: Path | None = Field(
         None,
-        description="A run folder (or its checkpoint/ folder) of an earlier ppo, a2c or dpo run with the same "
+        description="A run folder (its promoted checkpoint when it has one, else its newest; or a checkpoint "
+        "folder) of an earlier ppo, a2c or dpo run with the same "
         "modalities, encoders, fuser and head: the policy starts from that run's policy weights (frozen encoders "
         "stay this run's own), and so does the reference, unless trainer.warm_start trains it further first. "
         "null: a freshly initialised policy.",

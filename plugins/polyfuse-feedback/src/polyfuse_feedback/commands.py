@@ -1,5 +1,6 @@
 """``polyfuse feedback ...``: serve the annotation app, hand out tokens, migrate a database, move label sets
-between label stores, list a store's projects, fit a reward model to a label set (:mod:`polyfuse_feedback.offline`).
+between label stores, list a store's projects, answer pending queries with an automatic source
+(:mod:`polyfuse_feedback.answering`), fit a reward model to a label set (:mod:`polyfuse_feedback.offline`).
 
 Light on purpose (``polyfuse --help`` imports it): the store and SQLAlchemy are imported by the handler.
 ``--db`` takes a database URL (``sqlite:///...``, ``postgresql+psycopg://...``), a run directory (its
@@ -28,7 +29,7 @@ def register_commands(register: Any) -> None:
     """Register ``polyfuse feedback``; the plugin's ``register_commands`` hook calls this."""
     register("feedback", feedback, arguments=add_arguments,
              help="human feedback and label stores: serve the annotation app, tokens, export/import labels, "
-             "list projects, train a reward model")
+             "list projects, answer pending queries, train a reward model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing = commands.add_parser("projects", help="the projects of a label store, with their counts")
     listing.add_argument("--db", required=True, help=DB_HELP)
     listing.add_argument("--json", action="store_true", help="one JSON object per project")
+    from polyfuse_feedback.answering import add_answer_arguments
     from polyfuse_feedback.offline import add_train_reward_arguments
+
+    add_answer_arguments(commands.add_parser(
+        "answer", help="answer a project's pending queries with an automatic feedback source (synthetic, a judge)"),
+        DB_HELP)
 
     add_train_reward_arguments(commands.add_parser(
         "train-reward", help="fit a preference-model reward to stored labels, to use it by name later"))
@@ -79,6 +85,10 @@ def feedback(args: argparse.Namespace, registry: Any) -> int:
         from polyfuse_feedback.offline import train_reward
 
         return train_reward(args, registry)
+    if args.feedback_command == "answer":
+        from polyfuse_feedback.answering import answer_command
+
+        return answer_command(args, registry)
     handlers = {"export": export_labels, "import": import_labels, "projects": list_projects, "serve": serve_app,
                 "token": new_token, "revoke": revoke, "migrate": migrate}
     return handlers[args.feedback_command](args)

@@ -122,6 +122,17 @@ class PreferenceModel(RewardSource):
             scores = scores - self.config.uncertainty_penalty * rewards.std(0, unbiased=False).numpy() / self.std
         return scores.astype(np.float32)
 
+    def estimate(self, observations: Mapping[str, Any], actions: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The ensemble's mean reward and its members' spread, on the training scale (no uncertainty penalty);
+        None before the model was ever fitted (it knows nothing yet)."""
+        if not self.trained:
+            return None
+        with torch.no_grad():
+            rewards = self._step_rewards(observations, actions)
+        spread = rewards.std(0, unbiased=False).numpy() / self.std if len(self.members) > 1 else None
+        return (rewards.mean(0).numpy() / self.std).astype(np.float32), spread
+
     # -- asking ------------------------------------------------------------------------------------
 
     def observe(self, segments: Sequence[Segment]) -> None:

@@ -99,7 +99,8 @@ class StoreConfig(BaseModel):
     token: str | None = Field(None, description="With the app's address as url: a trainer token of the project "
                               "(better kept in the POLYFUSE_FEEDBACK_TOKEN environment variable than in a config).")
     project: str | None = Field(None, description="Project the run's queries and labels belong to; null: the run "
-                                "directory's name. A resumed run (or a new one naming the project) reads its labels.")
+                                "directory's name. A resumed run (or a new one naming the project) reads its labels; with max_labels 0 a "
+                                "named project's labels are all it learns from (e.g. served-RUN, those of a deployment).")
 
 
 class PreferenceModelConfig(ComponentConfig):
@@ -222,7 +223,9 @@ def build_synthetic(config: SyntheticConfig, seed: int = 0) -> SyntheticAnnotato
 def build_preference_model(config: PreferenceModelConfig, context: RunContext) -> PreferenceModel:
     from polyfuse_feedback.model import PreferenceModel
 
-    router = make_router(config, context) if config.max_labels else None
+    # a project named in the config may hold labels already (a served run's): read them even when asking nothing
+    reads = config.max_labels or config.store.project is not None
+    router = make_router(config, context) if reads and context.asks else None
     try:
         return PreferenceModel(config, context, router)
     except BaseException:

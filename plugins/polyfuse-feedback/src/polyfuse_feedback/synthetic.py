@@ -1,4 +1,8 @@
-"""The ``synthetic`` feedback source: a simulated annotator that compares the segments' true returns."""
+"""The ``synthetic`` feedback source: a simulated annotator that compares the segments' true returns.
+
+It abstains on a segment whose rewards are unknown (NaN: a served episode whose client reported no
+reward), rather than guess.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,11 @@ def preference_probability(first_return: float, second_return: float, temperatur
     return float(1.0 / (1.0 + np.exp(-np.clip(difference / temperature, -60, 60))))
 
 
+def _rewards_known(query: Query) -> bool:
+    segments = (query.first,) if query.second is None else (query.first, query.second)
+    return all(np.isfinite(np.asarray(s.env_rewards, dtype=float)).all() for s in segments)
+
+
 class SyntheticAnnotator(FeedbackSource):
     """Prefers the segment with the higher sum of environment rewards, Boltzmann-rationally, with mistakes."""
 
@@ -31,7 +40,8 @@ class SyntheticAnnotator(FeedbackSource):
 
     def label(self, queries: Sequence[Query]) -> list[Label | None]:
         self.answered += len(queries)
-        return [self._compare(query) if query.second is not None else self._rate(query) for query in queries]
+        return [None if not _rewards_known(query) else self._compare(query) if query.second is not None
+                else self._rate(query) for query in queries]
 
     def _compare(self, query: Query) -> Label:
         assert query.second is not None

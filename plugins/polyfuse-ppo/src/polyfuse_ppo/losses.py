@@ -25,3 +25,31 @@ def clipped_policy_loss(
             "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean(),
         }
     return loss, stats
+
+
+def behaviour_weights(
+    proximal_log_probs: torch.Tensor, behaviour_log_probs: torch.Tensor, cap: float | None
+) -> torch.Tensor:
+    """``pi_prox / pi_behaviour``: the importance weight that corrects lagged rollouts; at most ``cap`` when given.
+
+    A cap truncates the weight (as V-trace's rho-bar does), so that a rare
+    action the proximal policy now favours cannot dominate a minibatch.
+    """
+    weights = (proximal_log_probs - behaviour_log_probs).exp()
+    return weights if cap is None else weights.clamp(max=cap)
+
+
+def decoupled_policy_loss(
+    log_probs: torch.Tensor, proximal_log_probs: torch.Tensor, weights: torch.Tensor, advantages: torch.Tensor,
+    clip_range: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Decoupled PPO (Hilton, Cobbe, Schulman 2021): ``-mean(w min(r A, clip(r, 1-c, 1+c) A))`` with ``r = pi / pi_prox``.
+
+    The clipping window is centred on the proximal policy (the learner's at
+    the start of the update), not on the behaviour policy that collected a
+    lagged rollout; the off-policy correction is the separate weight ``w``
+    (:func:`behaviour_weights`). ``w > 0``, so it may scale the advantages;
+    with ``w = 1`` this is :func:`clipped_policy_loss` against the proximal
+    log-probabilities. Diagnostics as :func:`clipped_policy_loss`'s, on ``r``.
+    """
+    return clipped_policy_loss(log_probs, proximal_log_probs, weights * advantages, clip_range)

@@ -55,6 +55,21 @@ class PPOConfig(OnPolicyConfig):
         description="Activation of the heads' hidden layers (relu: tanh heads saturate on fused features and stall "
         "DigitsVQA at 'always no'; benchmarks/ppo_defaults).",
     )
+    lag_correction: Literal["decoupled", "ratio"] = Field(
+        "decoupled",
+        description="How a rollout collected by a policy one update old (env.vectorization: pipelined or ray) is "
+        "corrected. decoupled: decoupled PPO (Hilton et al. 2021), the ratio is clipped around the learner's policy "
+        "at the start of the update (one extra forward pass over the rollout) and the advantages are weighted by "
+        "pi_learner / pi_behaviour (at most behaviour_weight_cap); ratio: the plain PPO ratio against the behaviour "
+        "policy, clipped around it. On-policy rollouts (sync, async) are unaffected by either.",
+    )
+    behaviour_weight_cap: float | None = Field(
+        None,
+        ge=1,
+        description="lag_correction decoupled: the cap of the importance weight pi_learner / pi_behaviour. "
+        "null: no cap, as in the paper (on BabyAI, one update late, they averaged 1.00 per rollout, at most 3.2; "
+        "a cap of 1.2 gave lower held-out success: benchmarks/pipelined_sampling).",
+    )
     kl_coef: float = Field(
         0.0,
         ge=0,

@@ -4,7 +4,9 @@ Rollouts, reward scoring, GAE, the actor-critic and the learning-rate schedule
 come from :class:`polyfuse.rl.on_policy.OnPolicyAlgorithm`. PPO's own part is
 the update: ``n_epochs`` passes of clipped-objective minibatch updates over
 each rollout, with the implementation details of Baselines/CleanRL
-(advantage normalisation, value clipping, target-KL early stop). For
+(advantage normalisation, value clipping, target-KL early stop). A rollout
+collected one update late by pipelined or Ray env runners is corrected as
+decoupled PPO (Hilton, Cobbe, Schulman 2021) by default: ``lag_correction``. For
 RLHF-style fine-tuning, ``kl_coef > 0`` adds a KL penalty towards a frozen
 copy of the policy taken at the first iterate, i.e. after any supervised
 warm start.
@@ -24,7 +26,7 @@ from polyfuse.rl.heads import PolicyNetwork
 from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout
 from polyfuse.training.distributed import mean_over_ranks
 
-from polyfuse_ppo.losses import clipped_policy_loss
+from polyfuse_ppo.losses import behaviour_weights, clipped_policy_loss, decoupled_policy_loss
 from polyfuse_ppo.plugin import PPOConfig
 
 
@@ -55,6 +57,9 @@ class PPO(OnPolicyAlgorithm):
         recorded = 0
         steps_before = self.gradient_steps
         stopped = False
+        proximal = self._proximal_log_probs(rollout)
+        weights = None if proximal is None else \
+            behaviour_weights(proximal, rollout.log_probs, config.behaviour_weight_cap)
         for _ in range(config.n_epochs):
             order = torch.randperm(rollout.size, generator=self.rng["shuffle"])
             for indices in torch.split(order, config.batch_size):
@@ -63,10 +68,14 @@ class PPO(OnPolicyAlgorithm):
                 advantages = rollout.advantages[indices]
                 if config.normalize_advantage:
                     advantages = normalize(advantages)
-                policy_loss, stats = clipped_policy_loss(
-                    distributions.log_prob(logits, rollout.actions[indices], nvec), rollout.log_probs[indices],
-                    advantages, config.clip_range,
-                )
+                new_log_probs = distributions.log_prob(logits, rollout.actions[indices], nvec)
+                if proximal is None:
+                    policy_loss, stats = clipped_policy_loss(
+                        new_log_probs, rollout.log_probs[indices], advantages, config.clip_range)
+                else:
+                    assert weights is not None
+                    policy_loss, stats = decoupled_policy_loss(
+                        new_log_probs, proximal[indices], weights[indices], advantages, config.clip_range)
                 fit = value_loss(values, rollout.returns[indices], rollout.values[indices], config.clip_range_vf)
                 entropy = distributions.entropy(logits, nvec).mean()
                 loss = policy_loss - config.ent_coef * entropy + config.vf_coef * fit
@@ -97,7 +106,26 @@ class PPO(OnPolicyAlgorithm):
         metrics["explained_variance"] = explained_variance(rollout.values, rollout.returns)
         metrics["gradient_steps"] = float(self.gradient_steps - steps_before)
         metrics["early_stopped"] = float(stopped)
+        if weights is not None:
+            metrics["behaviour_weight"] = weights.mean().item()
+            metrics["behaviour_weight_max"] = weights.max().item()
         return metrics
+
+    @torch.no_grad()
+    def _proximal_log_probs(self, rollout: Rollout) -> torch.Tensor | None:
+        """The learner's log-probabilities of the rollout's actions before this update (decoupled PPO's proximal policy).
+
+        None when there is nothing to decouple: ``lag_correction: ratio``, or a
+        rollout collected with the weights as they are now (sync, async, a
+        sampler's first rollout), so on-policy runs stay exactly as plain PPO.
+        """
+        if self.config.lag_correction == "ratio" or self.sampler is None or self.sampler.lag == 0:
+            return None
+        chunks = []
+        for indices in torch.split(torch.arange(rollout.size), self.config.batch_size):
+            logits = self.model.logits(rollout.observations.take(indices.numpy()))
+            chunks.append(distributions.log_prob(logits, rollout.actions[indices], self.layout.nvec))
+        return torch.cat(chunks)
 
     # --- checkpoints ------------------------------------------------------------------------------
 

@@ -17,10 +17,11 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from polyfuse.body_limit import BodySizeLimit
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from polyfuse_feedback.annotation import LEASE_S, AnnotationQueue, NotFound
-from polyfuse_feedback.app.limits import BodySizeLimit
+from polyfuse_feedback.app.limits import BULK_BODY_BYTES, BULK_PATHS, MAX_BODY_BYTES
 from polyfuse_feedback.app.presenting import RenderedSegments
 from polyfuse_feedback.app.security import LoginRequired
 from polyfuse_feedback.store import LabelStore, StoreError
@@ -59,7 +60,7 @@ def create_app(database_url: str, *, lease_s: float = LEASE_S, source: str = "hu
     app.include_router(trainer_api.router, prefix=API_PREFIX)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, larger={BULK_PATHS: BULK_BODY_BYTES})
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
