@@ -212,3 +212,29 @@ def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
     assert wait_gone(workers) == []
+
+
+def test_a_worker_that_draws_a_progress_bar_leaks_no_semaphore(tmp_path: Path) -> None:
+    """Workers end with os._exit: a tqdm bar (a model loader's) must not leave the learner's tracker a semaphore."""
+    script = tmp_path / "bar_in_worker.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, os, sys
+
+        def child():
+            from polyfuse.sampling.process_worker import progress_bars_with_a_thread_lock
+            progress_bars_with_a_thread_lock()
+            import tqdm
+            for _ in tqdm.tqdm(range(3), file=sys.stderr):
+                pass
+            os._exit(0)
+
+        if __name__ == "__main__":
+            process = multiprocessing.get_context("spawn").Process(target=child)
+            process.start()
+            process.join()
+            sys.exit(process.exitcode)
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "3/3" in result.stderr  # the bar was drawn
+    assert "leaked semaphore" not in result.stderr

@@ -48,9 +48,24 @@ def die_with_parent() -> None:
         pass
 
 
+def progress_bars_with_a_thread_lock() -> None:
+    """Give tqdm a thread lock before anything (a model loader) draws a bar.
+
+    Its default lock is a multiprocessing semaphore, registered with the learner's resource
+    tracker; this process ends with ``os._exit``, which never unregisters it, so every run ended
+    with a "leaked semaphore" warning. Nothing here shares a bar with another process.
+    """
+    import threading
+
+    import tqdm
+
+    tqdm.tqdm.set_lock(threading.RLock())
+
+
 def run_worker(connection: Connection, parent_pid: int, setup: Mapping[str, Any]) -> None:
     """The worker's main function (a spawned process); ``setup`` is JSON-like: env config, seeds, env slice."""
     die_with_parent()
+    progress_bars_with_a_thread_lock()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         return
