@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,18 @@ def test_an_env_optimizer_without_an_env_is_told_to_add_one(tmp_path: Path) -> N
     })
     with pytest.raises(PolyfuseError, match=r"env: optimizer 'dqn' learns by stepping an environment"):
         Trainer(config, progress=False).run()
+
+
+def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp_path: Path) -> None:
+    from polyfuse.training.trainer import check_resumable
+
+    current = digits_config(tmp_path).model_dump(mode="json")
+    older = copy.deepcopy(current)  # written by a polyfuse whose PPO and trainer lacked these options
+    del older["optimizer"]["params"]["lag_correction"], older["trainer"]["promotion"]
+    check_resumable(older, current, tmp_path)
+    older["optimizer"]["params"]["n_steps"] = 64  # a real change is still refused
+    with pytest.raises(PolyfuseError, match=r"config changed since the checkpoint \(optimizer\.params\.n_steps\)"):
+        check_resumable(older, current, tmp_path)
 
 
 def test_a_ray_run_may_resume_on_another_cluster_but_not_with_other_runners(tmp_path: Path) -> None:

@@ -25,9 +25,9 @@ import torch
 from tqdm import tqdm
 
 from polyfuse.components import Kind
-from polyfuse.config import EnvConfig, PipelineConfig
+from polyfuse.config import EnvConfig, PipelineConfig, validate_pipeline
 from polyfuse.envs import action_names, check_env_id, make_vector_env
-from polyfuse.errors import PolyfuseError
+from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.network import NetworkFactory
 from polyfuse.registry import Registry, default_registry
 from polyfuse.rewards import RewardSource, RunContext
@@ -615,7 +615,7 @@ class Trainer:
                 )
             location, checkpoint = found
             self._checkpoint_location = location
-            check_resumable(checkpoint["config"], self.config.model_dump(mode="json"), location)
+            check_resumable(checkpoint["config"], self.config.model_dump(mode="json"), location, self.registry)
             return checkpoint
         existing = [self.output_dir / name for name in RUN_FILES if (self.output_dir / name).exists()]
         if existing:
@@ -657,14 +657,29 @@ class Trainer:
                 signal.signal(signum, handler)
 
 
-def check_resumable(saved: dict[str, Any], current: dict[str, Any], location: Path) -> None:
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], location: Path,
+                    registry: Registry | None = None) -> None:
     """Refuse to resume a run with a different config (only :data:`RESUMABLE_CHANGES` may change)."""
-    changed = [path for path in _differences(saved, current) if path not in RESUMABLE_CHANGES]
+    upgraded = _with_todays_defaults(saved, registry)
+    changed = [path for path in _differences(upgraded, current) if path not in RESUMABLE_CHANGES]
     if changed:
         raise PolyfuseError(
             f"cannot resume from {location}: the config changed since the checkpoint ({', '.join(changed)}); "
             "resume with the original config, or start a new run in another output_dir"
         )
+
+
+def _with_todays_defaults(saved: dict[str, Any], registry: Registry | None) -> dict[str, Any]:
+    """The saved config as this version of polyfuse and its plugins validate it.
+
+    A field added since the checkpoint was written (a new option with a default) is absent from the
+    saved config; taking its default is not a change, so upgrading does not strand a run. A config
+    that no longer validates is compared as saved: what changed shows in the refusal.
+    """
+    try:
+        return validate_pipeline(saved, registry).model_dump(mode="json")
+    except ConfigError:
+        return saved
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
