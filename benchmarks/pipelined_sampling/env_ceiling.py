@@ -1,9 +1,9 @@
 """The ceiling: how many env steps per second one core gives with no learning at all.
 
 Steps ``--num-envs`` copies of the environment, as polyfuse builds them (text
-mission, heading info) in gymnasium's SyncVectorEnv, with uniformly random
-actions, for ``--seconds``; and one bare ``gymnasium.make`` environment the
-same way. Prints one JSON object on the last line.
+mission, heading info, the cached MiniGrid view) in gymnasium's SyncVectorEnv,
+with uniformly random actions, for ``--seconds``; and one bare
+``gymnasium.make`` environment (MiniGrid as it ships) the same way. Prints one JSON object on the last line.
 """
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ class TextAsBytes(gym.ObservationWrapper):
         return result
 
 
-def make_training_env(env_id: str) -> gym.Env:
-    return TextAsBytes(make_env(env_id))
+def make_training_env(env_id: str, minigrid_view: str) -> gym.Env:
+    return TextAsBytes(make_env(env_id, minigrid_view=minigrid_view))
 
 
 class Features:
@@ -103,14 +103,14 @@ class VecFeatures(VecEnvWrapper):
         return self.features(observations), rewards, dones, infos
 
 
-def evaluate(model: Any, env_id: str, features: Features, episodes: int) -> dict[str, float]:
+def evaluate(model: Any, env_id: str, features: Features, episodes: int, minigrid_view: str) -> dict[str, float]:
     """Greedy policy on the held-out episodes polyfuse evaluates on (seeds from EVAL_SEED_BASE)."""
 
     def prepare(observation: dict[str, Any]) -> dict[str, np.ndarray]:
         batch = features({key: np.asarray(value)[None] for key, value in observation.items()})
         return {key: value[0] for key, value in batch.items()}
 
-    env = TextAsBytes(make_env(env_id, eval_kwargs(env_id, {})))
+    env = TextAsBytes(make_env(env_id, eval_kwargs(env_id, {}), minigrid_view=minigrid_view))
     return play_held_out(model, env, prepare, episodes, deterministic=True)
 
 
@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=200)
     parser.add_argument("--hparams", default="{}", help="JSON of SB3 PPO constructor arguments")
+    parser.add_argument("--minigrid-view", choices=["stock", "indexed"], default="stock",
+                        help="MiniGrid's own view (what SB3 users run) or polyfuse's cached one (same observations)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -131,7 +133,7 @@ def main() -> None:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    env_fns = [partial(make_training_env, args.env)] * args.num_envs
+    env_fns = [partial(make_training_env, args.env, args.minigrid_view)] * args.num_envs
     raw = DummyVecEnv(env_fns) if args.vec_env == "dummy" else SubprocVecEnv(env_fns)
     raw.seed(args.seed)
     probe = TextAsBytes(make_env(args.env))
@@ -142,7 +144,7 @@ def main() -> None:
     model.learn(total_timesteps=args.steps)
     wall = time.perf_counter() - start
     envs.close()
-    held_out = evaluate(model, args.env, features, args.eval_episodes)
+    held_out = evaluate(model, args.env, features, args.eval_episodes, args.minigrid_view)
     print(json.dumps({"library": "stable-baselines3", "vec_env": args.vec_env, "steps": int(model.num_timesteps),
                       "wall_time_s": wall, "steps_per_second": model.num_timesteps / wall, "held_out": held_out}))
 

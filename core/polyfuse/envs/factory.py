@@ -10,12 +10,13 @@ import signal
 from collections.abc import Mapping
 from functools import partial
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 from polyfuse.envs import babyai
+from polyfuse.envs.minigrid_view import use_indexed_view
 from polyfuse.errors import PolyfuseError
 
 EVAL_KWARGS_KEY = "polyfuse.eval_kwargs"
@@ -70,12 +71,15 @@ def _register_plugin_env(env_id: str) -> None:
                                 f"({type(exc).__name__}: {exc})") from None
 
 
-def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None, *, expert: bool = False) -> gym.Env:
+def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None, *, expert: bool = False,
+             minigrid_view: Literal["indexed", "stock"] = "indexed") -> gym.Env:
     """One environment with text observations declared as Text spaces.
 
     ``expert=True`` asks for ``info["expert_action"]`` labels (supervised warm
     start); environments that label themselves (DigitsVQA) need nothing added,
-    BabyAI levels get minigrid's bot.
+    BabyAI levels get minigrid's bot. MiniGrid levels compute their view with
+    :mod:`polyfuse.envs.minigrid_view` (the same observations, faster); ``"stock"``
+    keeps MiniGrid's own, for benchmarks that time the simulator as others ship it.
     """
     check_env_id(env_id)
     try:
@@ -83,6 +87,8 @@ def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None, *, expert: bo
     except TypeError as exc:
         raise PolyfuseError(f"env.kwargs do not fit {env_id}: {exc}") from None
     if babyai.is_minigrid_env(env):
+        if minigrid_view == "indexed":
+            use_indexed_view(env.unwrapped)
         env = babyai.FacingInfo(babyai.MissionAsText(env))
         if expert:
             if not babyai.is_babyai_level(env):
