@@ -141,9 +141,11 @@ def test_small_cnn_embeds_grid_codes_rather_than_scaling_them():
         grid(np.stack([cells[0], np.full((7, 7, 3), 11, np.uint8)]))
 
 
-@pytest.mark.parametrize("shape, pool_size", [((7, 7, 3), 4), ((8, 8, 2), 4), ((5, 6, 1), 4), ((7, 7, 3), 3)])
-def test_small_cnn_grid_gradients_are_bit_identical_to_autograds_defaults(shape, pool_size):
-    """Its own embedding and pooling backward passes (issue 12's speed item) change nothing but the time."""
+@pytest.mark.parametrize("shape, pool_size", [((7, 7, 3), 4), ((8, 8, 2), 4), ((5, 6, 1), 4), ((7, 7, 3), 3),
+                                              ((16, 17, 2), 4), ((7, 7, 3), 1)])
+def test_small_cnn_grid_is_autograds_default_path(shape, pool_size):
+    """Its own embedding backward and matrix-product pooling (issue 12's speed items) compute what
+    nn.Embedding and nn.AdaptiveAvgPool2d compute: same map, features and gradients."""
     from polyfuse.encoders.small_cnn import SmallCNNEncoder
 
     torch.manual_seed(0)
@@ -156,13 +158,22 @@ def test_small_cnn_grid_gradients_are_bit_identical_to_autograds_defaults(shape,
         (features * weights).sum().backward()
         return [p.grad.clone() for p in encoder.parameters()]
 
-    fast = gradients(encoder(codes))
+    features, feature_map = encoder.forward_spatial(codes)
+    assert feature_map.shape == (64, *encoder.feature_map_shape)
+    fast = gradients(features)
     indices = torch.from_numpy(codes).long() + encoder.channel_offsets
-    feature_map = encoder.convs(encoder.cells(indices).flatten(3).permute(0, 3, 1, 2))
-    reference = gradients(encoder.head(encoder.pool(feature_map)))
-    assert all(torch.equal(a, b) for a, b in zip(fast, reference))
-    with torch.no_grad():
-        assert torch.equal(encoder(codes), encoder.head(encoder.pool(feature_map)))
+
+    def reference_map():  # nn.Embedding's own backward
+        return encoder.convs(encoder.cells(indices).flatten(3).permute(0, 3, 1, 2))
+
+    assert torch.equal(feature_map, reference_map())
+    same_pooling = gradients(encoder.head(encoder._pool_grid(reference_map())))
+    assert all(torch.equal(a, b) for a, b in zip(fast, same_pooling, strict=True)), "embedding: bit-identical"
+    reference = encoder.head(encoder.pool(reference_map()))
+    torch.testing.assert_close(features, reference, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(fast, gradients(reference), strict=True):
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_small_cnn_downsamples_larger_images():

@@ -9,14 +9,14 @@ Spatial fusers read the last convolution's output, before pooling, through
 ``forward_spatial`` (the encoder contract's optional spatial API, shared with
 ``timm``); its ``(C, H, W)`` is ``feature_map_shape``.
 
-Two backward passes are computed by this module rather than by autograd's
-defaults, on CPU only, with bit-identical gradients (same operations in the
-same order), because the defaults dominated a grid encoder's update (issue 12):
-the embedding's gradient is one ``index_add_`` (``embedding_dense_backward``
-adds row by row), and the pooling's gradient is formed in the feature map's
-channels-last layout (the grid embedding makes the convolutions run
-channels-last, but the gradient arriving through ``Flatten`` is NCHW, which
-sent ``adaptive_avg_pool2d``'s backward down its slow path).
+Two steps of grid mode are computed by this module rather than by torch's
+defaults, because the defaults dominated a grid encoder's update on CPU (issue
+12): the embedding's gradient is one ``index_add_`` (``embedding_dense_backward``
+adds row by row; same rows in the same order, so bit-identical), and the
+pooling is one matrix product over the map's cells (the embedding makes the
+convolutions run channels-last, which sent ``adaptive_avg_pool2d``'s backward
+down its slow path; the product is the same average up to float rounding, and
+autograd's matrix-product backward is fast in any layout).
 """
 
 from __future__ import annotations
@@ -59,36 +59,16 @@ def _window(index: int, size_out: int, size_in: int) -> tuple[int, int]:
     return index * size_in // size_out, -(-(index + 1) * size_in // size_out)
 
 
-class _ChannelsLastPool(torch.autograd.Function):
-    """``F.adaptive_avg_pool2d`` on a channels-last map, its gradient built channels-last.
-
-    The incoming gradient is NCHW (it comes through ``Flatten``), which makes autograd's default
-    run the NCHW kernel on copies (~10x slower than the pooling itself). This backward does what
-    that kernel does — ``grad / kh / kw`` added to each output cell's window, cells in row-major
-    order — so the gradient is bit-identical, in the layout the convolutions' backward wants.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, feature_map: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
-        ctx.input_size = tuple(feature_map.shape[-2:])
-        return F.adaptive_avg_pool2d(feature_map, output_size)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        in_h, in_w = ctx.input_size
-        out_h, out_w = grad.shape[-2:]
-        grad = grad.contiguous(memory_format=torch.channels_last)
-        grad_in = grad.new_zeros((*grad.shape[:2], in_h, in_w)).contiguous(memory_format=torch.channels_last)
-        rows = [_window(i, out_h, in_h) for i in range(out_h)]
-        cols = [_window(j, out_w, in_w) for j in range(out_w)]
-        for i, (h0, h1) in enumerate(rows):
-            for j, (w0, w1) in enumerate(cols):
-                grad_in[:, :, h0:h1, w0:w1] += (grad[:, :, i, j] / (h1 - h0) / (w1 - w0))[:, :, None, None]
-        return grad_in, None
-
-
-def _channels_last(tensor: torch.Tensor) -> bool:
-    return tensor.dim() == 4 and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last)
+def _pooling_matrix(size_in: tuple[int, int], size_out: tuple[int, int]) -> torch.Tensor:
+    """``P`` of shape ``(out_h * out_w, in_h * in_w)``: ``P @ cells`` average-pools row-major cells."""
+    (in_h, in_w), (out_h, out_w) = size_in, size_out
+    weights = torch.zeros(out_h, out_w, in_h, in_w)
+    for i in range(out_h):
+        h0, h1 = _window(i, out_h, in_h)
+        for j in range(out_w):
+            w0, w1 = _window(j, out_w, in_w)
+            weights[i, j, h0:h1, w0:w1] = 1.0 / ((h1 - h0) * (w1 - w0))
+    return weights.reshape(out_h * out_w, in_h * in_w)
 
 
 class SmallCNNEncoder(Encoder):
@@ -132,6 +112,9 @@ class SmallCNNEncoder(Encoder):
         )
         self.output_dim = int(output_dim)
         self.feature_map_shape: tuple[int, int, int] = (width_in, int(mapped.shape[2]), int(mapped.shape[3]))
+        if mode == "grid":
+            matrix = _pooling_matrix(self.feature_map_shape[1:], pooled)
+            self.register_buffer("pool_matrix", matrix, persistent=False)
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.forward_spatial(batch)[0]
@@ -144,11 +127,15 @@ class SmallCNNEncoder(Encoder):
         device = self.head[1].weight.device
         x = self._embed_grid(batch, device) if self.mode == "grid" else self._image(batch, device)
         feature_map = self.convs(x)
-        if feature_map.device.type == "cpu" and torch.is_grad_enabled() and _channels_last(feature_map):
-            pooled = _ChannelsLastPool.apply(feature_map, self.pool.output_size)
-        else:
-            pooled = self.pool(feature_map)
+        pooled = self._pool_grid(feature_map) if self.mode == "grid" else self.pool(feature_map)
         return self.head(pooled), feature_map
+
+    def _pool_grid(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """``self.pool(feature_map)`` as one matrix product over the cells, channels-last as the map is."""
+        batch, channels, height, width = feature_map.shape
+        cells = feature_map.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        pooled = torch.matmul(self.pool_matrix, cells)  # (B, out_h * out_w, C)
+        return pooled.transpose(1, 2).reshape(batch, channels, *self.pool.output_size)
 
     def _image(self, batch: Any, device: torch.device) -> torch.Tensor:
         x = image_batch(batch, self.modality, device)
