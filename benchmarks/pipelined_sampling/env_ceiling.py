@@ -2,8 +2,9 @@
 
 Steps ``--num-envs`` copies of the environment, as polyfuse builds them (text
 mission, heading info, the cached MiniGrid view) in gymnasium's SyncVectorEnv,
-with uniformly random actions, for ``--seconds``; and one bare
-``gymnasium.make`` environment (MiniGrid as it ships) the same way. Prints one JSON object on the last line.
+with uniformly random actions, for ``--seconds``; the same with MiniGrid's
+own view (``minigrid_view="stock"``); and one bare ``gymnasium.make``
+environment (MiniGrid as it ships) the same way. Prints one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
 import polyfuse.envs  # noqa: F401  (registers polyfuse's ids)
-from polyfuse.envs import make_vector_env
+from polyfuse.envs import make_env, make_vector_env
 from polyfuse.envs.babyai import import_minigrid
 
 
@@ -41,6 +43,10 @@ def main() -> None:
     actions = envs.single_action_space.n
     vector = rate(lambda: envs.step(rng.integers(actions, size=args.num_envs)), args.num_envs, args.seconds)
     envs.close()
+    stock_envs = gym.vector.SyncVectorEnv([partial(make_env, args.env, minigrid_view="stock")] * args.num_envs)
+    stock_envs.reset(seed=0)
+    stock = rate(lambda: stock_envs.step(rng.integers(actions, size=args.num_envs)), args.num_envs, args.seconds)
+    stock_envs.close()
 
     import_minigrid()
     bare = gym.make(args.env)
@@ -52,7 +58,8 @@ def main() -> None:
             bare.reset()
 
     single = rate(bare_step, 1, args.seconds / 2)
-    print(json.dumps({"env": args.env, "vector_env_steps_per_second": vector, "bare_env_steps_per_second": single}))
+    print(json.dumps({"env": args.env, "vector_env_steps_per_second": vector,
+                      "stock_view_vector_env_steps_per_second": stock, "bare_env_steps_per_second": single}))
 
 
 if __name__ == "__main__":
