@@ -6,7 +6,9 @@ frozen encoders are shared with the policy's networks) and an MLP head giving
 Comparisons are fitted with the Bradley–Terry loss (``P(second preferred) =
 sigmoid(R2 - R1)``, ties as 0.5 targets), ratings and good/bad labels with an
 ordinal (cumulative-logit) loss on the same return, each member on its own
-bootstrap weights of the labels. ``score()`` is the ensemble mean, scaled (see :meth:`normalise`).
+bootstrap weights of the labels (and, with ``pseudo_labels``, on its own confident predictions for
+unlabelled pairs of the pool: :mod:`polyfuse_feedback.pseudo_labels`). ``score()`` is the ensemble
+mean, scaled (see :meth:`normalise`).
 
 A comparison pairs two segments of the pool (``pairing: random``) or, in a one-step (bandit) task,
 the policy's action and another one in the same context (``pairing: same-context``): as RLHF for
@@ -31,6 +33,7 @@ from polyfuse.training.replay import ReplayableSegment
 
 from polyfuse_feedback.labels import LabelRow, LabelSet
 from polyfuse_feedback.networks import Member, bradley_terry_loss, ordinal_loss
+from polyfuse_feedback.pseudo_labels import PseudoLabeller
 from polyfuse_feedback.saved import load_members, read_saved_reward
 from polyfuse_feedback.schedule import query_counts
 
@@ -84,6 +87,7 @@ class PreferenceModel(RewardSource):
         self.pool: deque[Segment] = deque(maxlen=config.pool_size)
         self._returns_seen: list[float] = []  # true returns of the segments since the last update
         self.labels = LabelSet(context.seed, config.ensemble_size, config.heldout_fraction)
+        self.pseudo = PseudoLabeller(config.pseudo_labels, context.seed) if config.pseudo_labels else None
         self.updates = 0
         self.std = 1.0
         self.trained = False
@@ -311,6 +315,8 @@ class PreferenceModel(RewardSource):
         for _ in range(steps):
             rows = self.rng.integers(0, len(training), min(self.config.batch_size, len(training)))
             loss = self._loss([training[i] for i in rows.tolist()])
+            if self.pseudo is not None:
+                loss = loss + self.pseudo.loss(self.pool, len(rows), self._returns)
             self.adam.zero_grad()
             loss.backward()
             self.adam.step()
@@ -368,6 +374,8 @@ class PreferenceModel(RewardSource):
             if value is not None:
                 metrics[key] = value
         metrics.update(labels=float(len(self.labels)), updates=float(self.updates))
+        if self.pseudo is not None:
+            metrics.update(self.pseudo.metrics())
         if self._returns_seen:  # how the policy does by the environment's own reward, where it has one
             metrics["segment_env_return"] = float(np.mean(self._returns_seen))
             self._returns_seen = []
@@ -388,7 +396,8 @@ class PreferenceModel(RewardSource):
         return {"members": self.members.state_dict(), "adam": self.adam.state_dict(),
                 "router": self.router.state_dict() if self.router is not None else {},
                 "rng": json.dumps(self.rng.bit_generator.state),
-                "updates": self.updates, "std": self.std, "trained": self.trained}
+                "updates": self.updates, "std": self.std, "trained": self.trained,
+                **({"pseudo_rng": json.dumps(self.pseudo.rng.bit_generator.state)} if self.pseudo else {})}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.members.load_state_dict(state["members"])
@@ -396,6 +405,8 @@ class PreferenceModel(RewardSource):
         if self.router is not None:
             self.router.load_state_dict(state["router"])
         self.rng.bit_generator.state = json.loads(state["rng"])
+        if self.pseudo is not None and "pseudo_rng" in state:  # absent when the run began without pseudo-labels
+            self.pseudo.rng.bit_generator.state = json.loads(state["pseudo_rng"])
         self.updates = int(state["updates"])
         self.std, self.trained = float(state["std"]), bool(state["trained"])
         if self.router is not None:

@@ -103,6 +103,20 @@ class StoreConfig(BaseModel):
                                 "named project's labels are all it learns from (e.g. served-RUN, those of a deployment).")
 
 
+class PseudoLabelsConfig(BaseModel):
+    """Semi-supervised reward learning (SURF, Park et al. 2022): confident predictions on unlabelled pairs as labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(
+        0.99, gt=0.5, lt=1, description="An unlabelled pair is pseudo-labelled when a member's P(one side "
+        "preferred) reaches this (SURF's tau); below it the pair adds nothing to that member's loss."
+    )
+    weight: float = Field(1.0, gt=0, description="Weight of the pseudo-label loss next to the labels' (SURF's "
+                          "lambda).")
+    ratio: int = Field(4, gt=0, description="Unlabelled pairs drawn from the pool per labelled pair in each "
+                       "batch (SURF's mu).")
+
+
 class PreferenceModelConfig(ComponentConfig):
     """Params of the ``preference-model`` reward."""
 
@@ -176,6 +190,12 @@ class PreferenceModelConfig(ComponentConfig):
     uncertainty_penalty: float = Field(
         0.0, ge=0, description="Subtract this many ensemble standard deviations from each score (pessimism where the "
         "members disagree: actions the labels never showed). 0: the ensemble mean alone."
+    )
+
+    pseudo_labels: PseudoLabelsConfig | None = Field(
+        None, description="Also train each member on unlabelled pairs of pool segments that it ranks confidently, "
+        "its own prediction as a hard label, recomputed at every gradient step and never stored (SURF); "
+        "e.g. {threshold: 0.99, weight: 1.0, ratio: 4}. null: labels only."
     )
 
     @model_validator(mode="after")
