@@ -8,7 +8,9 @@ of an RL loop on these simulators. Here the whole grid's codes and see-through
 flags are kept in arrays (padded with MiniGrid's off-map walls) and kept current:
 cells that ``Grid.set`` replaced are found by comparing the cell list with the
 last one seen, and cells whose code can change in place (doors open and unlock;
-objects of classes MiniGrid does not ship) are read again each step. A view is
+objects of classes MiniGrid does not ship, subclasses included) are read again each
+step. Objects of MiniGrid's other classes are taken as fixed: a level that recolours
+one in place after reset needs ``make_env(..., minigrid_view="stock")``. A view is
 then an array slice and a rotation; the occlusion pass runs row by row on bit
 masks, through a cache of MiniGrid's own per-row rule. Tests compare the two
 step by step across levels, doors, boxes, carried objects and moving obstacles.
@@ -22,6 +24,9 @@ from typing import Any
 import numpy as np
 
 EMPTY = (1, 0, 0)  # minigrid.core.constants: OBJECT_TO_IDX["empty"], no colour, no state
+MAX_VIEW = 63  # rows are bit masks in int64: wider views take MiniGrid's own path
+TABLE_VIEW = 15  # up to this width, row masks unpack through a 2 ** width table (0.5 MB at 15)
+GRID_METHODS = ("get", "set", "slice", "rotate_left", "process_vis", "encode")  # what gen_obs calls on the grid
 
 
 def use_indexed_view(env: Any) -> bool:
@@ -39,10 +44,7 @@ class IndexedView:
     """``env.gen_obs`` for one environment: its grid's codes, kept current between steps."""
 
     def __init__(self, env: Any) -> None:
-        from minigrid.core.grid import Grid
-
         self.env = env
-        self._stock_get = Grid.get
         self._grid: Any = None  # the Grid the arrays describe (a new one each reset)
         self._size = 0  # the view size the padding was made for
         self._cells: list[Any] = []  # the grid's cell list when last read
@@ -53,11 +55,11 @@ class IndexedView:
     def __call__(self) -> dict[str, Any]:
         env = self.env
         grid = env.grid
-        if type(grid).get is not self._stock_get:  # a grid class of its own: its cells may not live in grid.grid
+        size = env.agent_view_size
+        if size > MAX_VIEW or not _stock_grid(type(grid)):  # a grid class of its own may not keep cells in grid.grid
             from minigrid.minigrid_env import MiniGridEnv
 
             return MiniGridEnv.gen_obs(env)
-        size = env.agent_view_size
         if grid is not self._grid or size != self._size:
             self._read_grid(grid, size)
         else:
@@ -111,11 +113,23 @@ def _cell(obj: Any) -> tuple[tuple[int, int, int], bool]:
 
 
 @functools.cache
-def _static(cls: type) -> bool:
-    """Whether a class's code and see-through flag are fixed (MiniGrid's objects other than doors)."""
-    from minigrid.core.world_object import Wall, WorldObj
+def _stock_grid(cls: type) -> bool:
+    """Whether a grid class builds the view with ``Grid``'s own methods (and so keeps its cells in ``grid.grid``)."""
+    from minigrid.core.grid import Grid
 
-    return cls.encode is WorldObj.encode and cls.see_behind in (WorldObj.see_behind, Wall.see_behind)
+    return all(getattr(cls, name) is getattr(Grid, name) for name in GRID_METHODS)
+
+
+@functools.cache
+def _static(cls: type) -> bool:
+    """Whether a class's code and see-through flag are fixed: MiniGrid's own classes other than doors.
+
+    Only the exact classes: a subclass (a lamp that recolours itself when toggled) may change in place.
+    """
+    from minigrid.core import world_object
+
+    return cls in (world_object.Wall, world_object.Floor, world_object.Lava, world_object.Goal,
+                   world_object.Key, world_object.Ball, world_object.Box)
 
 
 def _turned(square: np.ndarray, direction: int) -> np.ndarray:
@@ -140,23 +154,30 @@ def _visibility(clear: np.ndarray, agent_i: int, agent_j: int) -> np.ndarray:
     lights depends only on its cells lit from below and its clear cells, so each row is one lookup.
     """
     size = clear.shape[0]
-    patterns, weights = _bit_patterns(size)
+    weights = _weights(size)
     clear_rows = (weights @ clear).tolist()  # row j's bit i: cell (i, j) is clear
     lit_rows = [0] * size
     lit = 1 << agent_i
     for j in range(agent_j, -1, -1):
         lit_rows[j], lit = _row(size, lit, clear_rows[j])
-    return patterns[lit_rows].T
+    if size <= TABLE_VIEW:
+        return _bit_patterns(size)[lit_rows].T
+    return (np.array(lit_rows, dtype=np.int64)[:, None] & weights).astype(bool).T
 
 
 @functools.cache
-def _bit_patterns(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``[n, i]``: bit i of n, for every n below ``2 ** size``; and the bits' weights ``2 ** i``."""
-    weights = np.left_shift(1, np.arange(size))
-    return (np.arange(2**size)[:, None] & weights[None, :]).astype(bool), weights
+def _weights(size: int) -> np.ndarray:
+    """The bits' weights ``2 ** i`` (int64: ``size`` up to :data:`MAX_VIEW`)."""
+    return np.left_shift(np.int64(1), np.arange(size, dtype=np.int64))
 
 
 @functools.cache
+def _bit_patterns(size: int) -> np.ndarray:
+    """``[n, i]``: bit i of n, for every n below ``2 ** size`` (views up to :data:`TABLE_VIEW` wide)."""
+    return (np.arange(2**size)[:, None] & _weights(size)[None, :]).astype(bool)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # every (lit, clear) pair of a 7-wide view; wide views would grow without end
 def _row(size: int, lit: int, clear: int) -> tuple[int, int]:
     """``Grid.process_vis`` on one row: (cells lit in it, cells it lights in the row above), as bit masks.
 
