@@ -187,6 +187,21 @@ def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp
         check_resumable(older, current, tmp_path)
 
 
+def test_an_unchanged_config_resumes_when_one_validation_leaves_a_default_unfilled(tmp_path: Path) -> None:
+    """preference-model's default feedback source gets its params on a second validation, not the first."""
+    from polyfuse.config import load_pipeline
+    from polyfuse.training.trainer import check_resumable
+
+    pytest.importorskip("polyfuse_feedback")
+    example = Path(__file__).resolve().parents[1] / "examples" / "continuous_retraining" / "finetune.yaml"
+    config = load_pipeline(example).model_dump(mode="json")
+    check_resumable(config, copy.deepcopy(config), tmp_path)
+    changed = copy.deepcopy(config)
+    changed["reward"]["params"]["feedback"][0]["params"]["error_rate"] = 0.1
+    with pytest.raises(PolyfuseError, match=r"config changed since the checkpoint \(reward\.params\.feedback\)"):
+        check_resumable(config, changed, tmp_path)
+
+
 def test_a_ray_run_may_resume_on_another_cluster_but_not_with_other_runners(tmp_path: Path) -> None:
     from polyfuse.training.trainer import check_resumable
 

@@ -660,8 +660,11 @@ class Trainer:
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], location: Path,
                     registry: Registry | None = None) -> None:
     """Refuse to resume a run with a different config (only :data:`RESUMABLE_CHANGES` may change)."""
-    upgraded = _with_todays_defaults(saved, registry)
-    changed = [path for path in _differences(upgraded, current) if path not in RESUMABLE_CHANGES]
+    # both sides through the same validation: one pass does not always reach a fixed point (a default
+    # preference-model feedback source gets its params filled on the second), so comparing a re-validated
+    # saved config with a once-validated current one would refuse runs whose config did not change
+    upgraded, today = _with_todays_defaults(saved, registry), _with_todays_defaults(current, registry)
+    changed = [path for path in _differences(upgraded, today) if path not in RESUMABLE_CHANGES]
     if changed:
         raise PolyfuseError(
             f"cannot resume from {location}: the config changed since the checkpoint ({', '.join(changed)}); "
@@ -670,7 +673,7 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], location: Pa
 
 
 def _with_todays_defaults(saved: dict[str, Any], registry: Registry | None) -> dict[str, Any]:
-    """The saved config as this version of polyfuse and its plugins validate it.
+    """A config as this version of polyfuse and its plugins validate it.
 
     A field added since the checkpoint was written (a new option with a default) is absent from the
     saved config; taking its default is not a change, so upgrading does not strand a run. A config
