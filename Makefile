@@ -16,8 +16,8 @@ export MPLBACKEND ?= Agg
 
 setup: $(VENV)/.installed test-services
 
-# Debian's PostgreSQL server and Chromium, for the label store's and the annotation app's tests;
-# a no-op when present, and a note (not a failure) without root or apt.
+# Debian's PostgreSQL server, Chromium and espeak-ng, for the label store's, the annotation app's and the
+# recording script's tests; a no-op when present, and a note (not a failure) without root or apt.
 test-services:
 	@scripts/install-test-services.sh
 

@@ -1,5 +1,5 @@
 """The app as people run it: `polyfuse feedback serve` in its own process, annotators over real HTTP on
-loopback, SIGKILL of the server while 32 annotators submit 2,000 labels."""
+loopback, SIGKILL of the server while 16 annotators submit 600 labels."""
 
 import threading
 import time
@@ -9,7 +9,7 @@ from polyfuse_feedback.access import issue_token
 from polyfuse_feedback.store import LabelStore, NewQuery
 from test_store import make_segment
 
-ANNOTATORS, LABELS = 32, 2000
+ANNOTATORS, LABELS = 16, 600
 
 
 def test_no_acknowledged_label_is_lost_when_the_server_is_killed(store_url):
