@@ -77,11 +77,39 @@ def test_a_local_instance_s_files_fit_rays_socket_paths(monkeypatch: pytest.Monk
     assert len(socket) <= 107, f"ray.init: AF_UNIX path length cannot exceed 107 bytes: {socket}"
 
 
-def test_nproc_with_ray_is_refused(tmp_path: Path) -> None:
-    from polyfuse.training.distributed import check_distributable
+def test_nproc_splits_the_runners_and_refuses_workers_that_do_not_divide(tmp_path: Path) -> None:
+    from polyfuse.training.distributed import check_distributable, rank_share
 
-    with pytest.raises(PolyfuseError, match="--nproc 2: env.vectorization: ray .* drop --nproc"):
-        check_distributable(validate_pipeline(config_data(tmp_path)), 2, "env")
+    config = validate_pipeline(config_data(tmp_path, workers=4))
+    check_distributable(config, 2, "env")
+    share = rank_share(config, 2)
+    assert (share.env.workers, share.env.num_envs) == (2, 4)  # each rank: half the runners, half the environments
+    with pytest.raises(PolyfuseError, match=r"--nproc 2: env.workers \(3\) is the total .* multiple of 2"):
+        check_distributable(validate_pipeline(config_data(tmp_path, workers=3)), 2, "env")
+
+
+@needs_ray
+def test_a_rank_torchrun_started_refuses_workers_that_do_not_divide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from polyfuse.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(config_data(tmp_path / "run", workers=3)), encoding="utf-8")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node 2 starts each rank
+    assert main(["run", str(path)]) == 2
+    assert "env.workers (3) is the total" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_ranks_on_several_machines_need_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    from polyfuse.sampling.ray_group import check_one_machine
+    from polyfuse.training.distributed import Ranks
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's: the ranks on this machine
+    check_one_machine(Ranks(1, 2))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    with pytest.raises(PolyfuseError, match="1 of the 2 ranks run on other machines.*set env.ray.address"):
+        check_one_machine(Ranks(0, 2))
 
 
 def test_without_ray_the_run_names_the_extra_to_install(tmp_path: Path) -> None:
@@ -186,3 +214,87 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(local_ray: Any, tmp_p
     assert summary["steps"] >= saved + 256
     train = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
     assert train[-1]["step"] >= saved + 256
+
+
+# --- --nproc: a data-parallel learner, each rank with its own runners -------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (that still runs)."""
+    found, stack = [], [pid]
+    while stack:
+        try:
+            below = children(stack.pop())
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        found += below
+        stack += below
+    return found
+
+
+def named(pids: list[int], word: bytes) -> list[int]:
+    """Those of ``pids`` whose command (a Ray worker's is its process title, ray::CLASS) contains ``word``."""
+    matching = []
+    for pid in pids:
+        try:
+            if word in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]:
+                matching.append(pid)
+        except FileNotFoundError:
+            pass
+    return matching
+
+
+def train_lines(metrics: Path) -> list[dict[str, Any]]:
+    return [r for r in read_metrics(metrics) if r["kind"] == "train"] if metrics.exists() else []
+
+
+@needs_ray
+@pytest.mark.slow  # two launches of 2 ranks, each with a Ray runner: 104 s on the 2-core VM at load average 3
+def test_two_ranks_share_one_local_instance_replace_their_runners_and_resume(tmp_path: Path) -> None:
+    """--nproc 2 with 2 runners: one Ray instance (rank 0's), one runner per rank; both runners killed and
+    replaced (metrics count both ranks'), SIGTERM saves a checkpoint, --resume finishes; nothing left running."""
+    data = config_data(tmp_path / "run", total_steps=400_000, checkpoint_every=512, eval_episodes=200)
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    metrics, log = tmp_path / "run" / "metrics.jsonl", tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "polyfuse", "run", str(path), "--nproc", "2"]
+    with log.open("w") as stderr_file:
+        launcher = subprocess.Popen(command, stderr=stderr_file, start_new_session=True)
+    seen: set[int] = set()
+    instances: set[int] = set()
+    killed: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not any(r["optimizer/runners_replaced"] == 2.0 for r in train_lines(metrics)):
+            assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            processes = descendants(launcher.pid)
+            seen.update(processes)
+            instances.update(named(processes, b"gcs_server"))
+            runners = named(processes, b"ray::RayRunner")
+            if not killed and len(runners) == 2 and train_lines(metrics):  # both ranks train: kill their runners
+                for runner in runners:
+                    os.kill(runner, signal.SIGKILL)
+                killed = runners
+            time.sleep(0.2)
+        assert len(instances) == 1  # rank 0's local instance, which rank 1 joined
+        launcher.send_signal(signal.SIGTERM)  # the ranks stop after this iteration and save
+        assert launcher.wait(timeout=120) == 143, log.read_text()[-3000:]
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert wait_gone(list(seen)) == []  # the ranks left in order: no Ray process (and no rank) left behind
+    err = log.read_text()
+    assert "ray sampler (rank 0): runner 0 died" in err and "ray sampler (rank 1): runner 0 died" in err, err[-3000:]
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "checkpoint.json").read_text())["state"]["trainer"]["steps"]
+    resumed = subprocess.run([*command, "--resume", "--steps", str(saved + 512), "--json"], capture_output=True,
+                             text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["steps"] >= saved + 512
+    assert summary["episodes"] == summary["steps"]  # one-step episodes: both ranks' episodes counted
+    records = read_metrics(metrics)
+    evals = [r["eval/success"] for r in records if r["kind"] == "eval"]
+    assert evals[0] < 0.2 and summary["eval"]["success"] > 0.3  # untrained about 0.1: the ranks learnt together
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == summary["steps"]

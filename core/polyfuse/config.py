@@ -104,7 +104,8 @@ class EnvConfig(StrictModel):
     workers: int | None = Field(
         None, gt=0,
         description="Env runners of env.vectorization: pipelined (processes) or ray (actors), each stepping its "
-        "share of num_envs; null: one per core the learner leaves free (at least one)",
+        "share of num_envs; with --nproc N (ray), the total over the ranks, a multiple of N; null: one per core "
+        "the learner(s) leave free (at least one per learner)",
     )
     ray: RayConfig | None = Field(
         None, description="env.vectorization: ray only: where the runners run; null: a local Ray instance"

@@ -78,13 +78,14 @@ def run_command(args: argparse.Namespace, registry: Registry) -> int:
     if notice and os.environ.get("RANK", "0") == "0":  # once per run (rank 0's), before anything else
         print(notice, file=sys.stderr)
     config = resolve_config(args, registry)
-    if launched_by_torchrun():
+    learns_from = declared_learns_from(registry.get(Kind.OPTIMIZER, config.optimizer.name).factory)
+    if launched_by_torchrun():  # started by torchrun itself: each rank checks what --nproc checks before launching
+        check_distributable(config, int(os.environ["WORLD_SIZE"]), learns_from)
         return _run_rank(args, config, registry)
     if args.nproc is not None and args.nproc > 1:
         from polyfuse.training.launch import launch
 
-        check_distributable(config, args.nproc, declared_learns_from(
-            registry.get(Kind.OPTIMIZER, config.optimizer.name).factory))
+        check_distributable(config, args.nproc, learns_from)
         return launch(args, args.nproc)
     return report(args, config, Trainer(config, registry, resume=args.resume).run())
 

@@ -18,7 +18,10 @@ with the runner's traceback.
 ``env.ray.address`` null starts a local Ray instance sized for the runners
 (one CPU each, a small object store, no dashboard, files under the system
 temp folder) and shuts it down with the sampler; an address joins a running
-cluster, left running. Ray is imported here only, when the config asks for it.
+cluster, left running. The ranks of a data-parallel run (``--nproc``) each run
+a sampler with their share of the runners, in one instance
+(:mod:`polyfuse.sampling.ray_group`). Ray is imported here only, when the
+config asks for it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from polyfuse.config import RayConfig
 from polyfuse.errors import PolyfuseError
 from polyfuse.sampling.sampler import Sampler
 from polyfuse.sampling.worker import RolloutWorker
+from polyfuse.training.distributed import sum_over_ranks
 
 RAY_MISSING = ("Ray is not installed: pip install 'polyfuse[ray]' (or use env.vectorization: pipelined to sample "
                "in processes of this machine)")
@@ -74,24 +78,29 @@ def local_temp_dir() -> str:
 
 
 def start_ray(ray: Any, config: RayConfig, num_cpus: int) -> None:
-    """``ray.init`` for a run: a local instance with ``num_cpus`` CPUs, or the cluster at ``config.address``.
+    """``ray.init`` for a run: a local instance with ``num_cpus`` CPUs, or the cluster at ``config.address``."""
+    try:
+        if config.address is None:
+            init_ray(ray, address="local", num_cpus=num_cpus, object_store_memory=config.object_store_mb * 2**20,
+                     include_dashboard=False, _temp_dir=local_temp_dir())
+        else:
+            check_reachable(config.address)
+            init_ray(ray, address=config.address)
+    except ConnectionError as error:
+        raise PolyfuseError(f"env.ray.address: no Ray cluster at {config.address!r} ({error}); start one "
+                            "(ray start --head) or set env.ray.address: null for a local instance") from None
+
+
+def init_ray(ray: Any, **options: Any) -> None:
+    """``ray.init(**options)`` at warning level, the runners' output on stderr.
 
     Ray replaces the SIGTERM handler of the process that calls it; the trainer's (stop after this
     iteration and save a checkpoint) is put back.
     """
     main_thread = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGTERM) if main_thread else None
-    common = {"logging_level": logging.WARNING, "log_to_driver": True}
     try:
-        if config.address is None:
-            ray.init(address="local", num_cpus=num_cpus, object_store_memory=config.object_store_mb * 2**20,
-                     include_dashboard=False, _temp_dir=local_temp_dir(), **common)
-        else:
-            check_reachable(config.address)
-            ray.init(address=config.address, **common)
-    except ConnectionError as error:
-        raise PolyfuseError(f"env.ray.address: no Ray cluster at {config.address!r} ({error}); start one "
-                            "(ray start --head) or set env.ray.address: null for a local instance") from None
+        ray.init(logging_level=logging.WARNING, log_to_driver=True, **options)
     finally:
         if main_thread and handler is not None:
             signal.signal(signal.SIGTERM, handler)
@@ -132,14 +141,22 @@ class RaySampler(Sampler):
     vectorization = "ray"
 
     def _start(self) -> None:
-        self._ray = ray = import_ray()
-        self._owns_ray = False
+        self._owns_ray = False  # whether close() disconnects (and shuts down the local instance this started)
+        self._shared = False  # whether the ranks of a data-parallel run share a local instance rank 0 started
         self._actors: list[Any] = []
         self._pending: list[Any] = []
         self.replaced = 0  # runners replaced since the start
-        if not ray.is_initialized():  # else a Ray instance this process already uses (a notebook, tests)
-            start_ray(ray, self.config.env.ray or RayConfig(), num_cpus=self.workers)
-            self._owns_ray = True
+        config = self.config.env.ray or RayConfig()
+        if self.ranks.parallel:  # one instance for every rank's runners
+            from polyfuse.sampling.ray_group import connect
+
+            self._ray = ray = connect(config, self.workers, self.ranks)
+            self._owns_ray, self._shared = True, config.address is None
+        else:
+            self._ray = ray = import_ray()
+            if not ray.is_initialized():  # else a Ray instance this process already uses (a notebook, tests)
+                start_ray(ray, config, num_cpus=self.workers)
+                self._owns_ray = True
         self._runner = ray.remote(num_cpus=1, max_restarts=0)(RayRunner)
         self._actors = [self._runner.remote(setup) for setup in self._setups]
         self._get_all([actor.pid.remote() for actor in self._actors], "start")
@@ -176,7 +193,8 @@ class RaySampler(Sampler):
     def _replace(self, index: int, error: Exception) -> None:
         """A new actor for runner ``index`` (same environments and seeds, same weights) re-collecting its rollout."""
         ray, setup = self._ray, self._setups[index]
-        print(f"ray sampler: runner {index} died ({first_line(error)}); replacing it with a new actor (its "
+        rank = f" (rank {self.ranks.rank})" if self.ranks.parallel else ""
+        print(f"ray sampler{rank}: runner {index} died ({first_line(error)}); replacing it with a new actor (its "
               f"{setup['num_envs']} environments seeded from {setup['seed']} again) and collecting rollout "
               f"{self.published} again", file=sys.stderr, flush=True)
         ray.kill(self._actors[index], no_restart=True)  # an actor that is unreachable rather than dead
@@ -203,16 +221,21 @@ class RaySampler(Sampler):
             raise PolyfuseError(f"ray sampler: a runner died before it could {what}:\n{error}") from None
 
     def metrics(self) -> dict[str, float]:
-        """The schedule's (policy lag, learner wait) and the runners replaced so far."""
-        return {**super().metrics(), "runners_replaced": float(self.replaced)}
+        """The schedule's (policy lag, learner wait) and the runners replaced so far (on all ranks)."""
+        return {**super().metrics(), "runners_replaced": sum_over_ranks(self.replaced)}
 
     @property
     def actors(self) -> list[Any]:
         """The runners' actor handles, runner by runner."""
         return list(self._actors)
 
-    def close(self) -> None:
-        """Kill the runners (an in-flight rollout is dropped); shut down the local Ray instance this started."""
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        self.close(orderly=exc_type is None)
+
+    def close(self, orderly: bool = False) -> None:
+        """Kill the runners (an in-flight rollout is dropped); disconnect from Ray, shutting down the local
+        instance this started. ``orderly``: the run ended well on this rank, so every rank closes (a rank
+        sharing rank 0's instance waits for the others: :func:`polyfuse.sampling.ray_group.leave`)."""
         ray = getattr(self, "_ray", None)
         if ray is None:
             return
@@ -220,8 +243,13 @@ class RaySampler(Sampler):
             ray.kill(actor, no_restart=True)
         self._actors, self._pending = [], []
         if self._owns_ray:
-            ray.shutdown()
             self._owns_ray = False
+            if orderly and self._shared:
+                from polyfuse.sampling.ray_group import leave
+
+                leave(ray, self.ranks)
+            else:
+                ray.shutdown()
 
 
 def first_line(error: BaseException | None) -> str:

@@ -53,6 +53,7 @@ from polyfuse.config import PipelineConfig
 from polyfuse.errors import PolyfuseError
 from polyfuse.observations import ObservationColumns
 from polyfuse.rewards import Segment
+from polyfuse.training.distributed import ranks
 from polyfuse.training.vector_env import EpisodeRecord
 
 if TYPE_CHECKING:
@@ -63,9 +64,10 @@ if TYPE_CHECKING:
 SEED_BOUND = 2**62
 
 
-def default_workers(num_envs: int) -> int:
-    """One worker per core the learner leaves free (at least one), no more than there are environments."""
-    return max(1, min(num_envs, (os.cpu_count() or 2) - 1))
+def default_workers(num_envs: int, learners: int = 1) -> int:
+    """A learner's workers: one per core the ``learners`` (data-parallel ranks) leave free, shared out evenly (at
+    least one), no more than its ``num_envs`` environments."""
+    return max(1, min(num_envs, ((os.cpu_count() or 2) - learners) // learners))
 
 
 def split_envs(num_envs: int, workers: int) -> list[int]:
@@ -97,8 +99,9 @@ class Sampler:
         self.single_observation_space, self.single_action_space = probe.observation_space, probe.action_space
         probe.close()
         self.config = config
+        self.ranks = ranks()  # a rank of a data-parallel run samples its share (config is the rank's share)
         self.num_envs = env.num_envs
-        self.workers = env.workers or default_workers(env.num_envs)
+        self.workers = env.workers or default_workers(env.num_envs, self.ranks.size)
         self.segment_length = segment_length  # set before attach(): the runners record segments of this length
         self.env_steps = 0
         self.env_time_s = 0.0
@@ -153,6 +156,12 @@ class Sampler:
     def close(self) -> None:
         """Stop the runners (an in-flight rollout is dropped)."""
         raise NotImplementedError
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        self.close()
 
     # --- the optimizer's side --------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 The rule: a config describes the whole run, whatever the number of processes.
 With N ranks, each rank steps ``env.num_envs / N`` environments (its own,
-seeded from the run seed and its rank) and takes ``batch_size / N`` (and
+seeded from the run seed and its rank; with ``env.vectorization: ray``, on
+``env.workers / N`` env runners of a Ray instance the ranks share:
+:mod:`polyfuse.sampling.ray_group`) and takes ``batch_size / N`` (and
 ``buffer_size / N``) of the optimizer's params (:data:`SPLIT_PARAMS`), so a
 gradient step averages the same global batch a single process would take;
 gradients are averaged over the ranks before each optimizer step
@@ -149,12 +151,6 @@ def check_distributable(config: PipelineConfig, size: int, learns_from: str | No
             f"--nproc {size}: optimizer {config.optimizer.name!r} learns from a dataset, and data-parallel runs "
             "split environments over the processes (each rank steps its own); run it in one process (no --nproc)"
         )
-    if config.env.vectorization == "ray":
-        raise PolyfuseError(
-            f"--nproc {size}: env.vectorization: ray samples with Ray actors for one learner process; a learner "
-            "of several data-parallel processes is not built for it: drop --nproc, or use env.vectorization: "
-            "sync, async or native with --nproc"
-        )
     if config.env.vectorization == "pipelined":
         raise PolyfuseError(
             f"--nproc {size}: env.vectorization: pipelined and --nproc each want the machine's cores and do not "
@@ -165,6 +161,12 @@ def check_distributable(config: PipelineConfig, size: int, learns_from: str | No
         raise PolyfuseError(
             f"--nproc {size}: env.num_envs ({config.env.num_envs}) is the total over the processes and must divide "
             f"by {size}, so that every rank steps as many environments; set env.num_envs to a multiple of {size}"
+        )
+    workers = config.env.workers
+    if config.env.vectorization == "ray" and workers is not None and workers % size:
+        raise PolyfuseError(
+            f"--nproc {size}: env.workers ({workers}) is the total of Ray env runners over the processes and must "
+            f"divide by {size}, so that every rank runs as many; set env.workers to a multiple of {size}"
         )
     for name in SPLIT_PARAMS:
         value = config.optimizer.params.get(name)
@@ -193,14 +195,18 @@ def check_rank_components(optimizer: Any, reward: Any, size: int, name: str) -> 
 
 
 def rank_share(config: PipelineConfig, size: int) -> PipelineConfig:
-    """The config one rank builds with: its share of the environments and of :data:`SPLIT_PARAMS`."""
+    """The config one rank builds with: its share of the environments, of the Ray env runners (``env.workers``)
+    and of :data:`SPLIT_PARAMS`."""
     if size == 1:
         return config
     assert config.env is not None
     params = {key: value // size if key in SPLIT_PARAMS and isinstance(value, int) else value
               for key, value in config.optimizer.params.items()}
+    env: dict[str, Any] = {"num_envs": config.env.num_envs // size}
+    if config.env.workers is not None:
+        env["workers"] = config.env.workers // size
     return config.model_copy(update={
-        "env": config.env.model_copy(update={"num_envs": config.env.num_envs // size}),
+        "env": config.env.model_copy(update=env),
         "optimizer": config.optimizer.model_copy(update={"params": params}),
     })
 
@@ -260,15 +266,19 @@ def broadcast_parameters(parameters: Iterable[torch.Tensor]) -> None:
 
 def mean_over_ranks(value: float) -> float:
     """``value`` averaged over the ranks: for decisions every rank must take alike (PPO's target-KL stop)."""
-    group = ranks()
-    if not group.parallel:
-        return value
+    return sum_over_ranks(value) / ranks().size
+
+
+def sum_over_ranks(value: float) -> float:
+    """``value`` summed over the ranks (one all-reduce; ``value`` itself in one process)."""
+    if not ranks().parallel:
+        return float(value)
     import torch
     import torch.distributed as dist
 
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor)
-    return float(tensor.item()) / group.size
+    return float(tensor.item())
 
 
 @dataclass

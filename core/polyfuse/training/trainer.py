@@ -302,8 +302,7 @@ class Trainer:
         if sampled:
             from polyfuse.sampling import make_sampler
 
-            vector_env = make_sampler(config, env_seed)
-            cleanup.callback(vector_env.close)
+            vector_env = cleanup.enter_context(make_sampler(config, env_seed))  # told whether the run ended well
         elif config.env is not None:
             vector_env = make_vector_env(
                 config.env.id, config.env.kwargs, num_envs=config.env.num_envs,
