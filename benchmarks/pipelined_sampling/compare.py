@@ -53,9 +53,12 @@ def run(command: list[str], what: str) -> tuple[dict, float]:
     return json.loads(result.stdout.strip().splitlines()[-1]), elapsed
 
 
-def polyfuse(steps: int, seed: int, episodes: int, vectorization: str, workers: int | None) -> dict:
+def polyfuse(steps: int, seed: int, episodes: int, vectorization: str, workers: int | None,
+             params: dict | None = None) -> dict:
+    """``params`` override the config's optimizer params (held_out.py's experiments)."""
     config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     config["env"]["vectorization"] = vectorization
+    config["optimizer"]["params"].update(params or {})
     if workers is not None:
         config["env"]["workers"] = workers
     config["trainer"]["eval_episodes"] = episodes
