@@ -29,6 +29,7 @@ from polyfuse.training.distributed import check_distributable, rank_seed, rank_s
 from polyfuse.training.metrics import read_metrics
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
+STOP_WORKER = Path(__file__).with_name("distributed_stop_worker.py")
 EXAMPLES = Path(__file__).parents[1] / "examples"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 
@@ -164,3 +165,19 @@ def test_kill_9_then_resume_continues_from_rank_0s_checkpoint(tmp_path: Path) ->
     steps = [r["step"] for r in read_metrics(output / "metrics.jsonl") if r["kind"] == "train"]
     assert summary["steps"] == total and steps == sorted(set(steps)) and steps[-1] == total
     assert summary["eval"]["success"] > 0.3  # learning went on (untrained: about 0.02)
+
+
+@pytest.mark.slow  # 20 s on the 2-core VM at load average 1 to 2: one launch of 2 ranks
+def test_a_signal_to_rank_0_alone_between_two_exchanges_stops_both_ranks(tmp_path: Path) -> None:
+    """SIGTERM to rank 0 alone while it evaluates mid-run (rank 1 already in its next iteration): both ranks take
+    that iteration, then stop together with a checkpoint. Rank 0 used to stop at once and wait at the final barrier
+    while rank 1 waited for it in a collective, until gloo's timeout (30 minutes)."""
+    config = _digits(tmp_path, total_steps=100_000, eval_every=1_000, eval_episodes=10, checkpoint_every=100_000)
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(STOP_WORKER), str(config), "--output-dir", str(output)]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=180)  # a hang fails here
+    assert re.search(r"stopped by SIGTERM at step \d+: checkpoint saved", result.stderr), result.stderr[-3000:]
+    saved = json.loads((output / "checkpoint" / "checkpoint.json").read_text())["state"]["trainer"]["steps"]
+    evals = [r["step"] for r in read_metrics(output / "metrics.jsonl") if r["kind"] == "eval"]
+    assert saved > evals[1] >= 1_000  # the iteration after the signal was taken by both ranks

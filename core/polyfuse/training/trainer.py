@@ -237,8 +237,10 @@ class Trainer:
         stalled = 0
         bar = tqdm(total=total, initial=min(state.steps, total), unit=unit.removesuffix("s").replace("_", " "),
                    file=sys.stderr, disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
+        agreed: int | None = None  # with several ranks, the stop request as exchanged: a rank signalled between
+        # two exchanges (while the others wait for it in a collective) must not stop alone
         try:
-            while state.steps < total and self._stop_signal is None:
+            while state.steps < total and (agreed if self.ranks.parallel else self._stop_signal) is None:
                 before, progress_before = state.steps, optimizer.progress
                 started, env_before = time.perf_counter(), envs.env_time_s if envs else 0.0
                 interval.add(optimizer.iterate(), "optimizer/")
@@ -249,7 +251,9 @@ class Trainer:
                 if envs is not None:
                     state.env_time_s += envs.env_time_s - env_before
                     shared = exchange(envs.pop_episodes(), self._stop_signal, progress, self.config.optimizer.name)
-                    self._stop_signal = shared.stop  # a signal to any rank stops them all after this iteration
+                    agreed = shared.stop  # a signal to any rank stops them all after this iteration
+                    if agreed is not None:
+                        self._stop_signal = agreed
                     for episode in shared.episodes:
                         state.episodes += 1
                         state.recent.append(episode)
