@@ -78,16 +78,20 @@ def run_command(args: argparse.Namespace, registry: Registry) -> int:
     if notice and os.environ.get("RANK", "0") == "0":  # once per run (rank 0's), before anything else
         print(notice, file=sys.stderr)
     config = resolve_config(args, registry)
-    learns_from = declared_learns_from(registry.get(Kind.OPTIMIZER, config.optimizer.name).factory)
     if launched_by_torchrun():  # started by torchrun itself: each rank checks what --nproc checks before launching
-        check_distributable(config, int(os.environ["WORLD_SIZE"]), learns_from)
+        check_distributable(config, int(os.environ["WORLD_SIZE"]), _learns_from(config, registry))
         return _run_rank(args, config, registry)
     if args.nproc is not None and args.nproc > 1:
         from polyfuse.training.launch import launch
 
-        check_distributable(config, args.nproc, learns_from)
+        check_distributable(config, args.nproc, _learns_from(config, registry))
         return launch(args, args.nproc)
     return report(args, config, Trainer(config, registry, resume=args.resume).run())
+
+
+def _learns_from(config: PipelineConfig, registry: Registry) -> str | None:
+    """Where the config's optimizer learns from (``"env"``, ``"dataset"``, None), as its plugin declares."""
+    return declared_learns_from(registry.get(Kind.OPTIMIZER, config.optimizer.name).factory)
 
 
 def _run_rank(args: argparse.Namespace, config: PipelineConfig, registry: Registry) -> int:
