@@ -112,7 +112,7 @@ def exportable(policy: Any) -> tuple[Any, list[ExportInput], tuple[Any, ...]]:
         inputs.append(ExportInput(key, key, modality, tuple(int(d) for d in array.shape[1:]), str(array.dtype),
                                   channels_first=channels_first))
         example.append(as_tensor)
-    return ExportedPolicy(optimizer, modules, networks, inputs), inputs, tuple(example)
+    return ExportedPolicy(optimizer, modules, networks, inputs).eval(), inputs, tuple(example)
 
 
 def _tensor_convention(encoder: Any, modality: str, array: np.ndarray) -> tuple[Any, bool]:
