@@ -32,6 +32,7 @@ from polyfuse.rewards import RewardBatch, RewardSource, RunContext, Segment
 from polyfuse.training.replay import ReplayableSegment
 
 from polyfuse_feedback.labels import LabelRow, LabelSet
+from polyfuse_feedback.neighbours import NeighbourConsistency
 from polyfuse_feedback.networks import Member, bradley_terry_loss, ordinal_loss
 from polyfuse_feedback.pseudo_labels import PseudoLabeller
 from polyfuse_feedback.saved import load_members, read_saved_reward
@@ -88,6 +89,8 @@ class PreferenceModel(RewardSource):
         self._returns_seen: list[float] = []  # true returns of the segments since the last update
         self.labels = LabelSet(context.seed, config.ensemble_size, config.heldout_fraction)
         self.pseudo = PseudoLabeller(config.pseudo_labels, context.seed) if config.pseudo_labels else None
+        self.neighbours = (NeighbourConsistency(config.neighbour_consistency, context.seed)
+                           if config.neighbour_consistency else None)
         self.updates = 0
         self.std = 1.0
         self.trained = False
@@ -100,6 +103,10 @@ class PreferenceModel(RewardSource):
         """Per-member rewards of a batch of steps, shape ``(K, N)``."""
         action_tensor = torch.as_tensor(np.asarray(actions))
         return torch.stack([member(observations, action_tensor) for member in self.members])
+
+    def _action_rewards_with_grad(self, observations: Mapping[str, Any]) -> torch.Tensor:
+        """Per-member rewards of every action, shape ``(K, N, actions)``."""
+        return torch.stack([member.action_rewards(observations) for member in self.members])
 
     def _returns(self, segments: Sequence[Segment]) -> torch.Tensor:
         """Per-member predicted returns of segments, shape ``(K, len(segments))``."""
@@ -312,11 +319,15 @@ class PreferenceModel(RewardSource):
         if not training or steps == 0:
             return None
         losses = []
+        if self.neighbours is not None:
+            self.neighbours.rebuild(self.pool)
         for _ in range(steps):
             rows = self.rng.integers(0, len(training), min(self.config.batch_size, len(training)))
             loss = self._loss([training[i] for i in rows.tolist()])
             if self.pseudo is not None:
                 loss = loss + self.pseudo.loss(self.pool, len(rows), self._returns)
+            if self.neighbours is not None:
+                loss = loss + self.neighbours.loss(len(rows), self._action_rewards_with_grad)
             self.adam.zero_grad()
             loss.backward()
             self.adam.step()
@@ -376,6 +387,8 @@ class PreferenceModel(RewardSource):
         metrics.update(labels=float(len(self.labels)), updates=float(self.updates))
         if self.pseudo is not None:
             metrics.update(self.pseudo.metrics())
+        if self.neighbours is not None:
+            metrics.update(self.neighbours.metrics())
         if self._returns_seen:  # how the policy does by the environment's own reward, where it has one
             metrics["segment_env_return"] = float(np.mean(self._returns_seen))
             self._returns_seen = []
@@ -397,7 +410,8 @@ class PreferenceModel(RewardSource):
                 "router": self.router.state_dict() if self.router is not None else {},
                 "rng": json.dumps(self.rng.bit_generator.state),
                 "updates": self.updates, "std": self.std, "trained": self.trained,
-                **({"pseudo_rng": json.dumps(self.pseudo.rng.bit_generator.state)} if self.pseudo else {})}
+                **({"pseudo_rng": json.dumps(self.pseudo.rng.bit_generator.state)} if self.pseudo else {}),
+                **({"neighbour_rng": json.dumps(self.neighbours.rng.bit_generator.state)} if self.neighbours else {})}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.members.load_state_dict(state["members"])
@@ -407,6 +421,8 @@ class PreferenceModel(RewardSource):
         self.rng.bit_generator.state = json.loads(state["rng"])
         if self.pseudo is not None and "pseudo_rng" in state:  # absent when the run began without pseudo-labels
             self.pseudo.rng.bit_generator.state = json.loads(state["pseudo_rng"])
+        if self.neighbours is not None and "neighbour_rng" in state:  # absent when the run began without them
+            self.neighbours.rng.bit_generator.state = json.loads(state["neighbour_rng"])
         self.updates = int(state["updates"])
         self.std, self.trained = float(state["std"]), bool(state["trained"])
         if self.router is not None:

@@ -76,6 +76,15 @@ class Member(torch.nn.Module):
         self.head = torch.nn.Sequential(*layers)
         self.thresholds = torch.nn.ModuleDict({str(levels): Thresholds(levels) for levels in rating_scales})
 
+    def action_rewards(self, observations: Mapping[str, Any]) -> torch.Tensor:
+        """The reward of every action in each observation, shape ``(N, actions)``."""
+        features = self.network(observations)
+        if self.per_action:
+            return self.head(features)
+        eye = torch.eye(self.num_actions, dtype=features.dtype)
+        return torch.stack([self.head(torch.cat([features, eye[a].expand(len(features), -1)], dim=1)).squeeze(1)
+                            for a in range(self.num_actions)], dim=1)
+
     def forward(self, observations: Mapping[str, Any], actions: torch.Tensor) -> torch.Tensor:
         features = self.network(observations)
         actions = actions.long()

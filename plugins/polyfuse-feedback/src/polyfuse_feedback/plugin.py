@@ -117,6 +117,17 @@ class PseudoLabelsConfig(BaseModel):
                        "batch (SURF's mu).")
 
 
+class NeighbourConsistencyConfig(BaseModel):
+    """Semi-supervised reward learning over a nearest-neighbour graph of the pool's observations."""
+
+    model_config = ConfigDict(extra="forbid")
+    modality: str = Field(description="The observation modality whose raw values define neighbours (an image, a grid "
+                          "or a vector; Euclidean distance), e.g. image.")
+    neighbours: int = Field(3, gt=0, description="Nearest other values of the modality a step may be swapped with.")
+    weight: float = Field(1.0, gt=0, description="Weight of the squared reward gap next to the labels' loss.")
+    ratio: int = Field(1, gt=0, description="Pool steps drawn per labelled row in each batch.")
+
+
 class PreferenceModelConfig(ComponentConfig):
     """Params of the ``preference-model`` reward."""
 
@@ -196,6 +207,11 @@ class PreferenceModelConfig(ComponentConfig):
         None, description="Also train each member on unlabelled pairs of pool segments that it ranks confidently, "
         "its own prediction as a hard label, recomputed at every gradient step and never stored (SURF); "
         "e.g. {threshold: 0.99, weight: 1.0, ratio: 4}. null: labels only."
+    )
+    neighbour_consistency: NeighbourConsistencyConfig | None = Field(
+        None, description="Also pull each member's per-action rewards of pool steps towards those of the same steps "
+        "with one modality swapped for a near neighbour's value (label propagation over a k-nearest-neighbour "
+        "graph, rebuilt at each update); e.g. {modality: image, neighbours: 3, weight: 1.0}. null: labels only."
     )
 
     @model_validator(mode="after")

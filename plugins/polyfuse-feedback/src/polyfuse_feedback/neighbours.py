@@ -1,0 +1,134 @@
+"""Neighbour consistency on the pool's unlabelled steps: graph-based semi-supervised reward learning.
+
+Labels reach few observations; the pool holds many more that nobody labelled. Where observations that
+are close in one modality's raw values usually mean the same (handwritten scans of one digit, grid
+views of one room), the reward of every action should barely change when that modality is swapped for
+a near neighbour's. At each gradient step ``ratio`` x the labelled batch of pool steps is drawn; each
+gets one of its ``neighbours`` nearest other values of ``modality`` (Euclidean over the raw values,
+among the distinct values the pool holds), the other modalities kept; and each member's squared gap
+between the two per-action reward vectors, times ``weight``, joins its loss. This is Laplacian
+(manifold) regularisation over a k-nearest-neighbour graph (Zhu & Ghahramani's label propagation,
+Belkin et al.'s manifold regularisation) applied to a reward network: what the labels teach about one
+scan spreads to the scans that look like it, and through them to the rest of its cluster.
+
+The graph is rebuilt from the pool at each reward update (the pool moves with the policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from polyfuse.errors import PolyfuseError
+from polyfuse.observations import concatenate, is_text, take
+from polyfuse.rewards import Segment
+
+if TYPE_CHECKING:
+    from polyfuse_feedback.plugin import NeighbourConsistencyConfig
+
+MAX_GRAPH_STEPS = 4096  # pool steps the graph is built over (a pool of long episodes holds many more)
+DISTANCE_CHUNK = 1024  # rows of the distance matrix computed at once
+
+
+def nearest_neighbours(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of each row's ``count`` nearest other rows (Euclidean), shape ``(len(values), count)`` at most.
+
+    Rows are expected distinct; with ``count`` or fewer rows, each gets all the others.
+    """
+    rows = len(values)
+    values = values.astype(np.float32, copy=False)
+    squared = (values * values).sum(1)
+    wanted = min(count, rows - 1)
+    result = np.empty((rows, wanted), dtype=np.int64)
+    for start in range(0, rows, DISTANCE_CHUNK):
+        block = values[start:start + DISTANCE_CHUNK]
+        distances = squared[start:start + len(block), None] + squared[None, :] - 2.0 * block @ values.T
+        distances[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf  # never itself
+        nearest = np.argpartition(distances, wanted - 1, axis=1)[:, :wanted]
+        order = np.take_along_axis(distances, nearest, 1).argsort(1, kind="stable")
+        result[start:start + len(block)] = np.take_along_axis(nearest, order, 1)
+    return result
+
+
+class NeighbourGraph:
+    """Pool steps, the distinct values of one modality among them, and each value's nearest others."""
+
+    def __init__(self, observations: Mapping[str, Any], modality: str, neighbours: int) -> None:
+        values = np.asarray(observations[modality])
+        flat = values.reshape(len(values), -1)
+        distinct, first_step, value_of_step = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+        self.observations = observations
+        self.modality = modality
+        self.value_of_step = value_of_step.reshape(-1)
+        self.example_step = first_step  # a step holding each distinct value
+        self.neighbours = nearest_neighbours(distinct, neighbours) if len(distinct) > 1 else None
+
+    @property
+    def steps(self) -> int:
+        return len(self.value_of_step)
+
+    def pairs(self, rng: np.random.Generator, count: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``count`` drawn steps and the same steps with ``modality`` swapped for a random near neighbour's."""
+        if self.neighbours is None:
+            return None
+        steps = rng.integers(0, self.steps, count)
+        choice = rng.integers(0, self.neighbours.shape[1], count)
+        neighbour_steps = self.example_step[self.neighbours[self.value_of_step[steps], choice]]
+        drawn = take(self.observations, steps)
+        swapped = dict(drawn)
+        swapped[self.modality] = np.asarray(self.observations[self.modality])[neighbour_steps]
+        return drawn, swapped
+
+
+class NeighbourConsistency:
+    """The consistency term of the members' loss, over a graph rebuilt from the pool at each update.
+
+    It has its own random stream, so turning it on does not change which queries the model asks.
+    """
+
+    def __init__(self, config: NeighbourConsistencyConfig, seed: int) -> None:
+        self.config = config
+        self.rng = np.random.default_rng([seed, 0x4E4])
+        self.graph: NeighbourGraph | None = None
+        self._losses: list[float] = []
+
+    def rebuild(self, pool: Sequence[Segment]) -> None:
+        """The graph over (up to :data:`MAX_GRAPH_STEPS` of) the pool's steps."""
+        segments = [segment for segment in pool if len(segment)]
+        if not segments:
+            self.graph = None
+            return
+        observations = concatenate([segment.observations for segment in segments])
+        modality = self.config.modality
+        if modality not in observations:
+            raise PolyfuseError(f"reward.params.neighbour_consistency.modality: the observations have no "
+                                f"{modality!r}; choose one of {sorted(observations)}")
+        if is_text(observations[modality]):
+            raise PolyfuseError(f"reward.params.neighbour_consistency.modality: {modality!r} is text, and neighbours "
+                                "are found by the distance between raw numeric values (an image, a grid, a vector)")
+        total = len(observations[modality])
+        if total > MAX_GRAPH_STEPS:
+            observations = take(observations, np.sort(self.rng.choice(total, MAX_GRAPH_STEPS, replace=False)))
+        self.graph = NeighbourGraph(observations, modality, self.config.neighbours)
+
+    def loss(self, labelled: int, action_rewards: Callable[[Mapping[str, Any]], torch.Tensor]) -> torch.Tensor:
+        """``weight`` x the members' summed mean squared gap between the per-action rewards of drawn steps and
+        their swapped copies; ``action_rewards`` gives ``(K, N, actions)`` with gradient."""
+        pairs = self.graph.pairs(self.rng, self.config.ratio * labelled) if self.graph is not None else None
+        if pairs is None or labelled <= 0:
+            return torch.zeros(())
+        drawn, swapped = pairs
+        gap = action_rewards(drawn) - action_rewards(swapped)
+        loss = gap.pow(2).mean(dim=(1, 2)).sum()
+        self._losses.append(float(loss.detach()) / gap.shape[0])
+        return self.config.weight * loss
+
+    def metrics(self) -> dict[str, float]:
+        """The mean squared reward gap per member over the gradient steps since the last call (then starts again)."""
+        if not self._losses:
+            return {}
+        metrics = {"neighbour_gap": float(np.mean(self._losses))}
+        self._losses = []
+        return metrics
