@@ -11,6 +11,7 @@ import torch
 from polyfuse.errors import PolyfuseError
 from polyfuse.rewards import Segment
 from polyfuse_feedback.neighbours import NeighbourConsistency, NeighbourGraph, nearest_neighbours
+from polyfuse_feedback.networks import Member
 from polyfuse_feedback.plugin import NeighbourConsistencyConfig, PreferenceModelConfig
 from pydantic import ValidationError
 from test_preference_model import bandit_segments, make_model
@@ -75,6 +76,39 @@ def test_a_modality_that_cannot_give_neighbours_is_named(modality: str, message:
     term = NeighbourConsistency(NeighbourConsistencyConfig(modality=modality), seed=0)
     with pytest.raises(PolyfuseError, match=f"neighbour_consistency.modality: .*{message}"):
         term.rebuild(segments_with(np.eye(2)))
+
+
+def test_multi_step_segments_are_drawn_from_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("polyfuse_feedback.neighbours.MAX_GRAPH_STEPS", 5)
+    episodes = [Segment({"vector": np.arange(3 * i, 3 * i + 3, dtype=np.float32)[:, None], "text": ("a", "b", "c")},
+                        np.zeros(3, np.int64), np.zeros(3, np.float32), [{}] * 3, True, False, 0) for i in range(4)]
+    term = NeighbourConsistency(NeighbourConsistencyConfig(modality="vector", neighbours=1), seed=0)
+    term.rebuild(episodes)
+    assert term.graph is not None and term.graph.steps == 5  # 5 of the 12 steps, each with its own text
+    steps = term.graph.observations
+    assert len(set(steps["vector"].ravel().tolist())) == 5
+    assert all("abc"[int(v) % 3] == t for v, t in zip(steps["vector"].ravel(), steps["text"]))
+
+
+def test_the_modality_is_checked_when_the_model_is_built(helpers: Any, tmp_path: Path) -> None:
+    with pytest.raises(PolyfuseError, match="neighbour_consistency.modality: 'text' is text"):
+        make_model(helpers, tmp_path, neighbour_consistency={"modality": "text"})
+    with pytest.raises(PolyfuseError, match=r"have no 'image'; choose one of \['text', 'vector'\]"):
+        make_model(helpers, tmp_path, neighbour_consistency={"modality": "image"})
+
+
+@pytest.mark.parametrize("head", ["per-action", "concat"])
+def test_every_actions_reward_matches_the_taken_actions(head: str, helpers: Any) -> None:
+    env = helpers.WordBandit(num_words=3)
+    member = Member(helpers.make_network(env.observation_space), 3, [16], head)
+    segments = bandit_segments(env, np.random.default_rng(0), 5)
+    observations = {"vector": np.concatenate([s.observations["vector"] for s in segments]),
+                    "text": tuple(s.observations["text"][0] for s in segments)}
+    every = member.action_rewards(observations)
+    assert every.shape == (5, 3)
+    for action in range(3):
+        taken = member(observations, torch.full((5,), action))
+        assert torch.allclose(every[:, action], taken, atol=1e-6)
 
 
 def neighbour_gap(model: Any, segments: list[Segment]) -> float:

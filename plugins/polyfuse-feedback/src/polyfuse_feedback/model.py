@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from gymnasium import spaces as gym_spaces
 from polyfuse.errors import PolyfuseError
 from polyfuse.feedback import MAX_SCALE, Query
 from polyfuse.observations import concatenate
@@ -91,6 +92,10 @@ class PreferenceModel(RewardSource):
         self.pseudo = PseudoLabeller(config.pseudo_labels, context.seed) if config.pseudo_labels else None
         self.neighbours = (NeighbourConsistency(config.neighbour_consistency, context.seed)
                            if config.neighbour_consistency else None)
+        if self.neighbours is not None and isinstance(context.observation_space, gym_spaces.Dict):
+            modalities = context.observation_space.spaces
+            self.neighbours.check(list(modalities),
+                                  [key for key, space in modalities.items() if isinstance(space, gym_spaces.Text)])
         self.updates = 0
         self.std = 1.0
         self.trained = False

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from polyfuse.errors import PolyfuseError
-from polyfuse.observations import concatenate, is_text, take
+from polyfuse.observations import concatenate, is_text, select, stack, take
 from polyfuse.rewards import Segment
 
 if TYPE_CHECKING:
@@ -94,24 +94,34 @@ class NeighbourConsistency:
         self.graph: NeighbourGraph | None = None
         self._losses: list[float] = []
 
+    def check(self, observation_keys: Sequence[str], text_keys: Sequence[str]) -> None:
+        """Fail at start-up, not at the first labels, when the modality cannot give neighbours."""
+        modality = self.config.modality
+        if modality not in observation_keys:
+            raise PolyfuseError(f"reward.params.neighbour_consistency.modality: the observations have no "
+                                f"{modality!r}; choose one of {sorted(observation_keys)}")
+        if modality in text_keys:
+            raise PolyfuseError(f"reward.params.neighbour_consistency.modality: {modality!r} is text, and neighbours "
+                                "are found by the distance between raw numeric values (an image, a grid, a vector)")
+
     def rebuild(self, pool: Sequence[Segment]) -> None:
-        """The graph over (up to :data:`MAX_GRAPH_STEPS` of) the pool's steps."""
+        """The graph over (up to :data:`MAX_GRAPH_STEPS` of) the pool's steps, drawn before they are copied."""
         segments = [segment for segment in pool if len(segment)]
         if not segments:
             self.graph = None
             return
-        observations = concatenate([segment.observations for segment in segments])
-        modality = self.config.modality
-        if modality not in observations:
-            raise PolyfuseError(f"reward.params.neighbour_consistency.modality: the observations have no "
-                                f"{modality!r}; choose one of {sorted(observations)}")
-        if is_text(observations[modality]):
-            raise PolyfuseError(f"reward.params.neighbour_consistency.modality: {modality!r} is text, and neighbours "
-                                "are found by the distance between raw numeric values (an image, a grid, a vector)")
-        total = len(observations[modality])
+        lengths = np.array([len(segment) for segment in segments])
+        total = int(lengths.sum())
         if total > MAX_GRAPH_STEPS:
-            observations = take(observations, np.sort(self.rng.choice(total, MAX_GRAPH_STEPS, replace=False)))
-        self.graph = NeighbourGraph(observations, modality, self.config.neighbours)
+            steps = np.sort(self.rng.choice(total, MAX_GRAPH_STEPS, replace=False))
+            ends = np.cumsum(lengths)
+            owner = np.searchsorted(ends, steps, side="right")
+            offset = steps - (ends - lengths)[owner]
+            observations = stack([select(segments[s].observations, int(t)) for s, t in zip(owner, offset)])
+        else:
+            observations = concatenate([segment.observations for segment in segments])
+        self.check(list(observations), [key for key, value in observations.items() if is_text(value)])
+        self.graph = NeighbourGraph(observations, self.config.modality, self.config.neighbours)
 
     def loss(self, labelled: int, action_rewards: Callable[[Mapping[str, Any]], torch.Tensor]) -> torch.Tensor:
         """``weight`` x the members' summed mean squared gap between the per-action rewards of drawn steps and
