@@ -118,8 +118,8 @@ def neighbour_gap(model: Any, segments: list[Segment]) -> float:
     observations = {"vector": vectors, "text": tuple(s.observations["text"][0] for s in segments)}
     swapped = {**observations, "vector": vectors[nearest]}
     with torch.no_grad():
-        return float((model._action_rewards_with_grad(observations)
-                      - model._action_rewards_with_grad(swapped)).pow(2).mean())
+        return float((model._action_rewards(observations)
+                      - model._action_rewards(swapped)).pow(2).mean())
 
 
 def test_the_term_pulls_neighbours_rewards_together_in_a_run(helpers: Any, tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def test_same_context_labels_teach_the_best_action_in_each_context(helpers: Any,
     for _ in range(10):
         model.update()
     test = bandit_segments(200, seed=7)
-    rewards = model._action_rewards(test).mean(0)  # (contexts, actions)
+    rewards = model._segment_action_rewards(test).mean(0)  # (contexts, actions)
     targets = [WordBandit.WORDS.index(words(s).removeprefix("go ")) for s in test]
     assert (rewards.argmax(1) == targets).mean() > 0.95
 

@@ -33,8 +33,9 @@ class LabelRow:
 class LabelSet:
     """Labels and the segments they refer to, in arrival order."""
 
-    def __init__(self, seed: int, members: int, heldout_fraction: float) -> None:
-        self.seed, self.members, self.heldout_fraction = seed, members, heldout_fraction
+    def __init__(self, seed: int, members: int, heldout_fraction: float, bootstrap: bool = True) -> None:
+        """``bootstrap`` false: every member weighs every label 1 (members differ by initialisation only)."""
+        self.seed, self.members, self.heldout_fraction, self.bootstrap = seed, members, heldout_fraction, bootstrap
         self.segments: dict[int, Segment] = {}
         self.rows: list[LabelRow] = []
 
@@ -48,6 +49,8 @@ class LabelSet:
         rng = np.random.default_rng([self.seed, label_id])
         heldout = bool(rng.random() < self.heldout_fraction)
         bootstrap = rng.poisson(1.0, self.members).astype(np.float32)
+        if not self.bootstrap:
+            bootstrap = np.ones(self.members, dtype=np.float32)
         self.rows.append(LabelRow(label_id, first[0], None if second is None else second[0], label.preference,
                                   label.rating, scale, weight * label.confidence, heldout, bootstrap))
 

@@ -88,7 +88,7 @@ class PreferenceModel(RewardSource):
         self.router = router
         self.pool: deque[Segment] = deque(maxlen=config.pool_size)
         self._returns_seen: list[float] = []  # true returns of the segments since the last update
-        self.labels = LabelSet(context.seed, config.ensemble_size, config.heldout_fraction)
+        self.labels = LabelSet(context.seed, config.ensemble_size, config.heldout_fraction, config.bootstrap)
         self.pseudo = PseudoLabeller(config.pseudo_labels, context.seed) if config.pseudo_labels else None
         self.neighbours = (NeighbourConsistency(config.neighbour_consistency, context.seed)
                            if config.neighbour_consistency else None)
@@ -109,7 +109,7 @@ class PreferenceModel(RewardSource):
         action_tensor = torch.as_tensor(np.asarray(actions))
         return torch.stack([member(observations, action_tensor) for member in self.members])
 
-    def _action_rewards_with_grad(self, observations: Mapping[str, Any]) -> torch.Tensor:
+    def _action_rewards(self, observations: Mapping[str, Any]) -> torch.Tensor:
         """Per-member rewards of every action, shape ``(K, N, actions)``."""
         return torch.stack([member.action_rewards(observations) for member in self.members])
 
@@ -200,15 +200,12 @@ class PreferenceModel(RewardSource):
                 spread.append(float(torch.sigmoid(returns[:, position[second]] - r1).std(unbiased=False)))
         return np.array(spread)
 
-    def _action_rewards(self, segments: Sequence[Segment]) -> np.ndarray | None:
+    def _segment_action_rewards(self, segments: Sequence[Segment]) -> np.ndarray | None:
         """Per-member rewards of every action in the one-step segments' contexts, ``(K, len, actions)``; ``None`` untrained."""
         if not self.trained:
             return None
-        observations = concatenate([segment.observations for segment in segments])
-        actions = np.repeat(np.arange(self.num_actions), len(segments))
         with torch.no_grad():
-            rewards = self._step_rewards(concatenate([observations] * self.num_actions), actions).numpy()
-        return rewards.reshape(len(self.members), self.num_actions, len(segments)).transpose(0, 2, 1)
+            return self._action_rewards(concatenate([segment.observations for segment in segments])).numpy()
 
     def _alternatives(self, taken: np.ndarray, rewards: np.ndarray | None) -> np.ndarray:
         """Another action per context: the ensemble's best after the taken one, or (epsilon, untrained) uniform."""
@@ -226,7 +223,7 @@ class PreferenceModel(RewardSource):
         picked = self.rng.choice(len(self.pool), count, replace=count > len(self.pool))
         segments = [self.pool[i] for i in picked.tolist()]
         taken = np.array([int(segment.actions[0]) for segment in segments])
-        rewards = self._action_rewards(segments)
+        rewards = self._segment_action_rewards(segments)
         if self.config.pair_answers == "top-two" and rewards is not None:
             taken = rewards.mean(0).argmax(1)  # the ensemble's best in place of the policy's
         alternatives = self._alternatives(taken, rewards)
@@ -332,7 +329,7 @@ class PreferenceModel(RewardSource):
             if self.pseudo is not None:
                 loss = loss + self.pseudo.loss(self.pool, len(rows), self._returns)
             if self.neighbours is not None:
-                loss = loss + self.neighbours.loss(len(rows), self._action_rewards_with_grad)
+                loss = loss + self.neighbours.loss(len(rows), self._action_rewards)
             self.adam.zero_grad()
             loss.backward()
             self.adam.step()

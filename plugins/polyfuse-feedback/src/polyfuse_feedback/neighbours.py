@@ -85,7 +85,8 @@ class NeighbourGraph:
 class NeighbourConsistency:
     """The consistency term of the members' loss, over a graph rebuilt from the pool at each update.
 
-    It has its own random stream, so turning it on does not change which queries the model asks.
+    It has its own random stream: with ``selection: random`` turning it on does not change which queries
+    are asked (with active selection, the model it trains chooses them).
     """
 
     def __init__(self, config: NeighbourConsistencyConfig, seed: int) -> None:
@@ -130,7 +131,9 @@ class NeighbourConsistency:
         if pairs is None or labelled <= 0:
             return torch.zeros(())
         drawn, swapped = pairs
-        gap = action_rewards(drawn) - action_rewards(swapped)
+        rewards = action_rewards(concatenate([drawn, swapped]))  # one forward pass over both halves
+        half = rewards.shape[1] // 2
+        gap = rewards[:, :half] - rewards[:, half:]
         loss = gap.pow(2).mean(dim=(1, 2)).sum()
         self._losses.append(float(loss.detach()) / gap.shape[0])
         return self.config.weight * loss

@@ -141,7 +141,9 @@ class PreferenceModelConfig(ComponentConfig):
         "pipeline's (frozen encoders configured alike are shared with the policy either way)."
     )
     fuser: ComponentRef | None = Field(None, description="The reward network's own fuser; null: the pipeline's.")
-    ensemble_size: int = Field(3, gt=0, le=16, description="Members of the ensemble (each on its own bootstrap).")
+    ensemble_size: int = Field(3, gt=0, le=16, description="Members of the ensemble.")
+    bootstrap: bool = Field(True, description="Each member trains on its own Poisson bootstrap of the labels; false: "
+                            "every member on every label, members differing by initialisation (as PEBBLE does).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="Hidden layers of each member's head.")
     head: Literal["per-action", "concat"] = Field(
         "per-action", description="per-action: the head outputs one reward per action and reads the taken one (as "

@@ -50,7 +50,8 @@ def pseudo_label_loss(logits: torch.Tensor, threshold: float) -> tuple[torch.Ten
 class PseudoLabeller:
     """Draws unlabelled pairs from the pool at each gradient step and gives the members' loss on them.
 
-    It has its own random stream, so turning it on does not change which queries the model asks.
+    It has its own random stream: with ``selection: random`` turning it on does not change which queries
+    are asked (with active selection, the model it trains chooses them).
     Counts what it used since the last :meth:`metrics` call.
     """
 
