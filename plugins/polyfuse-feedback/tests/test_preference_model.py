@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
+from polyfuse.errors import PolyfuseError
 from polyfuse.feedback import FeedbackSource, Label, Query
 from polyfuse.rewards import RewardBatch, RunContext, Segment
 from polyfuse_feedback.model import PreferenceModel
@@ -292,3 +294,43 @@ def test_a_named_projects_labels_are_learnt_without_asking_more(helpers: Any, tm
     unnamed = model()  # no project named: max_labels 0 reads and asks nothing
     unnamed.update()
     assert unnamed.router is None and len(unnamed.labels) == 0
+
+
+def _named_model(helpers: Any, tmp_path: Path, action_names: tuple[str, ...] | None, action_text: str = "text",
+                 frozen_text: bool = False) -> tuple[PreferenceModel, Any]:
+    env = helpers.WordBandit(num_words=4)
+    context = RunContext(env.observation_space, env.action_space,
+                         lambda: helpers.make_network(env.observation_space, frozen_text=frozen_text),
+                         seed=0, run_dir=tmp_path, planned_updates=10, action_names=action_names)
+    params = PreferenceModelConfig(schedule="constant", gradient_steps=30, heldout_fraction=0.25, max_labels=400,
+                                   head="named", action_text=action_text)
+    router = Router(LabelStore.in_run(tmp_path), "test", [Route("synthetic", SyntheticAnnotator(SyntheticConfig(), 1))])
+    return PreferenceModel(params, context, router), env
+
+
+def test_the_named_head_scores_actions_through_their_names_and_learns(helpers: Any, tmp_path: Path) -> None:
+    model, env = _named_model(helpers, tmp_path, ("left", "right", "up", "down"))
+    assert model.members[0]._name_embeddings().shape[0] == 4
+    rng = np.random.default_rng(0)
+    model.observe(bandit_segments(env, rng, 400))
+    for _ in range(10):
+        model.update()
+    assert pairwise_accuracy(model, bandit_segments(env, rng, 200)) > 0.8
+
+
+def test_the_named_head_needs_named_actions_and_a_text_observation(helpers: Any, tmp_path: Path) -> None:
+    with pytest.raises(PolyfuseError, match="name its 4 actions"):
+        _named_model(helpers, tmp_path / "a", None)
+    with pytest.raises(PolyfuseError, match="'vector' is not one"):
+        _named_model(helpers, tmp_path / "b", ("left", "right", "up", "down"), action_text="vector")
+    with pytest.raises(ValidationError, match="go together"):
+        PreferenceModelConfig(head="named")
+    with pytest.raises(ValidationError, match="go together"):
+        PreferenceModelConfig(action_text="question")
+
+
+def test_a_frozen_text_encoder_embeds_the_names_once(helpers: Any, tmp_path: Path) -> None:
+    model, _ = _named_model(helpers, tmp_path, ("left", "right", "up", "down"), frozen_text=True)
+    member = model.members[0]
+    first = member._name_embeddings()
+    assert member._name_embeddings() is first and not first.requires_grad

@@ -59,6 +59,24 @@ def reward_network_factory(config: PreferenceModelConfig, context: RunContext) -
     return context.make_network.variant(modalities, fuser)
 
 
+def named_actions(config: PreferenceModelConfig, context: RunContext) -> tuple[str, ...] | None:
+    """The action names ``head: named`` embeds, checked against the observations before anything is built."""
+    if config.head != "named":
+        return None
+    where = "reward.params.action_text"
+    spaces = getattr(context.observation_space, "spaces", {})
+    text = sorted(key for key, space in spaces.items() if isinstance(space, gym_spaces.Text))
+    if config.action_text not in spaces or not isinstance(spaces[config.action_text], gym_spaces.Text):
+        raise PolyfuseError(f"{where}: head: named embeds the action names with the encoder of a text observation; "
+                            f"{config.action_text!r} is not one (text observations: {text or 'none'})")
+    names = context.action_names
+    if names is None or len(names) != int(context.action_space.n):
+        raise PolyfuseError(f"reward.params.head: named needs the environment to name its {context.action_space.n} "
+                            f"actions (an `answers` list, an `actions` enum or get_action_meanings()); "
+                            f"{context.env_id or 'this environment'} names {'none' if names is None else len(names)}")
+    return names
+
+
 class PreferenceModel(RewardSource):
     """Reward learned from comparisons and ratings of trajectory segments, asked of feedback sources."""
 
@@ -74,7 +92,8 @@ class PreferenceModel(RewardSource):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed)
             self.members = torch.nn.ModuleList([
-                Member(make_network(), self.num_actions, config.hidden_sizes, config.head, RATING_SCALES)
+                Member(make_network(), self.num_actions, config.hidden_sizes, config.head, RATING_SCALES,
+                       named_actions(config, context), config.action_text)
                 for _ in range(config.ensemble_size)
             ])
         self.parameters = [p for p in self.members.parameters() if p.requires_grad]

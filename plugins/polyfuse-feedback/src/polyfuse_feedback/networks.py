@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from polyfuse.errors import PolyfuseError
 
 
 def bradley_terry_loss(first_returns: torch.Tensor, second_returns: torch.Tensor, preferences: torch.Tensor,
@@ -57,30 +58,63 @@ class Member(torch.nn.Module):
     """One reward network: encoders + fuser, then an MLP head giving ``r(s, a)``.
 
     ``head: per-action`` (the default) outputs one reward per action and reads the taken one, as a
-    Q-network does; ``head: concat`` reads (features, one-hot action) and outputs one reward. Rating
-    scales in use get their own :class:`Thresholds` (keyed by the number of levels).
+    Q-network does; ``head: concat`` reads (features, one-hot action) and outputs one reward; ``head:
+    named`` scores each action as ``h(s) · P e(a) + b_a``, with ``e(a)`` the embedding of the action's
+    name by the encoder of the modality reading the text observation ``action_text`` (as DRRN scores text actions), so what the
+    labels teach about one answer reaches answers whose names mean something alike. Rating scales in
+    use get their own :class:`Thresholds` (keyed by the number of levels).
     """
 
     def __init__(self, network: torch.nn.Module, num_actions: int, hidden_sizes: Sequence[int],
-                 head: str = "per-action", rating_scales: Sequence[int] = ()) -> None:
+                 head: str = "per-action", rating_scales: Sequence[int] = (),
+                 action_names: Sequence[str] | None = None, action_text: str | None = None) -> None:
         super().__init__()
         self.network = network
         self.num_actions = num_actions
-        self.per_action = head == "per-action"
+        self.named = head == "named"
+        self.per_action = head in ("per-action", "named")
         layers: list[torch.nn.Module] = []
         width = int(network.output_dim) + (0 if self.per_action else num_actions)
         for size in hidden_sizes:
             layers += [torch.nn.Linear(width, size), torch.nn.ReLU()]
             width = size
-        layers.append(torch.nn.Linear(width, num_actions if self.per_action else 1))
+        if self.named:
+            if action_names is None or action_text is None:
+                raise ValueError("head: named needs the action names and the text modality that embeds them")
+            readers = [modality for modality, key in network.observation_keys.items() if key == action_text]
+            if not readers:
+                raise PolyfuseError(f"reward.params.action_text: no modality of the reward network reads "
+                                    f"{action_text!r}; it reads {sorted(network.observation_keys.values())}")
+            self.action_names, self.name_modality = tuple(action_names), readers[0]
+            self.name_projection = torch.nn.Linear(int(network.encoders[readers[0]].output_dim), width, bias=False)
+            self.action_bias = torch.nn.Parameter(torch.zeros(num_actions))
+            self._frozen_names: torch.Tensor | None = None
+        else:
+            layers.append(torch.nn.Linear(width, num_actions if self.per_action else 1))
         self.head = torch.nn.Sequential(*layers)
         self.thresholds = torch.nn.ModuleDict({str(levels): Thresholds(levels) for levels in rating_scales})
+
+    def _name_embeddings(self) -> torch.Tensor:
+        """The actions' names through the text encoder, ``(actions, dim)``; computed once if that encoder is frozen."""
+        if self._frozen_names is not None:
+            return self._frozen_names
+        encoder = self.network.encoders[self.name_modality]
+        if encoder.trainable:
+            return encoder(self.action_names).float()
+        with torch.no_grad():
+            self._frozen_names = encoder(self.action_names).float()
+        return self._frozen_names
+
+    def _per_action(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.named:
+            return self.head(features)
+        return self.head(features) @ self.name_projection(self._name_embeddings()).T + self.action_bias
 
     def action_rewards(self, observations: Mapping[str, Any]) -> torch.Tensor:
         """The reward of every action in each observation, shape ``(N, actions)``."""
         features = self.network(observations)
         if self.per_action:
-            return self.head(features)
+            return self._per_action(features)
         eye = torch.eye(self.num_actions, dtype=features.dtype)
         return torch.stack([self.head(torch.cat([features, eye[a].expand(len(features), -1)], dim=1)).squeeze(1)
                             for a in range(self.num_actions)], dim=1)
@@ -89,6 +123,6 @@ class Member(torch.nn.Module):
         features = self.network(observations)
         actions = actions.long()
         if self.per_action:
-            return self.head(features).gather(1, actions.reshape(-1, 1)).squeeze(1)
+            return self._per_action(features).gather(1, actions.reshape(-1, 1)).squeeze(1)
         one_hot = torch.nn.functional.one_hot(actions, self.num_actions).to(features.dtype)
         return self.head(torch.cat([features, one_hot], dim=1)).squeeze(1)

@@ -34,6 +34,7 @@ def add_train_reward_arguments(parser: argparse.ArgumentParser) -> None:
 def train_reward(args: argparse.Namespace, registry: Any) -> int:
     import torch
     from polyfuse.config import load_pipeline
+    from polyfuse.envs import action_names
     from polyfuse.network import NetworkFactory
     from polyfuse.rewards import RunContext
     from tqdm import tqdm
@@ -66,7 +67,8 @@ def train_reward(args: argparse.Namespace, registry: Any) -> int:
     observation_space, action_space = _spaces(config)
     params = PreferenceModelConfig.model_validate({**config.reward.params, "max_labels": 0})
     context = RunContext(observation_space, action_space, NetworkFactory(config, observation_space, registry),
-                         seed=args.seed, run_dir=output, planned_updates=1, registry=registry)
+                         seed=args.seed, run_dir=output, planned_updates=1, registry=registry, env_id=config.env.id,
+                         action_names=action_names(config.env.id, config.env.kwargs))
     model = PreferenceModel(params, context, router=None)
     if not answers:
         raise PolyfuseError(f"no labels in project {project!r} of {args.labels}")

@@ -145,10 +145,13 @@ class PreferenceModelConfig(ComponentConfig):
     bootstrap: bool = Field(True, description="Each member trains on its own Poisson bootstrap of the labels; false: "
                             "every member on every label, members differing by initialisation (as PEBBLE does).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="Hidden layers of each member's head.")
-    head: Literal["per-action", "concat"] = Field(
+    head: Literal["per-action", "concat", "named"] = Field(
         "per-action", description="per-action: the head outputs one reward per action and reads the taken one (as "
-        "a Q-network); concat: the head reads (features, one-hot action) and outputs one reward."
+        "a Q-network); concat: the head reads (features, one-hot action) and outputs one reward; named: each "
+        "action's weights come from its name, embedded by the encoder of the text observation action_text."
     )
+    action_text: str | None = Field(None, description="With head: named, the text observation (e.g. a question) "
+                                    "whose modality's encoder embeds the environment's action names.")
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     margin: float = Field(0.0, ge=0, description="Bradley-Terry margin: a strict preference asks the preferred "
@@ -215,6 +218,13 @@ class PreferenceModelConfig(ComponentConfig):
         "with one modality swapped for a near neighbour's value (label propagation over a k-nearest-neighbour "
         "graph, rebuilt at each update); e.g. {modality: image, neighbours: 3, weight: 1.0}. null: labels only."
     )
+
+    @model_validator(mode="after")
+    def _named_head_has_its_text(self) -> PreferenceModelConfig:
+        if (self.head == "named") != (self.action_text is not None):
+            raise ValueError("head: named and action_text go together: head: named embeds the action names with the "
+                             "encoder of the text observation action_text (e.g. action_text: question)")
+        return self
 
     @model_validator(mode="after")
     def _installed_components(self, info: ValidationInfo) -> PreferenceModelConfig:

@@ -40,7 +40,7 @@ class ModelJudge(ScoringJudge):
     def from_saved(cls, config: ModelJudgeConfig, registry: Any = None) -> ModelJudge:
         """Rebuild the saved reward model from its pipeline config and load its weights."""
         from polyfuse.config import validate_pipeline
-        from polyfuse.envs import make_env
+        from polyfuse.envs import action_names, make_env
         from polyfuse.network import NetworkFactory
         from polyfuse.registry import default_registry
         from polyfuse.rewards import RunContext
@@ -62,7 +62,9 @@ class ModelJudge(ScoringJudge):
         params = PreferenceModelConfig.model_validate({**pipeline.reward.params, "init_from": None, "max_labels": 0})
         model = PreferenceModel(params, RunContext(observation_space, action_space,
                                                    NetworkFactory(pipeline, observation_space, registry), 0, path,
-                                                   planned_updates=1, registry=registry), router=None)
+                                                   planned_updates=1, registry=registry, env_id=pipeline.env.id,
+                                                   action_names=action_names(pipeline.env.id, pipeline.env.kwargs)),
+                                 router=None)
         load_members(model, saved, str(path))
         return cls(config, model, observation_space, str(path))
 
