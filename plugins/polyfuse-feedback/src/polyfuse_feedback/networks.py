@@ -59,10 +59,10 @@ class Member(torch.nn.Module):
 
     ``head: per-action`` (the default) outputs one reward per action and reads the taken one, as a
     Q-network does; ``head: concat`` reads (features, one-hot action) and outputs one reward; ``head:
-    named`` scores each action as ``h(s) · P e(a) + b_a``, with ``e(a)`` the embedding of the action's
-    name by the encoder of the modality reading the text observation ``action_text`` (as DRRN scores text actions), so what the
-    labels teach about one answer reaches answers whose names mean something alike. Rating scales in
-    use get their own :class:`Thresholds` (keyed by the number of levels).
+    named`` scores each action as ``h(s) · P e(a) + b_a``, with ``e(a)`` the action's name embedded by
+    the encoder of the modality that reads the text observation ``action_text`` (as DRRN scores text
+    actions), so answers share what their names share instead of each learning its weights alone.
+    Rating scales in use get their own :class:`Thresholds` (keyed by the number of levels).
     """
 
     def __init__(self, network: torch.nn.Module, num_actions: int, hidden_sizes: Sequence[int],
