@@ -75,3 +75,25 @@ def test_train_reward_refuses_what_it_cannot_use(make_registry: Any, tmp_path: P
     empty.mkdir()
     with pytest.raises(PolyfuseError, match="holds no label store"):
         train_reward(argparse.Namespace(**{**vars(args), "labels": str(empty)}), registry)
+
+
+def test_a_named_head_reward_model_is_trained_offline_and_used_by_name(make_registry: Any, tmp_path: Path) -> None:
+    registry = installed(make_registry())
+    config = rlhf_config(registry, tmp_path / "run", total_steps=256)
+    config.reward.params = {**config.reward.params, "head": "named", "action_text": "question"}
+    Trainer(config, registry, progress=False).run()
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+    saved = tmp_path / "reward"
+    args = argparse.Namespace(config=str(path), labels=str(tmp_path / "run"), project=None, output=str(saved),
+                              steps=50, seed=0)
+    assert train_reward(args, registry) == 0
+    from polyfuse_feedback.saved import read_saved_reward
+
+    assert any(key.endswith("name_projection.weight") for key in read_saved_reward(saved).members)
+
+    fixed = config.model_copy(deep=True)
+    fixed.reward.params = {"init_from": str(saved), "max_labels": 0, "head": "named", "action_text": "question"}
+    fixed.trainer.output_dir = str(tmp_path / "fixed")
+    fixed.trainer.total_steps = 128
+    assert Trainer(fixed, registry, progress=False).run()["steps"] == 128

@@ -16,7 +16,7 @@ from polyfuse.errors import PolyfuseError
 from polyfuse.feedback import FeedbackSource, Label, Query
 from polyfuse.rewards import RewardBatch, RunContext, Segment
 from polyfuse_feedback.model import PreferenceModel
-from polyfuse_feedback.networks import bradley_terry_loss, ordinal_loss
+from polyfuse_feedback.networks import Member, bradley_terry_loss, ordinal_loss
 from polyfuse_feedback.plugin import PreferenceModelConfig, SyntheticConfig
 from polyfuse_feedback.routing import Route, Router
 from polyfuse_feedback.store import LabelStore
@@ -334,3 +334,22 @@ def test_a_frozen_text_encoder_embeds_the_names_once(helpers: Any, tmp_path: Pat
     member = model.members[0]
     first = member._name_embeddings()
     assert member._name_embeddings() is first and not first.requires_grad
+
+
+def test_the_named_head_reads_the_names(helpers: Any, tmp_path: Path) -> None:
+    model, env = _named_model(helpers, tmp_path, ("left", "right", "up", "down"), frozen_text=True)
+    member = model.members[0]
+    observations = bandit_segments(env, np.random.default_rng(0), 8)
+    batch = {"vector": np.concatenate([s.observations["vector"] for s in observations]),
+             "text": tuple(s.observations["text"][0] for s in observations)}
+    with torch.no_grad():
+        rewards = member.action_rewards(batch)
+        member.action_names, member._frozen_names = member.action_names[::-1], None
+        reversed_rewards = member.action_rewards(batch)
+    torch.testing.assert_close(reversed_rewards, rewards.flip(1))  # the bias is still zero: names alone decide
+
+
+def test_the_named_head_needs_a_modality_that_reads_the_text(helpers: Any, tmp_path: Path) -> None:
+    env = helpers.WordBandit(num_words=4)
+    with pytest.raises(PolyfuseError, match="no modality of the reward network reads 'missing'"):
+        Member(helpers.make_network(env.observation_space), 4, [8], "named", (), ("a", "b", "c", "d"), "missing")

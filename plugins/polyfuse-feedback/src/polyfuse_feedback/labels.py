@@ -48,7 +48,7 @@ class LabelSet:
             self.segments.setdefault(segment_id, segment)
         rng = np.random.default_rng([self.seed, label_id])
         heldout = bool(rng.random() < self.heldout_fraction)
-        bootstrap = rng.poisson(1.0, self.members).astype(np.float32)
+        bootstrap = rng.poisson(1.0, self.members).astype(np.float32)  # drawn either way: the stream stays the same
         if not self.bootstrap:
             bootstrap = np.ones(self.members, dtype=np.float32)
         self.rows.append(LabelRow(label_id, first[0], None if second is None else second[0], label.preference,

@@ -6,7 +6,7 @@ frozen encoders are shared with the policy's networks) and an MLP head giving
 Comparisons are fitted with the Bradley–Terry loss (``P(second preferred) =
 sigmoid(R2 - R1)``, ties as 0.5 targets), ratings and good/bad labels with an
 ordinal (cumulative-logit) loss on the same return, each member on its own
-bootstrap weights of the labels (and, with ``pseudo_labels``, on its own confident predictions for
+bootstrap weights of the labels (all 1 with ``bootstrap: false``) (and, with ``pseudo_labels``, on its own confident predictions for
 unlabelled pairs of the pool: :mod:`polyfuse_feedback.pseudo_labels`). ``score()`` is the ensemble
 mean, scaled (see :meth:`normalise`).
 
@@ -89,11 +89,12 @@ class PreferenceModel(RewardSource):
         self.num_actions = int(context.action_space.n)
         self.env_id = context.env_id
         make_network = reward_network_factory(config, context)
+        action_names = named_actions(config, context)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed)
             self.members = torch.nn.ModuleList([
                 Member(make_network(), self.num_actions, config.hidden_sizes, config.head, RATING_SCALES,
-                       named_actions(config, context), config.action_text)
+                       action_names, config.action_text)
                 for _ in range(config.ensemble_size)
             ])
         self.parameters = [p for p in self.members.parameters() if p.requires_grad]

@@ -88,11 +88,15 @@ class Member(torch.nn.Module):
             self.action_names, self.name_modality = tuple(action_names), readers[0]
             self.name_projection = torch.nn.Linear(int(network.encoders[readers[0]].output_dim), width, bias=False)
             self.action_bias = torch.nn.Parameter(torch.zeros(num_actions))
-            self._frozen_names: torch.Tensor | None = None
         else:
             layers.append(torch.nn.Linear(width, num_actions if self.per_action else 1))
+        self._frozen_names: torch.Tensor | None = None
         self.head = torch.nn.Sequential(*layers)
         self.thresholds = torch.nn.ModuleDict({str(levels): Thresholds(levels) for levels in rating_scales})
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._frozen_names = None  # a loaded frozen encoder may embed the names differently
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _name_embeddings(self) -> torch.Tensor:
         """The actions' names through the text encoder, ``(actions, dim)``; computed once if that encoder is frozen."""

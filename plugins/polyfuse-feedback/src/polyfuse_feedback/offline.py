@@ -68,7 +68,7 @@ def train_reward(args: argparse.Namespace, registry: Any) -> int:
     params = PreferenceModelConfig.model_validate({**config.reward.params, "max_labels": 0})
     context = RunContext(observation_space, action_space, NetworkFactory(config, observation_space, registry),
                          seed=args.seed, run_dir=output, planned_updates=1, registry=registry, env_id=config.env.id,
-                         action_names=action_names(config.env.id, config.env.kwargs))
+                         action_names=action_names(config.env.id, config.env.kwargs) if params.head == "named" else None)
     model = PreferenceModel(params, context, router=None)
     if not answers:
         raise PolyfuseError(f"no labels in project {project!r} of {args.labels}")

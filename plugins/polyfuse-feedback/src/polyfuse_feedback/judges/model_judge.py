@@ -60,11 +60,11 @@ class ModelJudge(ScoringJudge):
         env.close()
         # Only the weights are wanted: the model asks nobody, whatever feedback it was trained with.
         params = PreferenceModelConfig.model_validate({**pipeline.reward.params, "init_from": None, "max_labels": 0})
+        names = action_names(pipeline.env.id, pipeline.env.kwargs) if params.head == "named" else None
         model = PreferenceModel(params, RunContext(observation_space, action_space,
                                                    NetworkFactory(pipeline, observation_space, registry), 0, path,
                                                    planned_updates=1, registry=registry, env_id=pipeline.env.id,
-                                                   action_names=action_names(pipeline.env.id, pipeline.env.kwargs)),
-                                 router=None)
+                                                   action_names=names), router=None)
         load_members(model, saved, str(path))
         return cls(config, model, observation_space, str(path))
 
