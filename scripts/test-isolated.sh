@@ -2,7 +2,7 @@
 # Runs each plugin's own tests with only the core and that plugin installed.
 # The venv holds the core and every plugin's third-party dependencies; each plugin
 # is installed into a private folder that alone is put on PYTHONPATH.
-# The tests that skip here (they need another plugin, a database driver, the browser) are listed in
+# The tests that skip here (they need another plugin) are listed in
 # build/isolated/skipped-tests.txt, which `make test` then runs in the venv that has everything.
 set -euo pipefail
 venv=${1:?usage: test-isolated.sh VENV PLUGIN_DIR...}
