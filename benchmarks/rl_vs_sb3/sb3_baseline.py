@@ -72,17 +72,21 @@ class EnvTimer(gym.Wrapper):
 
 
 class SB3Observations(gym.ObservationWrapper):
-    """Text keys to embeddings, images to float32: the observation space SB3's MultiInputPolicy accepts."""
+    """Text keys to embeddings, bounded integer arrays to float32 in [0, 1] by their declared bounds (as
+    polyfuse's ``flatten`` rescales them): the observation space SB3's MultiInputPolicy accepts."""
 
     def __init__(self, env: gym.Env, embedder: TextEmbedder) -> None:
         super().__init__(env)
         self.embedder = embedder
+        self.bounds: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # uint8 key -> (low, high - low)
         converted = {}
         for key, space in env.observation_space.spaces.items():
             if isinstance(space, gym.spaces.Text):
                 converted[key] = gym.spaces.Box(-1.0, 1.0, (embedder.dim,), np.float32)
             elif isinstance(space, gym.spaces.Box) and space.dtype == np.uint8:
                 converted[key] = gym.spaces.Box(0.0, 1.0, space.shape, np.float32)
+                span = np.maximum(space.high - space.low, 1).astype(np.float32)
+                self.bounds[key] = (space.low.astype(np.float32), span)
             else:
                 converted[key] = space
         self.observation_space = gym.spaces.Dict(converted)
@@ -92,10 +96,8 @@ class SB3Observations(gym.ObservationWrapper):
         result = dict(observation)
         for key in self.text_keys:
             result[key] = self.embedder(observation[key])
-        for key, space in self.observation_space.spaces.items():
-            if key not in self.text_keys and isinstance(space, gym.spaces.Box):
-                result[key] = np.asarray(observation[key], dtype=np.float32) / (
-                    255.0 if self.env.observation_space[key].dtype == np.uint8 else 1.0)
+        for key, (low, span) in self.bounds.items():
+            result[key] = (np.asarray(observation[key], dtype=np.float32) - low) / span
         return result
 
 
