@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$
 $(ISOLATED_VENV)/.installed: $(VENV)/.installed
 	rm -rf $(ISOLATED_VENV)
 	cp -al $(VENV) $(ISOLATED_VENV)
-	grep -lrI '^#!$(abspath $(VENV))/bin/' $(ISOLATED_VENV)/bin | xargs sed -i '1s|^#!$(abspath $(VENV))/|#!$(abspath $(ISOLATED_VENV))/|'
+	grep -lrI '^#!$(abspath $(VENV))/bin/' $(ISOLATED_VENV)/bin | xargs -r sed -i '1s|^#!$(abspath $(VENV))/|#!$(abspath $(ISOLATED_VENV))/|'
 	$(ISOLATED_VENV)/bin/python $(PIP) uninstall --quiet --yes $(PLUGIN_NAMES)
 	touch $@
 

@@ -60,7 +60,7 @@ def test_the_loss_is_the_weighted_squared_gap_of_every_actions_reward() -> None:
         return torch.stack([second[:, None].expand(-1, 3), 2 * second[:, None].expand(-1, 3)])
 
     term = NeighbourConsistency(NeighbourConsistencyConfig(modality="vector", neighbours=1, weight=0.5), seed=0)
-    term.rebuild(pool)
+    term.rebuild([], pool)
     # each value's neighbour differs by 1 in the second coordinate: gaps 1 and 2 for the two members
     assert term.loss(8, rewards_of_vector).item() == pytest.approx(0.5 * (1 + 4))
     assert term.metrics() == {"neighbour_gap": pytest.approx(2.5)} and term.metrics() == {}
@@ -75,7 +75,7 @@ def test_the_loss_is_the_weighted_squared_gap_of_every_actions_reward() -> None:
 def test_a_modality_that_cannot_give_neighbours_is_named(modality: str, message: str) -> None:
     term = NeighbourConsistency(NeighbourConsistencyConfig(modality=modality), seed=0)
     with pytest.raises(PolyfuseError, match=f"neighbour_consistency.modality: .*{message}"):
-        term.rebuild(segments_with(np.eye(2)))
+        term.rebuild(segments_with(np.eye(2)), [])
 
 
 def test_multi_step_segments_are_drawn_from_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,11 +83,30 @@ def test_multi_step_segments_are_drawn_from_step_by_step(monkeypatch: pytest.Mon
     episodes = [Segment({"vector": np.arange(3 * i, 3 * i + 3, dtype=np.float32)[:, None], "text": ("a", "b", "c")},
                         np.zeros(3, np.int64), np.zeros(3, np.float32), [{}] * 3, True, False, 0) for i in range(4)]
     term = NeighbourConsistency(NeighbourConsistencyConfig(modality="vector", neighbours=1), seed=0)
-    term.rebuild(episodes)
+    term.rebuild([], episodes)
     assert term.graph is not None and term.graph.steps == 5  # 5 of the 12 steps, each with its own text
     steps = term.graph.observations
     assert len(set(steps["vector"].ravel().tolist())) == 5
     assert all("abc"[int(v) % 3] == t for v, t in zip(steps["vector"].ravel(), steps["text"]))
+
+
+def test_labelled_steps_are_always_in_the_graph_and_the_pool_fills_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("polyfuse_feedback.neighbours.MAX_GRAPH_STEPS", 6)
+    labelled = segments_with(np.array([[100.0, 0.0], [100.0, 1.0]]))
+    pool = segments_with(np.arange(20, dtype=np.float64)[:, None].repeat(2, 1))
+    term = NeighbourConsistency(NeighbourConsistencyConfig(modality="vector", neighbours=1), seed=0)
+    term.rebuild(labelled, pool)
+    assert term.graph is not None and term.graph.steps == 6
+    vectors = term.graph.observations["vector"]
+    assert vectors[:2].tolist() == [[100.0, 0.0], [100.0, 1.0]], "both labelled steps, though the pool alone fills it"
+    assert set(vectors[2:, 0].tolist()) <= set(range(20)) and len(set(vectors[2:, 0].tolist())) == 4
+    # with the pool past its last labelled step, a labelled scan still has its labelled neighbour
+    drawn, swapped = term.graph.pairs(np.random.default_rng(0), 50)
+    for before, after in zip(drawn["vector"], swapped["vector"]):
+        if before[0] == 100.0:
+            assert after[0] == 100.0 and after[1] != before[1]
+    term.rebuild([], [])
+    assert term.graph is None
 
 
 def test_the_modality_is_checked_when_the_model_is_built(helpers: Any, tmp_path: Path) -> None:

@@ -342,7 +342,7 @@ class PreferenceModel(RewardSource):
             return None
         losses = []
         if self.neighbours is not None:
-            self.neighbours.rebuild(self.pool)
+            self.neighbours.rebuild(list(self.labels.segments.values()), self.pool)
         for _ in range(steps):
             rows = self.rng.integers(0, len(training), min(self.config.batch_size, len(training)))
             loss = self._loss([training[i] for i in rows.tolist()])

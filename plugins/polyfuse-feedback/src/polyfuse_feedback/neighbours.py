@@ -1,17 +1,18 @@
-"""Neighbour consistency on the pool's unlabelled steps: graph-based semi-supervised reward learning.
+"""Neighbour consistency over labelled and unlabelled steps: graph-based semi-supervised reward learning.
 
 Labels reach few observations; the pool holds many more that nobody labelled. Where observations that
 are close in one modality's raw values usually mean the same (handwritten scans of one digit, grid
 views of one room), the reward of every action should barely change when that modality is swapped for
-a near neighbour's. At each gradient step ``ratio`` x the labelled batch of pool steps is drawn; each
-gets one of its ``neighbours`` nearest other values of ``modality`` (Euclidean over the raw values,
-among the distinct values the pool holds), the other modalities kept; and each member's squared gap
+a near neighbour's. At each gradient step ``ratio`` x the labelled batch of the graph's steps is drawn;
+each gets one of its ``neighbours`` nearest other values of ``modality`` (Euclidean over the raw
+values, among the distinct values the graph holds), the other modalities kept; and each member's squared gap
 between the two per-action reward vectors, times ``weight``, joins its loss. This is Laplacian
 (manifold) regularisation over a k-nearest-neighbour graph (Zhu & Ghahramani's label propagation,
 Belkin et al.'s manifold regularisation) applied to a reward network: what the labels teach about one
 scan spreads to the scans that look like it, and through them to the rest of its cluster.
 
-The graph is rebuilt from the pool at each reward update (the pool moves with the policy).
+The graph holds every labelled step, where what the labels teach starts from, and the pool's steps,
+where it spreads to; it is rebuilt at each reward update (the pool moves with the policy).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from polyfuse.rewards import Segment
 if TYPE_CHECKING:
     from polyfuse_feedback.plugin import NeighbourConsistencyConfig
 
-MAX_GRAPH_STEPS = 4096  # pool steps the graph is built over (a pool of long episodes holds many more)
+MAX_GRAPH_STEPS = 8192  # steps the graph is built over (labelled ones first; a pool of long episodes holds many more)
 DISTANCE_CHUNK = 1024  # rows of the distance matrix computed at once
 
 
@@ -105,24 +106,38 @@ class NeighbourConsistency:
             raise PolyfuseError(f"reward.params.neighbour_consistency.modality: {modality!r} is text, and neighbours "
                                 "are found by the distance between raw numeric values (an image, a grid, a vector)")
 
-    def rebuild(self, pool: Sequence[Segment]) -> None:
-        """The graph over (up to :data:`MAX_GRAPH_STEPS` of) the pool's steps, drawn before they are copied."""
-        segments = [segment for segment in pool if len(segment)]
-        if not segments:
+    def rebuild(self, labelled: Sequence[Segment], pool: Sequence[Segment]) -> None:
+        """The graph over every labelled step and (up to :data:`MAX_GRAPH_STEPS` in all) the pool's, drawn before
+        they are copied.
+
+        Label propagation spreads from labelled points through unlabelled ones, so the labelled steps are
+        always in the graph: the pool holds the latest behaviour only, and once the last labels are asked it
+        soon holds none of them.
+        """
+        labelled_steps = self._steps([segment for segment in labelled if len(segment)], MAX_GRAPH_STEPS)
+        taken = 0 if labelled_steps is None else len(next(iter(labelled_steps.values())))
+        pool_steps = self._steps([segment for segment in pool if len(segment)], MAX_GRAPH_STEPS - taken)
+        parts = [steps for steps in (labelled_steps, pool_steps) if steps is not None]
+        if not parts:
             self.graph = None
             return
-        lengths = np.array([len(segment) for segment in segments])
-        total = int(lengths.sum())
-        if total > MAX_GRAPH_STEPS:
-            steps = np.sort(self.rng.choice(total, MAX_GRAPH_STEPS, replace=False))
-            ends = np.cumsum(lengths)
-            owner = np.searchsorted(ends, steps, side="right")
-            offset = steps - (ends - lengths)[owner]
-            observations = stack([select(segments[s].observations, int(t)) for s, t in zip(owner, offset)])
-        else:
-            observations = concatenate([segment.observations for segment in segments])
+        observations = concatenate(parts)
         self.check(list(observations), [key for key, value in observations.items() if is_text(value)])
         self.graph = NeighbourGraph(observations, self.config.modality, self.config.neighbours)
+
+    def _steps(self, segments: Sequence[Segment], budget: int) -> dict[str, Any] | None:
+        """Up to ``budget`` of the segments' steps as one batch, drawn at random when there are more; None: none."""
+        lengths = np.array([len(segment) for segment in segments], dtype=np.int64)
+        total = int(lengths.sum())
+        if budget <= 0 or total == 0:
+            return None
+        if total <= budget:
+            return concatenate([segment.observations for segment in segments])
+        steps = np.sort(self.rng.choice(total, budget, replace=False))
+        ends = np.cumsum(lengths)
+        owner = np.searchsorted(ends, steps, side="right")
+        offset = steps - (ends - lengths)[owner]
+        return stack([select(segments[s].observations, int(t)) for s, t in zip(owner, offset)])
 
     def loss(self, labelled: int, action_rewards: Callable[[Mapping[str, Any]], torch.Tensor]) -> torch.Tensor:
         """``weight`` x the members' summed mean squared gap between the per-action rewards of drawn steps and

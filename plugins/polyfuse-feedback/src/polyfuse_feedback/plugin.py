@@ -118,7 +118,7 @@ class PseudoLabelsConfig(BaseModel):
 
 
 class NeighbourConsistencyConfig(BaseModel):
-    """Semi-supervised reward learning over a nearest-neighbour graph of the pool's observations."""
+    """Semi-supervised reward learning over a nearest-neighbour graph of the labelled and the pool's observations."""
 
     model_config = ConfigDict(extra="forbid")
     modality: str = Field(description="The observation modality whose raw values define neighbours (an image, a grid "
@@ -214,9 +214,9 @@ class PreferenceModelConfig(ComponentConfig):
         "e.g. {threshold: 0.99, weight: 1.0, ratio: 4}. null: labels only."
     )
     neighbour_consistency: NeighbourConsistencyConfig | None = Field(
-        None, description="Also pull each member's per-action rewards of pool steps towards those of the same steps "
-        "with one modality swapped for a near neighbour's value (label propagation over a k-nearest-neighbour "
-        "graph, rebuilt at each update); e.g. {modality: image, neighbours: 3, weight: 1.0}. null: labels only."
+        None, description="Also pull each member's per-action rewards of labelled and pool steps towards those of the "
+        "same steps with one modality swapped for a near neighbour's value (label propagation over a k-nearest-"
+        "neighbour graph of the labelled steps and the pool's, rebuilt at each update); e.g. {modality: image, neighbours: 3, weight: 1.0}. null: labels only."
     )
 
     @model_validator(mode="after")
