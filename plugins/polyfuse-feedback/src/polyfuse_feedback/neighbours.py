@@ -114,9 +114,9 @@ class NeighbourConsistency:
         always in the graph: the pool holds the latest behaviour only, and once the last labels are asked it
         soon holds none of them.
         """
-        labelled_steps = self._steps([segment for segment in labelled if len(segment)], MAX_GRAPH_STEPS)
+        labelled_steps = self._steps(labelled, MAX_GRAPH_STEPS)
         taken = 0 if labelled_steps is None else len(next(iter(labelled_steps.values())))
-        pool_steps = self._steps([segment for segment in pool if len(segment)], MAX_GRAPH_STEPS - taken)
+        pool_steps = self._steps(pool, MAX_GRAPH_STEPS - taken)
         parts = [steps for steps in (labelled_steps, pool_steps) if steps is not None]
         if not parts:
             self.graph = None
@@ -127,6 +127,7 @@ class NeighbourConsistency:
 
     def _steps(self, segments: Sequence[Segment], budget: int) -> dict[str, Any] | None:
         """Up to ``budget`` of the segments' steps as one batch, drawn at random when there are more; None: none."""
+        segments = [segment for segment in segments if len(segment)]
         lengths = np.array([len(segment) for segment in segments], dtype=np.int64)
         total = int(lengths.sum())
         if budget <= 0 or total == 0:

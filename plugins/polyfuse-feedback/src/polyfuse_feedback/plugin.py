@@ -216,7 +216,8 @@ class PreferenceModelConfig(ComponentConfig):
     neighbour_consistency: NeighbourConsistencyConfig | None = Field(
         None, description="Also pull each member's per-action rewards of labelled and pool steps towards those of the "
         "same steps with one modality swapped for a near neighbour's value (label propagation over a k-nearest-"
-        "neighbour graph of the labelled steps and the pool's, rebuilt at each update); e.g. {modality: image, neighbours: 3, weight: 1.0}. null: labels only."
+        "neighbour graph of the labelled steps and the pool's, rebuilt at each update); e.g. {modality: image, "
+        "neighbours: 3, weight: 1.0}. null: labels only."
     )
 
     @model_validator(mode="after")
