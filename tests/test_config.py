@@ -46,7 +46,7 @@ def good_config() -> dict:
 
 def test_good_config_validates_and_fills_defaults(registry) -> None:
     config = validate_pipeline(good_config(), registry)
-    assert config.fuser.params == {"hidden_dim": 32}
+    assert config.fuser.params == {"hidden_dim": 32, "input_norm": False}, "defaults are filled in"
     assert config.optimizer.params == {"learning_rate": 1e-3}, "defaults are filled in"
     assert config.reward.name == "env", "the environment's reward is the default reward source"
     assert config.modalities["question"].encoder.name == "vector", "a bare name is shorthand for {name: ...}"
@@ -164,7 +164,7 @@ def test_a_few_aliases_still_work(tmp_path: Path, registry) -> None:
     path.write_text(text + "x-notes: {width: *width}\n")
     data = yaml.safe_load(path.read_text())
     data.pop("x-notes")
-    assert validate_pipeline(data, registry).fuser.params == {"hidden_dim": 32}
+    assert validate_pipeline(data, registry).fuser.params["hidden_dim"] == 32
 
 
 def test_duplicate_keys_name_both_lines(tmp_path: Path, registry) -> None:

@@ -42,6 +42,11 @@ class GatedConfig(ComponentConfig):
     hidden_dim: int = Field(
         128, gt=0, description="Width of the per-modality candidates and of the gated output."
     )
+    input_norm: bool = Field(
+        False,
+        description="Layer-normalise each modality's features before the candidates and gates: keeps large "
+        "features (a trained CNN's) from saturating the gates, which then shut a modality out for good.",
+    )
 
 
 class AttentionConfig(ComponentConfig):
@@ -186,7 +191,7 @@ def build_mean(config: PoolingConfig, input_dims: Mapping[str, int]) -> Fuser:
 def build_gated(config: GatedConfig, input_dims: Mapping[str, int]) -> Fuser:
     from polyfuse.fusion.gated import GatedFuser
 
-    return GatedFuser(input_dims, hidden_dim=config.hidden_dim)
+    return GatedFuser(input_dims, hidden_dim=config.hidden_dim, input_norm=config.input_norm)
 
 
 def build_attention(config: AttentionConfig, input_dims: Mapping[str, int]) -> Fuser:

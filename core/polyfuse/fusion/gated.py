@@ -22,10 +22,16 @@ class GatedFuser(Fuser):
     With a single modality a softmax would be constantly 1 and the gate would
     never learn, so it falls back to the GMU's sigmoid form against a closed
     gate: ``out = sigmoid(W_z x) * h``.
+
+    With ``input_norm``, each modality's features are layer-normalised first.
+    Encoder features that grow large (a ReLU CNN's can reach tens) drive both
+    the tanh candidates and the softmax gates into saturation, where no
+    gradient flows: a modality once gated out then stays out.
     """
 
-    def __init__(self, input_dims: Mapping[str, int], hidden_dim: int) -> None:
+    def __init__(self, input_dims: Mapping[str, int], hidden_dim: int, input_norm: bool = False) -> None:
         super().__init__(input_dims, hidden_dim)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for dim in self.input_dims.values()) if input_norm else None
         self.projections = nn.ModuleList(nn.Linear(dim, hidden_dim) for dim in self.input_dims.values())
         self.gate = nn.Linear(sum(self.input_dims.values()), len(self.modalities) * hidden_dim)
 
@@ -34,6 +40,9 @@ class GatedFuser(Fuser):
     ) -> torch.Tensor:
         batch, _, _, mask, by_modality = self.masked_inputs(features, present)
         inputs = list(by_modality.values())
+        if self.norms is not None:  # a gap stays zeros, as the gate's input wants it
+            inputs = [torch.where(mask[m][:, None], norm(x), 0.0)
+                      for m, norm, x in zip(self.modalities, self.norms, inputs)]
         candidates = torch.stack([torch.tanh(p(x)) for p, x in zip(self.projections, inputs)], dim=1)
         logits = self.gate(torch.cat(inputs, dim=1)).view(batch, len(self.modalities), self.output_dim)
         keep = torch.stack([mask[m] for m in self.modalities], dim=1)[:, :, None]  # (B, N, 1)
