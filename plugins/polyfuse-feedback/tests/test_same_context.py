@@ -94,6 +94,18 @@ def test_same_context_labels_teach_the_best_action_in_each_context(helpers: Any,
     assert (rewards.argmax(1) == targets).mean() > 0.95
 
 
+def test_a_share_of_same_context_pairs_leaves_the_rest_random_pairs(helpers: Any, tmp_path: Path) -> None:
+    model = make_model(helpers, tmp_path, max_labels=200, same_context_share=0.5)
+    model.observe(bandit_segments(400))
+    for _ in range(10):
+        model.update()
+    store = model.router.store
+    queries = store.queries([label.query_id for label in store.labels("test")])
+    same = sum(words(q.first) == words(q.second) and q.first.env_index == q.second.env_index
+               and np.array_equal(q.first.observations["vector"], q.second.observations["vector"]) for q in queries)
+    assert len(queries) == 200 and 70 <= same <= 130, same  # binomial(200, 0.5), and the rest from the pool
+
+
 def test_disagreement_selection_works_with_same_context_pairs(helpers: Any, tmp_path: Path) -> None:
     model = make_model(helpers, tmp_path, max_labels=100, selection="disagreement")
     model.observe(bandit_segments(200))

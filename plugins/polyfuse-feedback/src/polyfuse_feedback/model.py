@@ -272,10 +272,15 @@ class PreferenceModel(RewardSource):
                 continue
             active = self.config.selection == "disagreement" and self.trained
             if comparison and self.config.pairing == "same-context":
-                pairs, spread = self._same_context_pairs(wanted, active)
-                chosen += pairs
-                spreads.append(spread)
-                continue
+                share = self.config.same_context_share
+                same = wanted if share == 1 else int(self.rng.binomial(wanted, share))
+                if same:
+                    pairs, spread = self._same_context_pairs(same, active)
+                    chosen += pairs
+                    spreads.append(spread)
+                wanted -= same
+                if wanted == 0:
+                    continue
             candidates = self._candidates(wanted * (self.config.candidates_per_query if active else 1), comparison)
             spread = self._uncertainty(candidates)
             keep = np.argsort(-spread, kind="stable")[:wanted] if active else np.arange(min(wanted, len(candidates)))

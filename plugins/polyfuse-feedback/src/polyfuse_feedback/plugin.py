@@ -192,6 +192,11 @@ class PreferenceModelConfig(ComponentConfig):
         "drawn uniformly; the rest take the action the ensemble ranks highest after the first one (uniform "
         "before the first labels)."
     )
+    same_context_share: float = Field(
+        1.0, ge=0, le=1, description="With pairing: same-context, the share of comparisons that are same-context "
+        "pairs; the rest pair two pool segments, as pairing: random does (0.5: half of each: a same-context pair "
+        "with a uniform other action shows answers the policy never gives, a random pair compares two contexts)."
+    )
     heldout_fraction: float = Field(0.2, ge=0, lt=1, description="Share of labels kept out of training, to measure "
                                     "the model's pairwise accuracy.")
     pool_size: int = Field(4096, gt=1, description="Most recent segments kept to form queries from.")
