@@ -94,6 +94,19 @@ def test_same_context_labels_teach_the_best_action_in_each_context(helpers: Any,
     assert (rewards.argmax(1) == targets).mean() > 0.95
 
 
+def test_a_temperature_draws_other_actions_by_the_models_odds(helpers: Any, tmp_path: Path) -> None:
+    rewards = np.tile(np.array([0.0, 0.0, -10.0, 1.0]), (1, 4000, 1))  # (members, contexts, actions)
+    taken = np.zeros(4000, np.int64)
+    at = {t: make_model(helpers, tmp_path / str(t), alternative_epsilon=0.0, alternative_temperature=t)
+          for t in (0.0, 1.0, 100.0)}
+    assert (at[0.0]._alternatives(taken, rewards.copy()) == 3).all()  # 0: the best after the taken one
+    counts = np.bincount(at[1.0]._alternatives(taken, rewards.copy()), minlength=4)
+    assert counts[0] == 0 and counts[2] < 5  # never the taken one, hardly ever the poor one
+    assert 2.3 < counts[3] / counts[1] < 3.2  # odds e : 1 between rewards one apart
+    counts = np.bincount(at[100.0]._alternatives(taken, rewards.copy()), minlength=4)
+    assert counts[0] == 0 and (np.abs(counts[1:] / 4000 - 1 / 3) < 0.05).all()  # hot: near uniform
+
+
 def test_a_share_of_same_context_pairs_leaves_the_rest_random_pairs(helpers: Any, tmp_path: Path) -> None:
     model = make_model(helpers, tmp_path, max_labels=200, same_context_share=0.5)
     model.observe(bandit_segments(400))

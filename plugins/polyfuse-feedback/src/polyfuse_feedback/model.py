@@ -228,14 +228,21 @@ class PreferenceModel(RewardSource):
             return self._action_rewards(concatenate([segment.observations for segment in segments])).numpy()
 
     def _alternatives(self, taken: np.ndarray, rewards: np.ndarray | None) -> np.ndarray:
-        """Another action per context: the ensemble's best after the taken one, or (epsilon, untrained) uniform."""
+        """Another action per context: drawn from the ensemble's softmax after the taken one (its best at
+        temperature 0), or (epsilon, untrained) uniform."""
         uniform = (taken + self.rng.integers(1, self.num_actions, len(taken))) % self.num_actions
         if rewards is None:
             return uniform
         mean = rewards.mean(0)
         mean[np.arange(len(taken)), taken] = -np.inf
+        temperature = self.config.alternative_temperature
+        if temperature == 0:
+            ranked = mean.argmax(1)
+        else:
+            weights = np.exp((mean - mean.max(1, keepdims=True)) / temperature)
+            ranked = np.array([self.rng.choice(self.num_actions, p=row / row.sum()) for row in weights])
         explore = self.rng.random(len(taken)) < self.config.alternative_epsilon
-        return np.where(explore, uniform, mean.argmax(1))
+        return np.where(explore, uniform, ranked)
 
     def _same_context_pairs(self, wanted: int, active: bool) -> tuple[list[tuple[Segment, Segment | None]], np.ndarray]:
         """Pool segments, each against another action in its context replayed by the environment, in random order."""

@@ -192,6 +192,12 @@ class PreferenceModelConfig(ComponentConfig):
         "drawn uniformly; the rest take the action the ensemble ranks highest after the first one (uniform "
         "before the first labels)."
     )
+    alternative_temperature: float = Field(
+        0.0, ge=0, description="With pairing: same-context, the other action (when not uniform) is drawn from the "
+        "softmax of the ensemble's mean rewards at this temperature, in Bradley-Terry units (a reward 1 higher: "
+        "odds of e to 1 that the annotator prefers it); 0: the one it ranks highest. In between, answers the "
+        "model already knows are poor are rarely asked about and plausible ones often."
+    )
     same_context_share: float = Field(
         1.0, ge=0, le=1, description="With pairing: same-context, the share of comparisons that are same-context "
         "pairs; the rest pair two pool segments, as pairing: random does (0.5: half of each: a same-context pair "
