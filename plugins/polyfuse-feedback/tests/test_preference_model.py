@@ -74,7 +74,7 @@ def pairwise_accuracy(model: PreferenceModel, segments: list[Segment]) -> float:
     return float((good[:, None] > bad[None, :]).mean())
 
 
-@pytest.mark.parametrize("selection", ["random", "disagreement"])
+@pytest.mark.parametrize("selection", ["random", "disagreement", "entropy"])
 def test_the_model_learns_to_rank(selection: str, helpers: Any, tmp_path: Path) -> None:
     model, env = make_model(helpers, tmp_path, max_labels=400, selection=selection)
     rng = np.random.default_rng(0)
@@ -91,6 +91,8 @@ def test_the_model_learns_to_rank(selection: str, helpers: Any, tmp_path: Path) 
     assert metrics["return_correlation"] > 0.7
     if selection == "disagreement":
         assert 0 < metrics["uncertainty"] <= 0.5
+    if selection == "entropy":
+        assert 0 < metrics["query_entropy"] <= math.log(2)
     assert metrics["feedback/synthetic/labelled"] == 400
     assert model.update()["labels"] == 400, "the label budget is not exceeded"
 

@@ -127,6 +127,20 @@ def test_disagreement_selection_works_with_same_context_pairs(helpers: Any, tmp_
     assert metrics["labels"] == metrics["asked"] and 0 < metrics["uncertainty"] <= 0.5
 
 
+def test_entropy_selection_asks_about_the_contexts_the_model_is_least_sure_of(helpers: Any, tmp_path: Path) -> None:
+    model = make_model(helpers, tmp_path, max_labels=40, selection="entropy")
+    model.observe(bandit_segments(400))
+    for _ in range(3):
+        metrics = model.update()
+    everywhere = model._segment_action_rewards(list(model.pool)).mean(0)
+    probabilities = np.exp(everywhere - everywhere.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    entropy = -(probabilities * np.log(probabilities)).sum(1)
+    pairs, chosen = model._same_context_pairs(20, active=True)
+    assert len(pairs) == 20 and 0 < metrics["query_entropy"] <= np.log(WORDS)
+    assert chosen.min() >= np.quantile(entropy, 0.5), (chosen.min(), np.quantile(entropy, [0.5, 0.9]))
+
+
 def test_an_environment_that_cannot_replay_is_a_clear_error(helpers: Any, tmp_path: Path) -> None:
     plain = [Segment({"vector": np.zeros((1, 4), np.float32), "text": ("go up",)}, np.array([0]),
                      np.zeros(1, np.float32), [{}], True, False, 0)]

@@ -220,6 +220,23 @@ class PreferenceModel(RewardSource):
                 spread.append(float(torch.sigmoid(returns[:, position[second]] - r1).std(unbiased=False)))
         return np.array(spread)
 
+    def _preference_entropy(self, candidates: Sequence[tuple[int, int | None]]) -> np.ndarray:
+        """Entropy (nats) of the ensemble mean's P(second preferred) per pair (PEBBLE's entropy sampling); 0 for
+        a rating, so that ratings stay a random draw."""
+        if not self.trained or not candidates:
+            return np.zeros(len(candidates))
+        rows = sorted({i for pair in candidates for i in pair if i is not None})
+        position = {row: n for n, row in enumerate(rows)}
+        mean = torch.as_tensor(self.predict_returns([self.pool[i] for i in rows])).mean(0)
+        entropy = []
+        for first, second in candidates:
+            if second is None:
+                entropy.append(0.0)
+                continue
+            p = torch.sigmoid(mean[position[second]] - mean[position[first]]).clamp(1e-7, 1 - 1e-7)
+            entropy.append(float(-(p * p.log() + (1 - p) * (1 - p).log())))
+        return np.array(entropy)
+
     def _segment_action_rewards(self, segments: Sequence[Segment]) -> np.ndarray | None:
         """Per-member rewards of every action in the one-step segments' contexts, ``(K, len, actions)``; ``None`` untrained."""
         if not self.trained:
@@ -255,7 +272,10 @@ class PreferenceModel(RewardSource):
             taken = rewards.mean(0).argmax(1)  # the ensemble's best in place of the policy's
         alternatives = self._alternatives(taken, rewards)
         spread = np.zeros(len(segments))
-        if rewards is not None and len(self.members) > 1:
+        if rewards is not None and self.config.selection == "entropy":
+            mean = torch.as_tensor(rewards.mean(0))  # which answer is best in this context: the model's doubt
+            spread = -(mean.softmax(1) * mean.log_softmax(1)).sum(1).numpy()
+        elif rewards is not None and len(self.members) > 1:
             index = np.arange(len(segments))
             difference = torch.as_tensor(rewards[:, index, alternatives] - rewards[:, index, taken])
             spread = torch.sigmoid(difference).std(0, unbiased=False).numpy()
@@ -277,7 +297,7 @@ class PreferenceModel(RewardSource):
         for comparison, wanted in ((True, count - ratings), (False, ratings)):
             if wanted == 0:
                 continue
-            active = self.config.selection == "disagreement" and self.trained
+            active = self.config.selection != "random" and self.trained
             if comparison and self.config.pairing == "same-context":
                 share = self.config.same_context_share
                 same = wanted if share == 1 else int(self.rng.binomial(wanted, share))
@@ -289,7 +309,8 @@ class PreferenceModel(RewardSource):
                 if wanted == 0:
                     continue
             candidates = self._candidates(wanted * (self.config.candidates_per_query if active else 1), comparison)
-            spread = self._uncertainty(candidates)
+            spread = (self._preference_entropy(candidates) if self.config.selection == "entropy"
+                      else self._uncertainty(candidates))
             keep = np.argsort(-spread, kind="stable")[:wanted] if active else np.arange(min(wanted, len(candidates)))
             chosen += [(self.pool[a], None if b is None else self.pool[b]) for a, b in (candidates[i] for i in keep)]
             spreads.append(spread[keep])
@@ -306,7 +327,11 @@ class PreferenceModel(RewardSource):
         queries = [Query(first, second, scale=0 if second is not None else self.config.rating_scale,
                          priority=float(s)) for (first, second), s in zip(chosen, spread)]
         self.router.ask(queries)
-        return {"uncertainty": float(spread.mean())} if self.trained and len(self.members) > 1 else {}
+        if not self.trained:
+            return {}
+        if self.config.selection == "entropy":
+            return {"query_entropy": float(spread.mean())}
+        return {"uncertainty": float(spread.mean())} if len(self.members) > 1 else {}
 
     def _collect(self) -> None:
         self.add_answers(self.router.collect() if self.router is not None else [])

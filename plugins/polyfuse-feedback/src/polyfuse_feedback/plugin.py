@@ -169,12 +169,15 @@ class PreferenceModelConfig(ComponentConfig):
     rating_share: float = Field(0.0, ge=0, le=1, description="Share of queries that ask for a rating of one segment "
                                 "instead of a comparison of two.")
     rating_scale: int = Field(5, ge=2, le=10, description="Levels of a rating (2: good/bad).")
-    selection: Literal["random", "disagreement"] = Field(
-        "random", description="random segments from the pool, or the candidates the ensemble disagrees on most "
-        "(disagreement: 0.52 against random's 0.65 held-out success on DigitsVQA at 40,000 steps, one seed)."
+    selection: Literal["random", "disagreement", "entropy"] = Field(
+        "random", description="random segments from the pool, or among random candidates those the ensemble "
+        "disagrees on most (disagreement: 0.52 against random's 0.65 held-out success on DigitsVQA at 40,000 "
+        "steps, one seed), or those whose outcome the ensemble's mean is least sure of (entropy: of which answer "
+        "is best in a same-context pair's context, of which segment is preferred in a pair of pool segments; "
+        "ratings stay random)."
     )
     candidates_per_query: int = Field(
-        8, gt=0, description="With selection: disagreement, random candidates drawn per query asked."
+        8, gt=0, description="With selection: disagreement or entropy, random candidates drawn per query asked."
     )
     pairing: Literal["random", "same-context"] = Field(
         "random", description="What a comparison compares: two segments drawn from the pool (random), or a "
