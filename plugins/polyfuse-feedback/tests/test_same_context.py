@@ -107,18 +107,6 @@ def test_a_temperature_draws_other_actions_by_the_models_odds(helpers: Any, tmp_
     assert counts[0] == 0 and (np.abs(counts[1:] / 4000 - 1 / 3) < 0.05).all()  # hot: near uniform
 
 
-def test_novelty_tries_the_actions_that_seldom_won(helpers: Any, tmp_path: Path) -> None:
-    model = make_model(helpers, tmp_path, max_labels=100, alternative_epsilon=1.0, alternative_novelty=True)
-    model.observe(bandit_segments(400))
-    for _ in range(5):
-        model.update()
-    stored = model.router.store.labels("test")
-    assert model.action_wins.sum() == sum(label.preference != 0.5 for label in stored) > 0  # every strict label
-    model.action_wins[:] = [50, 0, 50, 50]
-    drawn = model._alternatives(np.full(3000, 2), None)
-    assert not (drawn == 2).any() and (drawn == 1).mean() > 0.9  # the action that never won: 1 / (1 / 51 + ...)
-
-
 def test_a_share_of_same_context_pairs_leaves_the_rest_random_pairs(helpers: Any, tmp_path: Path) -> None:
     model = make_model(helpers, tmp_path, max_labels=200, same_context_share=0.5)
     model.observe(bandit_segments(400))

@@ -100,7 +100,6 @@ class PreferenceModel(RewardSource):
         self.parameters = [p for p in self.members.parameters() if p.requires_grad]
         self.adam = torch.optim.Adam(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.rng = np.random.default_rng(context.seed)
-        self.action_wins = np.zeros(self.num_actions)  # strict wins per action in labelled one-step comparisons
         if context.planned_updates is None:
             raise ValueError("the preference model spreads its label budget over the run's reward updates: "
                              "RunContext.planned_updates must be set")
@@ -247,13 +246,8 @@ class PreferenceModel(RewardSource):
 
     def _alternatives(self, taken: np.ndarray, rewards: np.ndarray | None) -> np.ndarray:
         """Another action per context: drawn from the ensemble's softmax after the taken one (its best at
-        temperature 0), or (epsilon, untrained) uniform, or with novelty by how seldom each action won."""
-        if self.config.alternative_novelty:  # answers seldom shown to win are the ones the labels know least
-            weights = np.tile(1.0 / (1.0 + self.action_wins), (len(taken), 1))
-            weights[np.arange(len(taken)), taken] = 0.0
-            uniform = np.array([self.rng.choice(self.num_actions, p=row / row.sum()) for row in weights])
-        else:
-            uniform = (taken + self.rng.integers(1, self.num_actions, len(taken))) % self.num_actions
+        temperature 0), or (epsilon, untrained) uniform."""
+        uniform = (taken + self.rng.integers(1, self.num_actions, len(taken))) % self.num_actions
         if rewards is None:
             return uniform
         mean = rewards.mean(0)
@@ -351,10 +345,6 @@ class PreferenceModel(RewardSource):
                                     f"model learns ratings on scales of {RATING_SCALES.start} to "
                                     f"{RATING_SCALES.stop - 1} levels")
             second = None if query.second is None else (answer.second_id, query.second)
-            preference = answer.label.preference
-            if second is not None and preference is not None and preference != 0.5 and \
-                    len(query.first) == len(query.second) == 1:
-                self.action_wins[int((query.second if preference > 0.5 else query.first).actions[0])] += 1
             self.labels.add(answer.label_id, (answer.first_id, query.first), second, answer.label,
                             query.scale, answer.weight)
 

@@ -195,12 +195,6 @@ class PreferenceModelConfig(ComponentConfig):
         "drawn uniformly; the rest take the action the ensemble ranks highest after the first one (uniform "
         "before the first labels)."
     )
-    alternative_novelty: bool = Field(
-        False, description="With pairing: same-context, the other actions drawn uniformly (alternative_epsilon) "
-        "are drawn instead with weight 1 / (1 + the times the action was preferred in a labelled one-step "
-        "comparison): answers never yet shown to be right are tried more. Without it a right answer the policy "
-        "never gives can stay unlabelled, and the reward model ranks it last."
-    )
     alternative_temperature: float = Field(
         0.0, ge=0, description="With pairing: same-context, the other action (when not uniform) is drawn from the "
         "softmax of the ensemble's mean rewards at this temperature, in Bradley-Terry units (a reward 1 higher: "
