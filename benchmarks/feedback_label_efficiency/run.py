@@ -2,9 +2,9 @@
 
 For each task, the agent is trained against the ``preference-model`` reward fed by the rational ``synthetic``
 annotator (temperature 0, error rate 0: it prefers the segment with the higher true return) at several label
-budgets, with random queries (``selection: random``) and active ones (``selection: disagreement``), next to
-the very same agent trained on the environment's reward (``reward: {name: env}``, same optimizer, same
-budget). Each grid cell is one ``polyfuse run CONFIG --json`` subprocess with 1 torch thread, one after the
+budgets, with random queries (``selection: random``) and active ones (``selection: disagreement`` and
+``entropy``), next to the very same agent trained on the environment's reward (``reward: {name: env}``, same
+optimizer, same budget). Each grid cell is one ``polyfuse run CONFIG --json`` subprocess with 1 torch thread, one after the
 other.
 
 - DigitsVQA: ``examples/digits_vqa_rlhf.yaml`` is read at run time; only ``reward.params.max_labels``,
@@ -53,7 +53,8 @@ TASKS = {
     "digits": {"title": "DigitsVQA", "config": ROOT / "examples" / "digits_vqa_rlhf.yaml"},
     "babyai": {"title": "BabyAI-GoToLocalS6N2-v0", "config": ROOT / "examples" / "babyai_rlhf.yaml"},
 }
-ARMS = ("env", "random", "disagreement")
+ACTIVE_ARMS = ("disagreement", "entropy")  # the two active selections
+ARMS = ("env", "random", *ACTIVE_ARMS)
 # What a run leaves that the benchmark does not need (checkpoints, the label store with its segments, caches).
 BULKY = ("checkpoint", "checkpoint.1", "checkpoint.2", "checkpoint.frozen", "feedback.sqlite",
          "feedback.sqlite-wal", "feedback.sqlite-shm", "feature_cache", "learning_curve.png")
@@ -62,7 +63,7 @@ BULKY = ("checkpoint", "checkpoint.1", "checkpoint.2", "checkpoint.frozen", "fee
 @dataclass(frozen=True)
 class Cell:
     task: str
-    arm: str           # env | random | disagreement
+    arm: str           # env | random | disagreement | entropy
     labels: int | None  # None for the env-reward arm
     seed: int
 
@@ -176,7 +177,7 @@ def grid(args: argparse.Namespace) -> list[Cell]:
         for seed in args.seeds:
             cells.append(Cell(task, "env", None, seed))
             cells += [Cell(task, "random", n, seed) for n in random_labels]
-            cells += [Cell(task, "disagreement", n, seed) for n in active_labels]
+            cells += [Cell(task, arm, n, seed) for arm in ACTIVE_ARMS for n in active_labels]
     return cells
 
 
@@ -222,7 +223,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [("| task | reward | labels | held-out success | ± s.e. | per seed | / env-reward | "
               "reward model: return corr. | held-out acc. | success at step 0 | s per run |"),
              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    arm_names = {"env": "env reward", "random": "RLHF, random queries", "disagreement": "RLHF, active queries"}
+    arm_names = {"env": "env reward", "random": "RLHF, random queries",
+                 "disagreement": "RLHF, active queries (disagreement)", "entropy": "RLHF, active queries (entropy)"}
     for r in rows:
         def fmt(value, spec):
             return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
@@ -243,12 +245,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for arm, style in (("random", "o-"), ("disagreement", "s--")):
+        for arm, style in (("random", "o-"), ("disagreement", "s--"), ("entropy", "^-.")):
             points = [r for r in rows if r["task"] == task and r["arm"] == arm]
             if points:
                 errors = [0.0 if math.isnan(r["stderr"]) else r["stderr"] for r in points]
                 ax.errorbar([r["labels"] for r in points], [r["success"] for r in points], yerr=errors,
-                            fmt=style, capsize=3, label=f"RLHF, {'random' if arm == 'random' else 'active (disagreement)'} queries")
+                            fmt=style, capsize=3, label=f"RLHF, {'random' if arm == 'random' else f'active ({arm})'} queries")
         env = [r for r in rows if r["task"] == task and r["arm"] == "env"]
         if env:
             ax.axhline(env[0]["success"], color="black", linestyle=":", label="env reward")
@@ -293,7 +295,7 @@ def main() -> None:
                         help="label budgets (DigitsVQA: random and active at each; BabyAI too with --full-babyai)")
     parser.add_argument("--babyai-labels", default="300,1000", type=ints, help="BabyAI budgets with random queries")
     parser.add_argument("--babyai-active-labels", default="1000", type=ints,
-                        help="BabyAI budgets with active queries (selection: disagreement)")
+                        help="BabyAI budgets with active queries (selection: disagreement and entropy)")
     parser.add_argument("--full-babyai", action="store_true", help="BabyAI on the whole --labels grid, both selections")
     parser.add_argument("--seeds", default="0", type=ints, help="comma-separated seeds")
     parser.add_argument("--quick", action="store_true", help="tiny budgets and labels: a smoke run of a few minutes")
