@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--babyai-labels", default="300,1000", type=ints, help="BabyAI budgets with random queries")
     parser.add_argument("--babyai-active-labels", default="1000", type=ints,
                         help="BabyAI budgets with active queries (selection: disagreement and entropy)")
-    parser.add_argument("--full-babyai", action="store_true", help="BabyAI on the whole --labels grid, both selections")
+    parser.add_argument("--full-babyai", action="store_true", help="BabyAI on the whole --labels grid, every selection")
     parser.add_argument("--seeds", default="0", type=ints, help="comma-separated seeds")
     parser.add_argument("--quick", action="store_true", help="tiny budgets and labels: a smoke run of a few minutes")
     parser.add_argument("--out", type=Path, default=None,

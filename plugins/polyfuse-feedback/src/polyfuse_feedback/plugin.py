@@ -174,7 +174,7 @@ class PreferenceModelConfig(ComponentConfig):
         "disagrees on most (disagreement: 0.52 against random's 0.65 held-out success on DigitsVQA at 40,000 "
         "steps, one seed), or those whose outcome the ensemble's mean is least sure of (entropy: of which answer "
         "is best in a same-context pair's context, of which segment is preferred in a pair of pool segments; "
-        "ratings stay random)."
+        "ratings stay random; DigitsVQA's example, 5 seeds: 0.921 with 2 candidates against random's 0.911)."
     )
     candidates_per_query: int = Field(
         8, gt=0, description="With selection: disagreement or entropy, random candidates drawn per query asked."
