@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.distributions import Bernoulli, Categorical
 from gymnasium import spaces as gym_spaces
 from polyfuse.errors import PolyfuseError
 from polyfuse.feedback import MAX_SCALE, Query
@@ -204,13 +205,17 @@ class PreferenceModel(RewardSource):
         unique = list(dict.fromkeys(candidates))
         return unique if len(unique) * 2 >= count else candidates
 
+    def _candidate_returns(self, candidates: Sequence[tuple[int, int | None]]) -> tuple[torch.Tensor, dict[int, int]]:
+        """Per-member returns of the pool segments the candidates name, ``(K, rows)``, and each one's column."""
+        rows = sorted({i for pair in candidates for i in pair if i is not None})
+        returns = torch.as_tensor(self.predict_returns([self.pool[i] for i in rows]))
+        return returns, {row: n for n, row in enumerate(rows)}
+
     def _uncertainty(self, candidates: Sequence[tuple[int, int | None]]) -> np.ndarray:
         """Ensemble spread per candidate: std of P(second preferred), or of the return for a rating."""
         if len(self.members) == 1 or not self.trained or not candidates:
             return np.zeros(len(candidates))
-        rows = sorted({i for pair in candidates for i in pair if i is not None})
-        position = {row: n for n, row in enumerate(rows)}
-        returns = torch.as_tensor(self.predict_returns([self.pool[i] for i in rows]))
+        returns, position = self._candidate_returns(candidates)
         spread = []
         for first, second in candidates:
             r1 = returns[:, position[first]]
@@ -225,17 +230,11 @@ class PreferenceModel(RewardSource):
         a rating, so that ratings stay a random draw."""
         if not self.trained or not candidates:
             return np.zeros(len(candidates))
-        rows = sorted({i for pair in candidates for i in pair if i is not None})
-        position = {row: n for n, row in enumerate(rows)}
-        mean = torch.as_tensor(self.predict_returns([self.pool[i] for i in rows])).mean(0)
-        entropy = []
-        for first, second in candidates:
-            if second is None:
-                entropy.append(0.0)
-                continue
-            p = torch.sigmoid(mean[position[second]] - mean[position[first]]).clamp(1e-7, 1 - 1e-7)
-            entropy.append(float(-(p * p.log() + (1 - p) * (1 - p).log())))
-        return np.array(entropy)
+        returns, position = self._candidate_returns(candidates)
+        mean = returns.mean(0)
+        return np.array([0.0 if second is None else
+                         float(Bernoulli(logits=mean[position[second]] - mean[position[first]]).entropy())
+                         for first, second in candidates])
 
     def _segment_action_rewards(self, segments: Sequence[Segment]) -> np.ndarray | None:
         """Per-member rewards of every action in the one-step segments' contexts, ``(K, len, actions)``; ``None`` untrained."""
@@ -273,8 +272,8 @@ class PreferenceModel(RewardSource):
         alternatives = self._alternatives(taken, rewards)
         spread = np.zeros(len(segments))
         if rewards is not None and self.config.selection == "entropy":
-            mean = torch.as_tensor(rewards.mean(0))  # which answer is best in this context: the model's doubt
-            spread = -(mean.softmax(1) * mean.log_softmax(1)).sum(1).numpy()
+            # which answer is best in this context: the model's doubt
+            spread = Categorical(logits=torch.as_tensor(rewards.mean(0))).entropy().numpy()
         elif rewards is not None and len(self.members) > 1:
             index = np.arange(len(segments))
             difference = torch.as_tensor(rewards[:, index, alternatives] - rewards[:, index, taken])
