@@ -10,6 +10,8 @@ judge can compare the outcome with the mission ("red ball" for "go to the red ba
 
 from __future__ import annotations
 
+import contextlib
+import io
 import string
 from typing import Any
 
@@ -69,6 +71,19 @@ def symbolic_view_space(space: spaces.Box) -> spaces.Box:
         return space
     high = np.broadcast_to(np.asarray(SYMBOLIC_MAX, dtype=np.uint8), space.shape).copy()
     return spaces.Box(low=0, high=high, dtype=np.uint8)
+
+
+class QuietLevelGeneration(gym.Wrapper):
+    """Keeps BabyAI's level generator from printing to stdout on reset.
+
+    minigrid prints "Sampling rejected: ..." each time it redraws a level whose
+    object is unreachable (several times per reset on crowded levels), which
+    would bury progress bars and logs; the redraw itself is expected and harmless.
+    """
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return self.env.reset(**kwargs)
 
 
 class MissionAsText(gym.ObservationWrapper):

@@ -89,6 +89,8 @@ def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None, *, expert: bo
     if babyai.is_minigrid_env(env):
         if minigrid_view == "indexed":
             use_indexed_view(env.unwrapped)
+        if babyai.is_babyai_level(env):
+            env = babyai.QuietLevelGeneration(env)
         env = babyai.FacingInfo(babyai.MissionAsText(env))
         if expert:
             if not babyai.is_babyai_level(env):
