@@ -18,8 +18,10 @@ SMALL = {"depth": 2, "width": 8, "conditioning_dim": 6, "output_dim": 10}
         {"conditioning": "tile"},
         {"conditioning": "film", "pooling": "mean", "coordinates": False, "depth": 1},
         {"conditioning": "tile", "image": "image", "depth": 3},
+        {"conditioning": "film", "pool_size": 2},
+        {"conditioning": "tile", "pooling": "mean", "pool_size": 3},
     ],
-    ids=["film", "tile", "film-mean-nocoords", "tile-named-image"],
+    ids=["film", "tile", "film-mean-nocoords", "tile-named-image", "film-pool2", "tile-mean-pool3"],
 )
 def test_mmcnn_passes_the_spatial_fuser_contract(make_registry, params) -> None:
     registry = make_registry(plugin, installed=False)
@@ -81,6 +83,28 @@ def test_without_conditioning_the_conv_trunk_runs_unmodulated() -> None:
     pooled = h.amax(dim=(2, 3))
     zeros = torch.zeros(6, 2 * fuser.embed["text"][0].out_features)
     assert torch.allclose(absent, fuser.head(torch.cat([pooled, zeros], dim=1)), atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+def test_pooling_to_a_grid_keeps_where_a_feature_is_and_global_pooling_does_not(pooling: str) -> None:
+    """One active cell, left or right: a global pool cannot tell them apart, a 2x2 pool can."""
+    features, _ = _inputs(batch=2)
+    features = {m: f[:1].expand(2, -1) for m, f in features.items()}
+    impulse = torch.zeros(2, 2, 8, 8)
+    impulse[0, :, 2, 2] = 1.0  # the left half
+    impulse[1, :, 2, 5] = 1.0  # the same pattern moved right; both away from the borders
+    maps = {"image": impulse}
+
+    def fused(pool_size: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        fuser = MMCNNFuser({"image": 4, "text": 5, "heading": 3}, {"image": (2, 8, 8)}, **{**SMALL, "depth": 1},
+                           coordinates=False, pooling=pooling, pool_size=pool_size).eval()
+        with torch.no_grad():
+            return fuser(features, maps=maps)
+
+    global_pool, grid_pool = fused(1), fused(2)
+    assert torch.allclose(global_pool[0], global_pool[1], atol=1e-6)
+    assert not torch.allclose(grid_pool[0], grid_pool[1], atol=1e-3)
 
 
 def test_a_missing_image_uses_the_learned_placeholder_and_keeps_the_other_modalities() -> None:

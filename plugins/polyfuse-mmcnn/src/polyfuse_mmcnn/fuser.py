@@ -2,8 +2,10 @@
 
 The image modality's map ``(B, C, H, W)`` (from its encoder's ``forward_spatial``;
 optionally with two coordinate channels) runs through ``depth`` blocks of
-3x3 conv, conditioning and ReLU (residual after the first block), then global
-max or mean pooling. Each other ("conditioning") modality is embedded
+3x3 conv, conditioning and ReLU (residual after the first block), then max or
+mean pooling: global, or to a ``pool_size`` x ``pool_size`` grid that keeps
+where things are (a navigating agent needs "the red ball is to my left", which
+a global pool can only infer from border effects). Each other ("conditioning") modality is embedded
 (Linear+ReLU, ``conditioning_dim``) and conditions the blocks:
 
 - ``film``: each conditioning modality predicts, for every block, a per-channel
@@ -50,6 +52,7 @@ class MMCNNFuser(Fuser):
         conditioning_dim: int = 64,
         coordinates: bool = True,
         pooling: str = "max",
+        pool_size: int = 1,
         output_dim: int = 128,
     ) -> None:
         if image is None:
@@ -66,6 +69,7 @@ class MMCNNFuser(Fuser):
         self.image = image
         self.conditioning = conditioning
         self.pooling = pooling
+        self.pool_size = (min(int(pool_size), map_shapes[image][1]), min(int(pool_size), map_shapes[image][2]))
         self.depth, self.width = int(depth), int(width)
         self.conditioners = tuple(m for m in self.modalities if m != image)
         channels, height, width_ = self.map_shapes[image]
@@ -89,9 +93,10 @@ class MMCNNFuser(Fuser):
             if conditioning == "film"
             else {}
         )
-        self.missing_image = nn.Parameter(torch.zeros(self.width))
+        pooled_dim = self.width * self.pool_size[0] * self.pool_size[1]
+        self.missing_image = nn.Parameter(torch.zeros(pooled_dim))
         self.head = nn.Sequential(
-            nn.Linear(self.width + conditioning_dim * len(self.conditioners), self.output_dim), nn.ReLU()
+            nn.Linear(pooled_dim + conditioning_dim * len(self.conditioners), self.output_dim), nn.ReLU()
         )
 
     @classmethod
@@ -108,6 +113,7 @@ class MMCNNFuser(Fuser):
             conditioning_dim=config.conditioning_dim,
             coordinates=config.coordinates,
             pooling=config.pooling,
+            pool_size=config.pool_size,
             output_dim=config.output_dim,
         )
 
@@ -150,12 +156,19 @@ class MMCNNFuser(Fuser):
                 out = gamma[:, i, :, None, None] * out + beta[:, i, :, None, None]
             out = torch.relu(out)
             h = out if i == 0 else h + out
-        pooled = h.amax(dim=(2, 3)) if self.pooling == "max" else h.mean(dim=(2, 3))
+        pooled = self._pool(h)
         pooled = torch.where(mask[self.image][:, None], pooled, self.missing_image)
         return self.head(torch.cat([pooled, *embeddings.values()], dim=1))
+
+    def _pool(self, h: torch.Tensor) -> torch.Tensor:
+        if self.pool_size == (1, 1):
+            return h.amax(dim=(2, 3)) if self.pooling == "max" else h.mean(dim=(2, 3))
+        pool = nn.functional.adaptive_max_pool2d if self.pooling == "max" else nn.functional.adaptive_avg_pool2d
+        return pool(h, self.pool_size).flatten(1)
 
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, image={self.image!r}, conditioning={self.conditioning!r}, "
-            f"depth={self.depth}, width={self.width}, pooling={self.pooling!r}"
+            f"depth={self.depth}, width={self.width}, pooling={self.pooling!r}, "
+            f"pool_size={self.pool_size}"
         )

@@ -43,7 +43,14 @@ class MMCNNConfig(ComponentConfig):
         description="Append two coordinate channels (x, y in [-1, 1]) to the map, so conditioning can "
         "select positions as well as channels.",
     )
-    pooling: Literal["max", "mean"] = Field("max", description="Global pooling of the last block's map.")
+    pooling: Literal["max", "mean"] = Field("max", description="Pooling of the last block's map.")
+    pool_size: int = Field(
+        1,
+        gt=0,
+        le=64,
+        description="Side the last block's map is pooled to, then flattened: 1 = global pooling; larger keeps "
+        "where things are (width x pool_size^2 features).",
+    )
     output_dim: int = Field(128, gt=0, le=65536, description="Width of the fused output (Linear+ReLU).")
 
 
