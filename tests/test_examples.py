@@ -13,6 +13,15 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CONFIGS = ["digits_vqa_ppo.yaml", "digits_vqa_dqn.yaml", "babyai_goto_local_ppo.yaml", "digits_vqa_dpo.yaml",
            "digits_vqa_a2c.yaml"]
 
+PIPELINES = sorted(p.name for p in EXAMPLES.glob("*.yaml") if not p.name.endswith("_space.yaml"))  # not tune spaces
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_every_example_pipeline_validates_against_the_installed_plugins(name: str) -> None:
+    """What `polyfuse validate` checks, for the configs not trained above too (they need hours or services)."""
+    config = load_pipeline(EXAMPLES / name)
+    assert config.trainer.output_dir.parts[0] == "runs"
+
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_example_is_valid_and_trains(name: str, tmp_path: Path) -> None:
