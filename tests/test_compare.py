@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from polyfuse.compare import Row, markdown, t_quantile, write_leaderboard
+from polyfuse.compare import Row, bar_chart_figure, markdown, t_quantile, write_leaderboard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +34,17 @@ def test_the_leaderboard_files_and_a_failed_fuser_in_the_table(tmp_path):
     assert (tmp_path / "leaderboard.png").read_bytes().startswith(b"\x89PNG")
     lines = (tmp_path / "leaderboard.csv").read_text().splitlines()
     assert lines[0].startswith("fuser,success_mean,success_ci95") and lines[2].startswith("broken,,,0")
+
+
+@pytest.mark.parametrize("fusers", [2, 12])
+def test_a_long_title_stays_inside_the_chart(fusers):
+    """A title built from a long config path is wrapped, not cut off at the figure's edges."""
+    rows = [Row(f"fuser{i}", [0.5, 0.6]) for i in range(fusers)]
+    title = "examples/babyai_goto_local_s8n7_ppo.yaml: held-out success over seeds 0,1,2,3,4,5,6,7,8,9"
+    figure = bar_chart_figure(rows, title)
+    renderer = figure.canvas.get_renderer()
+    box = figure.axes[0].title.get_window_extent(renderer)
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.x1 and box.y1 <= figure.bbox.y1
 
 
 def polyfuse(*args, cwd):

@@ -290,19 +290,29 @@ def write_leaderboard(rows: list[Row], output: Path, title: str, table: str) -> 
 
 
 def _bar_chart(rows: list[Row], path: Path, title: str) -> None:
+    bar_chart_figure(rows, title).savefig(path)
+
+
+def bar_chart_figure(rows: list[Row], title: str) -> Any:
+    """The leaderboard's bar chart (a matplotlib Figure with an Agg canvas): mean success with 95% CIs."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     shown = [row for row in rows if row.mean is not None]
-    figure = Figure(figsize=(max(4.0, 0.8 * len(shown) + 1.5), 3.6), dpi=100)
+    width = max(4.0, 0.8 * len(shown) + 1.5)
+    figure = Figure(figsize=(width, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
     axes = figure.subplots()
     axes.bar(range(len(shown)), [row.mean for row in shown], yerr=[row.half_width or 0.0 for row in shown],
              capsize=4, color="tab:blue")
     axes.set_xticks(range(len(shown)), [row.fuser for row in shown], rotation=30, ha="right")
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("held-out success (95% CI)")
-    axes.set_title(title, fontsize=9)
+    axes.set_title(textwrap.fill(title, width=int(width * 12)), fontsize=9)  # a config path can be long
     figure.tight_layout()
-    figure.savefig(path)
+    return figure
