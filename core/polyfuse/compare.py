@@ -313,6 +313,7 @@ def bar_chart_figure(rows: list[Row], title: str) -> Any:
     axes.set_xticks(range(len(shown)), [row.fuser for row in shown], rotation=30, ha="right")
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("held-out success (95% CI)")
-    axes.set_title(textwrap.fill(title, width=int(width * 12), break_on_hyphens=False), fontsize=9)  # a config path can be long
+    wrapped = textwrap.fill(title, width=int(width * 12), break_on_hyphens=False)  # config paths can be long
+    axes.set_title(wrapped, fontsize=9)
     figure.tight_layout()
     return figure
