@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from polyfuse.envs import DIGITS_VQA_ID, check_env_id, eval_kwargs, make_env, make_vector_env
+from polyfuse.envs import DIGITS_VQA_ID, babyai, check_env_id, eval_kwargs, make_env, make_vector_env
 from polyfuse.envs.digits_vqa import ANSWERS, DigitsVQAEnv
 from polyfuse.errors import PolyfuseError
 
@@ -156,6 +156,48 @@ def test_babyai_has_image_mission_text_and_direction() -> None:
         assert (returns > 1).all()
     finally:
         envs.close()
+
+
+def test_the_expert_labels_every_step_even_where_minigrids_bot_loses_its_plan() -> None:
+    """On these PickupDist episodes minigrid's bot asserts mid-episode (seen in a warm start); a fresh bot takes over."""
+    from polyfuse.training.trainer import derive_seed
+
+    seed = derive_seed(4, 2)  # `polyfuse run examples/babyai_pickup_dist_ppo.yaml --seed 4` collected with this
+    envs = make_vector_env("BabyAI-PickupDist-v0", num_envs=16, seed=seed, expert=True)
+    try:
+        observations, infos = envs.reset(seed=seed)
+        successes = 0
+        for _ in range(420):  # the stock bot failed at step 398
+            observations, rewards, terminated, truncated, infos = envs.step(infos["expert_action"])
+            successes += int(np.sum((rewards > 0) & terminated))
+        assert successes > 100
+    finally:
+        envs.close()
+
+
+def test_a_bot_that_asserts_is_replaced_by_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("minigrid")
+    from minigrid.utils.baby_ai_bot import BabyAIBot
+
+    env = make_env("BabyAI-GoToLocalS6N2-v0", expert=True)
+    env.reset(seed=0)
+    turn_left = 0  # turning in place: the episode goes on whatever the bot would do
+    expert = env
+    while not isinstance(expert, babyai.BabyAIExpert):
+        expert = expert.env
+    confused = expert._bot
+
+    def lost(action: int | None = None) -> int:
+        raise AssertionError
+
+    monkeypatch.setattr(confused, "replan", lost)
+    _, _, terminated, truncated, info = env.step(turn_left)
+    assert not (terminated or truncated) and expert._bot is not confused and isinstance(expert._bot, BabyAIBot)
+    assert info["expert_action"] == BabyAIBot(expert.env).replan()  # what a bot planning afresh says
+
+    expert._bot, expert._bot_class = confused, lambda env: confused  # and a fresh bot cannot plan either
+    _, _, terminated, truncated, info = env.step(turn_left)
+    assert truncated and not terminated and "expert_action" not in info  # the demonstration ends there
 
 
 def test_babyai_level_generation_keeps_stdout_clean(capsys: pytest.CaptureFixture[str]) -> None:

@@ -110,7 +110,8 @@ class BabyAIExpert(gym.Wrapper):
 
     The bot replans after every step from the action actually taken, so the
     labels stay right when the agent deviates (as DAgger needs). A finished
-    episode's last step has no label (nothing is left to do). ``success`` is
+    episode's last step has no label (nothing is left to do). Where minigrid's
+    bot cannot plan at all, the episode is truncated there (see ``_replan``). ``success`` is
     added too: a positive reward at termination, as in BabyAI.
     """
 
@@ -130,8 +131,28 @@ class BabyAIExpert(gym.Wrapper):
         observation, reward, terminated, truncated, info = self.env.step(action)
         info = {**info, "success": bool(terminated and reward > 0)}
         if not (terminated or truncated):
-            info["expert_action"] = int(self._bot.replan(int(action)))
+            label = self._replan(int(action))
+            if label is None:
+                truncated = True  # the expert cannot go on from here: its demonstration ends
+            else:
+                info["expert_action"] = label
         return observation, reward, terminated, truncated, info
+
+    def _replan(self, action: int) -> int | None:
+        """The bot's next action; None when neither it nor a fresh bot can plan from this state.
+
+        minigrid's bot can lose track of its own plan and assert (on PickupDist, while carrying an
+        object it meant to move out of the way); a fresh bot then plans from the level as it is, but
+        it cannot start with an object in hand.
+        """
+        try:
+            return int(self._bot.replan(action))
+        except AssertionError:
+            self._bot = self._bot_class(self.env)
+        try:
+            return int(self._bot.replan())
+        except AssertionError:
+            return None
 
 
 def facing(env: gym.Env) -> str:
