@@ -111,8 +111,8 @@ class BabyAIExpert(gym.Wrapper):
     The bot replans after every step from the action actually taken, so the
     labels stay right when the agent deviates (as DAgger needs). A finished
     episode's last step has no label (nothing is left to do). Where minigrid's
-    bot cannot plan at all, the episode is truncated there (see ``_replan``). ``success`` is
-    added too: a positive reward at termination, as in BabyAI.
+    bot cannot plan at all, the episode is truncated there (see ``_replan``).
+    ``success`` is added too: a positive reward at termination, as in BabyAI.
     """
 
     def __init__(self, env: gym.Env) -> None:

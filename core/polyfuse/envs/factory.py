@@ -89,11 +89,12 @@ def make_env(env_id: str, kwargs: Mapping[str, Any] | None = None, *, expert: bo
     if babyai.is_minigrid_env(env):
         if minigrid_view == "indexed":
             use_indexed_view(env.unwrapped)
-        if babyai.is_babyai_level(env):
+        level = babyai.is_babyai_level(env)
+        if level:
             env = babyai.QuietLevelGeneration(env)
         env = babyai.FacingInfo(babyai.MissionAsText(env))
         if expert:
-            if not babyai.is_babyai_level(env):
+            if not level:
                 raise PolyfuseError(
                     f"{env_id} has no expert to label warm-start data (only BabyAI levels have one); "
                     "remove trainer.warm_start"

@@ -5,8 +5,8 @@ optionally with two coordinate channels) runs through ``depth`` blocks of
 3x3 conv, conditioning and ReLU (residual after the first block), then max or
 mean pooling: global, or to a ``pool_size`` x ``pool_size`` grid that keeps
 where things are (a navigating agent needs "the red ball is to my left", which
-a global pool can only infer from border effects). Each other ("conditioning") modality is embedded
-(Linear+ReLU, ``conditioning_dim``) and conditions the blocks:
+a global pool can only infer from border effects). Each other ("conditioning")
+modality is embedded (Linear+ReLU, ``conditioning_dim``) and conditions the blocks:
 
 - ``film``: each conditioning modality predicts, for every block, a per-channel
   ``delta_gamma`` and ``beta`` (Perez et al. 2018, as in the BabyAI baselines);
@@ -69,10 +69,10 @@ class MMCNNFuser(Fuser):
         self.image = image
         self.conditioning = conditioning
         self.pooling = pooling
-        self.pool_size = (min(int(pool_size), map_shapes[image][1]), min(int(pool_size), map_shapes[image][2]))
         self.depth, self.width = int(depth), int(width)
         self.conditioners = tuple(m for m in self.modalities if m != image)
         channels, height, width_ = self.map_shapes[image]
+        self.pool_size = (min(int(pool_size), height), min(int(pool_size), width_))
         self.embed = nn.ModuleDict(
             {m: nn.Sequential(nn.Linear(self.input_dims[m], conditioning_dim), nn.ReLU()) for m in self.conditioners}
         )
@@ -161,6 +161,7 @@ class MMCNNFuser(Fuser):
         return self.head(torch.cat([pooled, *embeddings.values()], dim=1))
 
     def _pool(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, width * pool cells)``; a global pool as a plain reduction, the cheaper op for the same values."""
         if self.pool_size == (1, 1):
             return h.amax(dim=(2, 3)) if self.pooling == "max" else h.mean(dim=(2, 3))
         pool = nn.functional.adaptive_max_pool2d if self.pooling == "max" else nn.functional.adaptive_avg_pool2d
