@@ -1,7 +1,8 @@
-"""The core's small encoders (vector, flatten, onehot, embedding, small-cnn), built by name from gymnasium spaces."""
+"""The core's small encoders (vector, flatten, onehot, embedding, small-cnn, word-gru), built by name from gymnasium spaces."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -26,7 +27,7 @@ def build(name: str, space, **params):
 
 def test_core_registers_its_encoders_like_any_plugin():
     components = {c.name: c for c in default_registry().list("encoders")}
-    for name in ("vector", "flatten", "onehot", "embedding", "small-cnn"):
+    for name in ("vector", "flatten", "onehot", "embedding", "small-cnn", "word-gru"):
         assert components[name].distribution == "polyfuse"
         assert components[name].plugin == "builtin-encoders"
 
@@ -50,8 +51,9 @@ def test_registration_imports_no_torch():
         ("embedding", spaces.Discrete(5), {"embedding_dim": 3}),
         ("small-cnn", spaces.Box(0, 255, (8, 8, 1), np.uint8), {"channels": [4], "output_dim": 16}),
         ("small-cnn", spaces.Box(0, 10, (7, 7, 3), np.uint8), {"mode": "grid", "cell_embedding_dim": 4}),
+        ("word-gru", spaces.Text(12, charset="ab c"), {"embedding_dim": 4, "output_dim": 6}),
     ],
-    ids=["vector", "vector-multibinary", "flatten", "onehot", "embedding", "small-cnn", "small-cnn-grid"],
+    ids=["vector", "vector-multibinary", "flatten", "onehot", "embedding", "small-cnn", "small-cnn-grid", "word-gru"],
 )
 @pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen"])
 def test_follows_the_encoder_contract(name, space, params, frozen):
@@ -192,6 +194,8 @@ def test_small_cnn_downsamples_larger_images():
         ("onehot", spaces.Box(0, 1, (2,)), "a Discrete or 1-D MultiDiscrete space"),
         ("small-cnn", spaces.Text(10), "pip install polyfuse-sbert"),
         ("embedding", spaces.Box(0, 255, (8, 8, 3), np.uint8), "use small-cnn or timm"),
+        ("small-cnn", spaces.Text(10), "word-gru \\(built in\\)"),
+        ("word-gru", spaces.Box(0, 255, (8, 8, 3), np.uint8), "use small-cnn or timm"),
     ],
 )
 def test_wrong_space_is_a_clear_error(name, space, hint):
@@ -213,3 +217,55 @@ def test_configs_reject_bad_values():
         SmallCNNConfig(channels=[])
     with pytest.raises(ValueError):
         SmallCNNConfig(mode="pixels")
+
+
+def test_word_gru_reads_words_in_order_ignoring_case_and_punctuation():
+    torch.manual_seed(0)
+    encoder = build("word-gru", spaces.Text(40), output_dim=8).eval()
+    with torch.no_grad():
+        same, plain, swapped = encoder(["Go to the RED ball.", "go to the red ball", "go to the ball red"])
+    torch.testing.assert_close(same, plain)
+    assert (plain - swapped).abs().max() > 1e-4
+
+
+def test_word_gru_empty_and_long_texts():
+    torch.manual_seed(0)
+    encoder = build("word-gru", spaces.Text(40), output_dim=8, max_words=3).eval()
+    with torch.no_grad():
+        empty, symbols, first_three, longer = encoder(["", "?!", "pick up the", "pick up the key now"])
+    assert not empty.any() and not symbols.any()
+    torch.testing.assert_close(first_three, longer)
+
+
+def test_word_gru_hashing_is_stable_across_processes():
+    probe = "from polyfuse.encoders.text import tokenize; print(tokenize('go to the red ball', 1024, 64))"
+    outputs = {
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1  # Python's own hash() of a str changes with PYTHONHASHSEED; CRC-32 does not
+
+
+def test_word_gru_reports_collisions():
+    torch.manual_seed(0)
+    assert build("word-gru", spaces.Text(40)).collisions(["go to the red ball", "pick up a blue key"]) == {}
+    crowded = build("word-gru", spaces.Text(40), buckets=1)
+    assert crowded.collisions(["red ball", "red"]) == {1: ["ball", "red"]}
+
+
+def test_word_gru_learns_which_word_decides():
+    """Missions differing in one word (the colour) map to different actions after a few Adam steps."""
+    torch.manual_seed(0)
+    encoder = build("word-gru", spaces.Text(40), embedding_dim=8, output_dim=16)
+    head = torch.nn.Linear(16, 3)
+    colours = ["red", "green", "blue"]
+    missions = [f"go to the {colour} {thing}" for colour in colours for thing in ("ball", "key", "box")]
+    labels = torch.tensor([colours.index(m.split()[3]) for m in missions])
+    adam = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=0.03)
+    for _ in range(150):
+        adam.zero_grad()
+        torch.nn.functional.cross_entropy(head(encoder(missions)), labels).backward()
+        adam.step()
+    with torch.no_grad():
+        assert (head(encoder(missions)).argmax(1) == labels).all()

@@ -84,6 +84,19 @@ class SmallCNNConfig(ComponentConfig):
     )
 
 
+class WordGRUConfig(ComponentConfig):
+    """Params of the ``word-gru`` encoder."""
+
+    embedding_dim: int = Field(32, gt=0, le=4096, description="Width of each word's embedding.")
+    output_dim: int = Field(128, gt=0, le=65536, description="The GRU's hidden size (= feature width).")
+    buckets: int = Field(
+        1024, gt=0, le=1_048_576,
+        description="Embedding rows words are hashed into; well above the number of distinct words keeps "
+        "collisions rare.",
+    )
+    max_words: int = Field(64, gt=0, le=4096, description="Words read per text; later ones are ignored.")
+
+
 def _space_error(name: str, space: Any, wants: str, instead: str = "") -> PolyfuseError:
     hint = f"; {instead}" if instead else ""
     return PolyfuseError(f"{name} reads {wants}, but this observation's space is {space}{hint}")
@@ -95,7 +108,7 @@ def _other_encoder_hint(space: Any) -> str:
     if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
         return "use onehot or embedding for discrete values"
     if isinstance(space, spaces.Text):
-        return "use a text encoder such as sbert (pip install polyfuse-sbert)"
+        return "use a text encoder: word-gru (built in) or sbert (pip install polyfuse-sbert)"
     if isinstance(space, spaces.Box) and len(space.shape) in (2, 3):
         return "use small-cnn or timm for images"
     return ""
@@ -128,6 +141,13 @@ def _image_space(space: Any) -> None:
     if not isinstance(space, spaces.Box) or len(space.shape) not in (2, 3):
         wants = "images or grids (a Box space of shape (H, W, C) or (H, W))"
         raise _space_error("small-cnn", space, wants, _other_encoder_hint(space))
+
+
+def _text_space(space: Any) -> None:
+    from gymnasium import spaces
+
+    if not isinstance(space, spaces.Text):
+        raise _space_error("word-gru", space, "text (a Text space)", _other_encoder_hint(space))
 
 
 @accepts_space(_numeric_space("vector"))
@@ -201,6 +221,14 @@ def build_small_cnn(config: SmallCNNConfig, space: Any = None) -> Encoder:
     )
 
 
+@accepts_space(_text_space)
+def build_word_gru(config: WordGRUConfig, space: Any = None) -> Encoder:
+    from polyfuse.encoders.text import WordGRUEncoder
+
+    _text_space(space)
+    return WordGRUEncoder(config.embedding_dim, config.output_dim, config.buckets, config.max_words)
+
+
 @hookimpl
 def register_encoders(register: Callable[..., Any]) -> None:
     register("vector", build_vector, config=VectorConfig,
@@ -213,3 +241,5 @@ def register_encoders(register: Callable[..., Any]) -> None:
              description="Learned embeddings for discrete values (Discrete, MultiDiscrete)")
     register("small-cnn", build_small_cnn, config=SmallCNNConfig,
              description="Small CNN for small images (8x8 digits) and symbolic grids (MiniGrid 7x7x3)")
+    register("word-gru", build_word_gru, config=WordGRUConfig,
+             description="Learned text encoder: hashed word embeddings read by a GRU (instructions, missions)")
