@@ -28,11 +28,15 @@ PADDING = 0
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
+def _bucket(word: str, buckets: int) -> int:
+    return 1 + zlib.crc32(word.encode()) % buckets
+
+
 @lru_cache(maxsize=65536)
 def tokenize(text: str, buckets: int, max_words: int) -> tuple[int, ...]:
     """The first ``max_words`` words of ``text`` as bucket indices in ``1..buckets`` (0 pads)."""
     words = _WORD.findall(text.lower())[:max_words]
-    return tuple(1 + zlib.crc32(word.encode()) % buckets for word in words)
+    return tuple(_bucket(word, buckets) for word in words)
 
 
 class WordGRUEncoder(Encoder):
@@ -70,7 +74,7 @@ class WordGRUEncoder(Encoder):
         owners: dict[int, set[str]] = {}
         for text in texts:
             for word in _WORD.findall(text.lower()):
-                owners.setdefault(1 + zlib.crc32(word.encode()) % self.buckets, set()).add(word)
+                owners.setdefault(_bucket(word, self.buckets), set()).add(word)
         return {bucket: sorted(words) for bucket, words in owners.items() if len(words) > 1}
 
     def identity(self) -> str:
