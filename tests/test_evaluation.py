@@ -60,6 +60,9 @@ class FixedPolicy:
             distributions.sample(logits, (2,), self.rng["act"])
         return actions[:, 0].numpy()
 
+    def reset_memory(self, batch: int) -> None:
+        """Memoryless: nothing to forget."""
+
 
 def test_greedy_loops_where_sampling_escapes() -> None:
     evaluator = Evaluator(EnvConfig(id=CORRIDOR), episodes=200)
@@ -180,3 +183,24 @@ def test_learning_curve_draws_both_modes_with_bands_and_reads_older_metrics(
                                                              "held-out, sampled"]
     assert [line.get_label() for line in drawn[1].axes[0].lines] == ["train (recent episodes)", "held-out"]
     assert (tmp_path / "modes.png").stat().st_size > 0 and (tmp_path / "older.png").stat().st_size > 0
+
+
+class RememberingPolicy(FixedPolicy):
+    """Records when evaluation tells it that new episodes start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets: list[int] = []
+
+    def reset_memory(self, batch: int) -> None:
+        self.resets.append(batch)
+
+
+def test_each_round_of_episodes_starts_with_an_empty_memory() -> None:
+    evaluator = Evaluator(EnvConfig(id=CORRIDOR), episodes=40)
+    policy = RememberingPolicy()
+    try:
+        evaluator.evaluate(policy, ("greedy", "sampled"))
+    finally:
+        evaluator.close()
+    assert policy.resets == [32, 32, 32, 32]  # two rounds (32 + 8 episodes on 32 envs) in each mode

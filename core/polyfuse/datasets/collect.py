@@ -31,7 +31,8 @@ def collect_expert_preferences(env: EnvConfig, pairs: int, seed: int, folder: st
     if not isinstance(action_space, spaces.Discrete) or action_space.n < 2:
         raise PolyfuseError(f"{env.id}: preference pairs over actions need a Discrete space of 2+ actions, "
                             f"not {action_space}")
-    batch, labels = collect_demonstrations(env, pairs, seed, max_samples=pairs)
+    demonstrations = collect_demonstrations(env, pairs, seed, max_samples=pairs)
+    batch, labels = demonstrations.batch, demonstrations.labels
     rows = np.arange(pairs)
     chosen = labels[rows]
     rng = np.random.default_rng(seed)

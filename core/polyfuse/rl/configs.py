@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from polyfuse.components import ComponentConfig
 
@@ -58,6 +58,33 @@ class OnPolicyConfig(ComponentConfig):
         "output), as in the PPO implementations of Baselines and CleanRL. The trunk keeps its own init.",
     )
     adam_eps: float = Field(1e-5, gt=0, le=1, description="Adam's epsilon.")
+    memory: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="Size of a GRU memory between the fused features and the heads, for partially observed worlds "
+        "where the right move depends on what was seen earlier in the episode (BabyAI's 7x7 view). 0: a memoryless "
+        "policy. Needs shared_trunk: true and env.vectorization sync or async.",
+    )
+    sequence_length: int = Field(
+        16,
+        gt=0,
+        le=1024,
+        description="memory > 0: each rollout is cut into sequences of this many steps of one env, learnt from by "
+        "backpropagation through time from the memory the sequence started with; n_steps must be a multiple of it.",
+    )
+
+    @model_validator(mode="after")
+    def _memory_fits(self) -> OnPolicyConfig:
+        if self.memory and not self.shared_trunk:
+            raise ValueError("memory needs shared_trunk: true (both heads read one memory); set shared_trunk: true "
+                             "or memory: 0")
+        if self.memory and self.n_steps % self.sequence_length:
+            raise ValueError(
+                f"memory: n_steps ({self.n_steps}) must be a multiple of sequence_length ({self.sequence_length}) so "
+                "each rollout cuts into whole sequences; change either"
+            )
+        return self
 
 
 class OffPolicyConfig(ComponentConfig):

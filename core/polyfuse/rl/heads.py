@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from polyfuse.errors import PolyfuseError
 from polyfuse.network import MultimodalNetwork
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -44,19 +45,89 @@ def _orthogonal(layer: nn.Linear, gain: float) -> None:
     nn.init.zeros_(layer.bias)
 
 
-class PolicyNetwork(nn.Module):
-    """Trunk + head: raw observations in, one output per action out (logits, or Q-values).
+class Memory(nn.Module):
+    """A GRU cell between the fused features and the heads: what a policy remembers of its episode so far.
 
-    Also the frozen copy a target or reference network is made of.
+    In partially observed worlds (BabyAI's 7x7 view) the right move depends on
+    what was seen before, which no memoryless policy can know. The state is
+    ``(B, size)``; a row whose step starts an episode starts from zeros.
     """
 
-    def __init__(self, trunk: MultimodalNetwork, head: nn.Module) -> None:
+    def __init__(self, input_dim: int, size: int) -> None:
+        super().__init__()
+        self.size = int(size)
+        self.cell = nn.GRUCell(int(input_dim), self.size)
+
+    def initial(self, batch: int) -> torch.Tensor:
+        """The state before any step: zeros ``(batch, size)``."""
+        return torch.zeros(batch, self.size)
+
+    def forward(self, features: torch.Tensor, state: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """One step: features ``(B, F)``, the state before it, ``starts`` ``(B,)`` bool; returns the new state."""
+        return self.cell(features, state * ~starts.unsqueeze(-1))
+
+    def unroll(self, features: torch.Tensor, state: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """``L`` steps of ``B`` sequences: features ``(L, B, F)``, starts ``(L, B)``; returns the states ``(L, B, size)``."""
+        outputs = []
+        for step in range(features.shape[0]):
+            state = self(features[step], state, starts[step])
+            outputs.append(state)
+        return torch.stack(outputs)
+
+
+class PolicyNetwork(nn.Module):
+    """Trunk + head (with an optional :class:`Memory` between them): observations in, one output per action out.
+
+    Also the frozen copy a target or reference network is made of. With a
+    memory, outputs depend on the episode so far: use :meth:`step` and
+    :meth:`unroll`, which carry the state; calling the network on
+    observations alone is refused.
+    """
+
+    def __init__(self, trunk: MultimodalNetwork, head: nn.Module, memory: Memory | None = None) -> None:
         super().__init__()
         self.trunk = trunk
+        self.memory = memory
         self.head = head
 
     def forward(self, observations: Mapping[str, Any]) -> torch.Tensor:
+        if self.memory is not None:
+            raise PolyfuseError(MEMORY_NEEDS_STATE)
         return self.head(self.trunk(observations))
+
+    def step(
+        self, observations: Mapping[str, Any], state: torch.Tensor, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and the new state after one step of ``B`` episodes (memoryless: ``state`` passes through)."""
+        if self.memory is None:
+            return self.head(self.trunk(observations)), state
+        state = self.memory(self.trunk(observations), state, starts)
+        return self.head(state), state
+
+    def unroll(self, observations: Mapping[str, Any], state: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(L * B, n)`` of ``L`` steps of ``B`` sequences, rows time-major (row ``t * B + i``).
+
+        ``state`` ``(B, size)`` is each sequence's memory before its first
+        step, ``starts`` ``(L, B)`` where episodes begin within them.
+        """
+        return self.head(unrolled(self.trunk(observations), self.memory, state, starts))
+
+
+MEMORY_NEEDS_STATE = (
+    "this policy has a memory (optimizer.params.memory > 0): its actions depend on the episode so far, so it "
+    "cannot score observations one at a time; act through the optimizer (act, after reset_memory), or train "
+    "with memory: 0"
+)
+
+
+def unrolled(
+    features: torch.Tensor, memory: Memory | None, state: torch.Tensor, starts: torch.Tensor
+) -> torch.Tensor:
+    """Time-major rows of features ``(L * B, F)`` through ``memory`` (unchanged without one)."""
+    if memory is None:
+        return features
+    steps, batch = starts.shape
+    return memory.unroll(features.reshape(steps, batch, -1), state, starts).reshape(steps * batch, -1)
 
 
 class ActorCritic(nn.Module):
@@ -65,6 +136,10 @@ class ActorCritic(nn.Module):
     ``forward`` returns ``(logits (B, num_logits), values (B,))``, running a
     shared trunk once. ``policy`` alone is what acting, warm start and a
     reference copy need.
+
+    ``memory > 0`` puts a :class:`Memory` of that size after the shared trunk,
+    read by both heads (it needs ``shared_trunk``); such a model is run
+    through :meth:`step` and :meth:`unroll`, which carry its state.
     """
 
     def __init__(
@@ -76,16 +151,22 @@ class ActorCritic(nn.Module):
         hidden_sizes: Sequence[int],
         activation: str,
         ortho_init: bool,
+        memory: int = 0,
     ) -> None:
         super().__init__()
+        if memory and not shared_trunk:
+            raise ValueError("a memory needs a shared trunk: both heads read it")
         actor_trunk = make_network()
+        recurrent = Memory(actor_trunk.output_dim, memory) if memory else None
+        head_input = memory or actor_trunk.output_dim
         self.policy = PolicyNetwork(
             actor_trunk,
-            mlp(actor_trunk.output_dim, hidden_sizes, num_logits, activation=activation, ortho_init=ortho_init,
+            mlp(head_input, hidden_sizes, num_logits, activation=activation, ortho_init=ortho_init,
                 output_gain=0.01),
+            recurrent,
         )
         self.critic_trunk: MultimodalNetwork | None = None if shared_trunk else make_network()
-        value_input = (self.critic_trunk or actor_trunk).output_dim
+        value_input = self.critic_trunk.output_dim if self.critic_trunk is not None else head_input
         self.value_head = mlp(value_input, hidden_sizes, 1, activation=activation, ortho_init=ortho_init,
                               output_gain=1.0)
 
@@ -93,7 +174,35 @@ class ActorCritic(nn.Module):
     def shared_trunk(self) -> bool:
         return self.critic_trunk is None
 
+    @property
+    def memory(self) -> Memory | None:
+        return self.policy.memory
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """The memory state before any step, ``(batch, memory)``; ``(batch, 0)`` for a memoryless model."""
+        return self.memory.initial(batch) if self.memory is not None else torch.zeros(batch, 0)
+
+    def step(
+        self, observations: Mapping[str, Any], state: torch.Tensor, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, values, new state)`` of one step of ``B`` episodes (memoryless: ``forward`` and the state as given)."""
+        if self.memory is None:
+            return (*self(observations), state)
+        logits, state = self.policy.step(observations, state, starts)
+        return logits, self.value_head(state).squeeze(-1), state
+
+    def unroll(
+        self, observations: Mapping[str, Any], state: torch.Tensor, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, values)`` of ``L`` steps of ``B`` sequences, rows time-major: see :meth:`PolicyNetwork.unroll`."""
+        if self.memory is None:
+            return self(observations)
+        features = unrolled(self.policy.trunk(observations), self.memory, state, starts)
+        return self.policy.head(features), self.value_head(features).squeeze(-1)
+
     def forward(self, observations: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.memory is not None:
+            raise PolyfuseError(MEMORY_NEEDS_STATE)
         features = self.policy.trunk(observations)
         logits = self.policy.head(features)
         if self.critic_trunk is not None:
@@ -104,5 +213,7 @@ class ActorCritic(nn.Module):
         return self.policy(observations)
 
     def value(self, observations: Mapping[str, Any]) -> torch.Tensor:
+        if self.memory is not None:
+            raise PolyfuseError(MEMORY_NEEDS_STATE)
         trunk = self.critic_trunk if self.critic_trunk is not None else self.policy.trunk
         return self.value_head(trunk(observations)).squeeze(-1)

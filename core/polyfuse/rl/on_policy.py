@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from polyfuse.errors import PolyfuseError
 from polyfuse.observations import ObservationColumns, check_dict, copy_batch, stack
 from polyfuse.rewards import RewardBatch
 from polyfuse.rl import distributions
@@ -38,6 +39,8 @@ class Rollout:
     ``actions`` are zero-based indices ``(T*N, D)`` (see
     :mod:`polyfuse.rl.distributions`); ``rewards`` are the reward source's;
     ``terminated``/``truncated`` say whether each step ended its episode.
+    A policy with memory also has ``memory`` ``(T*N, size)``, the state each
+    step was taken from, and ``starts`` ``(T*N,)``, whether it began an episode.
     """
 
     observations: ObservationColumns
@@ -49,6 +52,8 @@ class Rollout:
     returns: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
+    memory: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -63,7 +68,8 @@ class CollectedSteps:
     the final observation where a step truncated its episode) ``(T, N)``;
     ``last_values`` ``(N,)``: V after the last step; ``env_rewards``,
     ``terminated``, ``truncated``: ``(T, N)`` arrays; ``env_actions``: the
-    ``T * N`` actions in the environment's values; ``observations``: row ``t * N + i``.
+    ``T * N`` actions in the environment's values; ``observations``: row ``t * N + i``;
+    ``memory`` ``(T, N, size)`` and ``starts`` ``(T, N)``: see :class:`Rollout` (None from env runners).
     """
 
     observations: ObservationColumns
@@ -76,6 +82,8 @@ class CollectedSteps:
     terminated: np.ndarray
     truncated: np.ndarray
     env_actions: np.ndarray
+    memory: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
 
 
 class OnPolicyAlgorithm(Algorithm):
@@ -107,7 +115,9 @@ class OnPolicyAlgorithm(Algorithm):
             hidden_sizes=config.hidden_sizes,
             activation=config.activation,
             ortho_init=config.ortho_init,
+            memory=config.memory,
         )
+        self._acting_memory: torch.Tensor | None = None
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.adam = torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps, fused=True)
 
@@ -121,6 +131,20 @@ class OnPolicyAlgorithm(Algorithm):
             return
         observations, _ = self.envs.reset()
         self._observations = check_dict(observations, self.name)
+        self._forget_rollout_memory()
+
+    def _forget_rollout_memory(self) -> None:
+        """Every env at the start of an episode, with nothing remembered."""
+        self._memory = self.model.initial_state(self.envs.num_envs)
+        self._starts = torch.ones(self.envs.num_envs, dtype=torch.bool)
+
+    def _check_pipeline(self, pipeline: Pipeline) -> None:
+        super()._check_pipeline(pipeline)
+        if self.config.memory and isinstance(pipeline.envs, Sampler):
+            raise PolyfuseError(
+                f"optimizer.params.memory: {self.name}'s env runners (env.vectorization: pipelined or ray) act without "
+                "the learner's memory state; use env.vectorization: sync or async with a memory, or memory: 0"
+            )
 
     # --- learning ---------------------------------------------------------------------------------
 
@@ -162,11 +186,14 @@ class OnPolicyAlgorithm(Algorithm):
         env_rewards = np.zeros(shape, dtype=np.float32)
         terminated = np.zeros(shape, dtype=bool)
         truncated = np.zeros(shape, dtype=bool)
+        memory = torch.zeros((*shape, self._memory.shape[1]))
+        starts = torch.zeros(shape, dtype=torch.bool)
         batches: list[Mapping[str, Any]] = []
         env_actions: list[np.ndarray] = []
         observations = self._observations
         for t in range(steps):
-            logits, value = self.model(observations)
+            memory[t], starts[t] = self._memory, self._starts
+            logits, value, self._memory = self.model.step(observations, self._memory, self._starts)
             action = distributions.sample(logits, nvec, self.rng["rollout"])
             batches.append(copy_batch(observations))
             actions[t] = action
@@ -174,15 +201,35 @@ class OnPolicyAlgorithm(Algorithm):
             values[t] = value
             env_actions.append(self.layout.to_env(action))
             observations, env_rewards[t], terminated[t], truncated[t], infos = self.envs.step(env_actions[-1])
+            self._starts = torch.from_numpy(terminated[t] | truncated[t])
             cut = np.flatnonzero(truncated[t] & ~terminated[t])
             if cut.size:
                 final = stack([infos["final_obs"][i] for i in cut])
-                final_values[t, torch.as_tensor(cut)] = self.model.value(final)
+                rows = torch.as_tensor(cut)
+                final_values[t, rows] = self._value(final, self._memory[rows], torch.zeros(len(cut), dtype=torch.bool))
         self._observations = observations
         return self._rollout(CollectedSteps(
             ObservationColumns.of_batches(batches), actions, log_probs, values, final_values,
-            self.model.value(observations), env_rewards, terminated, truncated, np.concatenate(env_actions),
+            self._value(observations, self._memory, self._starts), env_rewards, terminated, truncated,
+            np.concatenate(env_actions), memory, starts,
         ))
+
+    def _value(self, observations: Mapping[str, Any], memory: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """V of ``observations``, each continuing the episode whose memory state is ``memory`` (unless it starts one)."""
+        if self.model.memory is None:
+            return self.model.value(observations)
+        return self.model.step(observations, memory, starts)[1]
+
+    def _forward_rows(self, rollout: Rollout, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, values)`` of the rollout's ``rows``: any rows without a memory; with one, whole sequences
+        from :func:`sequence_minibatches` (time-major), each unrolled from the memory it was collected with."""
+        observations = rollout.observations.take(rows.numpy())
+        if self.model.memory is None:
+            return self.model(observations)
+        assert rollout.memory is not None and rollout.starts is not None
+        count = len(rows) // self.config.sequence_length
+        starts = rollout.starts[rows].reshape(self.config.sequence_length, count)
+        return self.model.unroll(observations, rollout.memory[rows[:count]], starts)
 
     def _rollout(self, collected: CollectedSteps) -> Rollout:
         """Score the collected steps with the reward source and compute GAE on the values they were taken with."""
@@ -198,6 +245,7 @@ class OnPolicyAlgorithm(Algorithm):
             rewards, collected.values, torch.from_numpy(terminated), torch.from_numpy(truncated),
             collected.last_values, collected.final_values, self.config.gamma, self.config.gae_lambda,
         )
+        memory, starts = collected.memory, collected.starts
         return Rollout(
             collected.observations,
             collected.actions.reshape(steps * envs, -1),
@@ -208,6 +256,8 @@ class OnPolicyAlgorithm(Algorithm):
             returns.reshape(-1),
             torch.from_numpy(terminated.reshape(-1)),
             torch.from_numpy(truncated.reshape(-1)),
+            None if memory is None else memory.reshape(steps * envs, -1),
+            None if starts is None else starts.reshape(-1),
         )
 
     # --- acting -----------------------------------------------------------------------------------
@@ -218,19 +268,48 @@ class OnPolicyAlgorithm(Algorithm):
         Sampled actions draw from their own generator, so evaluating never
         changes the training run. Returns ``(B,)`` for a Discrete action
         space, ``(B, D)`` for MultiDiscrete, in the space's own values.
+
+        With a memory, each call continues the episodes of the previous one
+        (row by row) from the state :meth:`reset_memory` started; a batch of
+        another size starts new episodes.
         """
         self._require_setup()
+        observations = check_dict(observations, self.name)
         with torch.no_grad():
-            logits = self.model.logits(check_dict(observations, self.name))
+            if self.model.memory is None:
+                logits = self.model.logits(observations)
+            else:
+                rows = len(next(iter(observations.values())))
+                if self._acting_memory is None or len(self._acting_memory) != rows:
+                    self.reset_memory(rows)
+                assert self._acting_memory is not None
+                logits, self._acting_memory = self.model.policy.step(
+                    observations, self._acting_memory, torch.zeros(rows, dtype=torch.bool))
         nvec = self.layout.nvec
         indices = distributions.mode(logits, nvec) if deterministic else \
             distributions.sample(logits, nvec, self.rng["act"])
         return self.layout.to_env(indices)
 
     def action_logits(self, observations: Mapping[str, Any]) -> torch.Tensor:
-        """The policy's logits ``(B, n)``, differentiable; MultiDiscrete: each dimension's side by side."""
+        """The policy's logits ``(B, n)``, differentiable; MultiDiscrete: each dimension's side by side.
+
+        A policy with memory refuses: its logits depend on the episode so far (see :meth:`sequence_logits`).
+        """
         self._require_setup()
         return self.model.logits(check_dict(observations, self.name))
+
+    @property
+    def memory_size(self) -> int:
+        return self.config.memory
+
+    def reset_memory(self, batch: int) -> None:
+        self._require_setup()
+        self._acting_memory = self.model.initial_state(batch)
+
+    def sequence_logits(self, observations: Mapping[str, Any], starts: torch.Tensor) -> torch.Tensor:
+        self._require_setup()
+        initial = self.model.initial_state(starts.shape[1])
+        return self.model.policy.unroll(check_dict(observations, self.name), initial, starts)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """The policy's trainable parameters (trunk + policy head; a separate critic trunk is left out)."""
@@ -252,10 +331,33 @@ class OnPolicyAlgorithm(Algorithm):
         environments' restored observations when the trainer could restore
         them (``envs.restored``), else on those of the environments it is set up with.
         """
-        return {**super().state_dict(), "model": self.model.state_dict()}
+        state = {**super().state_dict(), "model": self.model.state_dict()}
+        if self.sampler is None and self.config.memory:
+            state["rollout_memory"] = {"state": self._memory, "starts": self._starts}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the running episodes' memory comes back with the environments."""
         super().load_state_dict(state)
         self.model.load_state_dict(state["model"])
         if self.sampler is None and getattr(self.envs, "restored", False):
             self._observations = check_dict(self.envs.observations, self.name)
+            if "rollout_memory" in state:
+                self._memory = torch.as_tensor(state["rollout_memory"]["state"]).clone()
+                self._starts = torch.as_tensor(state["rollout_memory"]["starts"]).clone()
+
+
+def sequence_minibatches(
+    steps: int, envs: int, length: int, batch_size: int, generator: torch.Generator | None
+) -> list[torch.Tensor]:
+    """A rollout of ``steps`` x ``envs`` cut into sequences of ``length`` steps of one env, shuffled (unless
+    ``generator`` is None), grouped ``batch_size // length`` (at least one) to a minibatch; each minibatch is its
+    rollout rows, time-major (row ``j * C + c`` is step ``j`` of sequence ``c``), as
+    :meth:`OnPolicyAlgorithm._forward_rows` reads them."""
+    count = (steps // length) * envs
+    order = torch.arange(count) if generator is None else torch.randperm(count, generator=generator)
+    offsets = torch.arange(length).unsqueeze(1)
+    return [
+        ((group // envs * length + offsets) * envs + group % envs).reshape(-1)
+        for group in torch.split(order, max(1, batch_size // length))
+    ]

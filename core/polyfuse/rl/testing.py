@@ -1,13 +1,13 @@
-"""Small multimodal tasks for testing RL optimizers: a text bandit, a text chain, networks that read them,
-and a scripted reward source.
+"""Small multimodal tasks for testing RL optimizers: a text bandit, a text chain, a cue to recall (for
+policies with memory), networks that read them, and a scripted reward source.
 
 An optimizer plugin's ``conftest.py`` imports the fixtures::
 
     from polyfuse.rl.testing import helpers, make_pipeline  # noqa: F401 (pytest fixtures)
 
-Both tasks name the rewarded action in the text only (the vector is noise or
-the position), learn within seconds on a CPU, and come as same-step-autoreset
-vector envs that can be snapshotted (:class:`polyfuse.testing.SnapshotVectorEnv`).
+The tasks name the rewarded action in the text only (the vector is noise or
+the position; recall names it in the first step's text alone), learn within
+seconds on a CPU, and come as same-step-autoreset vector envs that can be snapshotted (:class:`polyfuse.testing.SnapshotVectorEnv`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,46 @@ class WordChain(gym.Env):
         return self._observation(), float(terminated), terminated, truncated, {"success": terminated}
 
 
-ENVS = {"bandit": WordBandit, "chain": WordChain}
+class WordRecall(gym.Env):
+    """A cue, a wait, a choice: only a policy with memory beats chance.
+
+    The first text names the paying action ("go left" -> 0, "go right" -> 1),
+    the next ``delay`` steps say nothing ("wait"), the last says "go": the
+    action taken then pays 1 if it is the cue's (terminated). Actions before
+    it are ignored. The vector is the one-hot step, so the last step is
+    known; the cue is not, unless remembered. ``info["expert_action"]`` is
+    the cue's action at every step (what behaviour cloning follows).
+    """
+
+    def __init__(self, delay: int = 2) -> None:
+        self.delay = delay
+        self.observation_space = gym.spaces.Dict(
+            {"vector": gym.spaces.Box(0.0, 1.0, (delay + 2,), np.float32), "text": TEXT}
+        )
+        self.action_space = gym.spaces.Discrete(2)
+        self._target = self._step = 0
+
+    def _observation(self) -> dict[str, Any]:
+        vector = np.zeros(self.delay + 2, dtype=np.float32)
+        vector[self._step] = 1.0
+        text = f"go {WordBandit.WORDS[self._target]}" if self._step == 0 else \
+            "go" if self._step == self.delay + 1 else "wait"
+        return {"vector": vector, "text": text}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._target, self._step = int(self.np_random.integers(2)), 0
+        return self._observation(), {"expert_action": self._target}
+
+    def step(self, action):
+        if self._step <= self.delay:
+            self._step += 1
+            return self._observation(), 0.0, False, False, {"expert_action": self._target}
+        success = int(action) == self._target
+        return self._observation(), float(success), True, False, {"success": success, "expert_action": self._target}
+
+
+ENVS = {"bandit": WordBandit, "chain": WordChain, "recall": WordRecall}
 
 
 class ScriptedReward(RewardSource):
@@ -186,7 +225,7 @@ def pipeline_for(envs: Any, seed: int = 0, frozen_text: bool = False, reward: Re
 
 @pytest.fixture
 def make_pipeline() -> Iterator[Callable[..., Pipeline]]:
-    """``make_pipeline(env="bandit"|"chain", num_envs=4, seed=0, frozen_text=False, reward=None, **env_kwargs)``."""
+    """``make_pipeline(env="bandit"|"chain"|"recall", num_envs=4, seed=0, frozen_text=False, reward=None, **env_kwargs)``."""
     made: list[Pipeline] = []
 
     def make(

@@ -57,6 +57,7 @@ def export_policy(path: Path, fmt: str, output: Path, registry: Registry) -> lis
     if output.parent and not output.parent.exists():
         raise PolyfuseError(f"-o {output}: the folder {output.parent} does not exist")
     policy = load_saved_policy(path, registry)
+    policy.refuse_memory("polyfuse export")
     try:
         module, inputs, example = exportable(policy)
         with torch.no_grad(), warnings.catch_warnings():

@@ -44,6 +44,7 @@ class ServedModel:
         from polyfuse.training.saved_policy import load_saved_policy
 
         self.policy = load_saved_policy(Path(path), registry)
+        self.policy.refuse_memory("polyfuse serve")
         config = self.policy.config
         action_space = self.policy.action_space
         if not isinstance(action_space, spaces.Discrete):

@@ -144,6 +144,24 @@ class RLOptimizer:
         """Unnormalised action preferences, differentiable w.r.t. ``trainable_parameters``."""
         raise NotImplementedError
 
+    @property
+    def memory_size(self) -> int:
+        """The size of the policy's memory of the episode so far; 0 (the default) for a memoryless policy.
+
+        A policy with memory acts on sequences: ``act`` continues the episodes
+        :meth:`reset_memory` started, and warm start clones whole episodes
+        through :meth:`sequence_logits` instead of :meth:`action_logits`.
+        """
+        return 0
+
+    def reset_memory(self, batch: int) -> None:
+        """Forget the episodes ``act`` was continuing: the next call starts ``batch`` new ones (evaluation rounds)."""
+
+    def sequence_logits(self, observations: Mapping[str, Any], starts: torch.Tensor) -> torch.Tensor:
+        """Logits ``(L * B, n)`` of ``B`` episodes of ``L`` steps, rows time-major, each from an empty memory;
+        ``starts`` ``(L, B)`` marks where episodes begin. Only a policy with memory (``memory_size > 0``) has it."""
+        raise NotImplementedError
+
     def action_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution ``act(deterministic=False)`` samples, from :meth:`action_logits`' output (serving).
 

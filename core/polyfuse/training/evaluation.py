@@ -38,9 +38,11 @@ MAX_PARALLEL = 32
 
 
 class Actor(Protocol):
-    """What evaluation needs of a policy: an RL optimizer's ``act``."""
+    """What evaluation needs of a policy: an RL optimizer's ``act``, and ``reset_memory`` before each round."""
 
     def act(self, observations: Any, deterministic: bool = True) -> np.ndarray: ...
+
+    def reset_memory(self, batch: int) -> None: ...
 
 
 class StepObserver(Protocol):
@@ -145,6 +147,7 @@ class Evaluator:
     ) -> tuple[list[float], list[int], list[bool]]:
         observations, _ = self.envs.reset(seed=seeds)
         n = self.num_envs
+        actor.reset_memory(n)  # a round plays one episode per env: a policy with memory starts each from scratch
         returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
         success, running = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
         while running.any():

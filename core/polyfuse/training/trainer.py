@@ -368,8 +368,8 @@ class Trainer:
             raise PolyfuseError("trainer.warm_start: behaviour cloning follows the environment's expert; "
                                 "add env: {id: ...} or remove trainer.warm_start")
         seed = derive_seed(self.config.trainer.seed, 2)
-        batch, labels = collect_demonstrations(self.config.env, warm.episodes, seed)
-        metrics = behaviour_cloning(optimizer, batch, labels, warm, seed)  # alike on every rank: same data, seed
+        demonstrations = collect_demonstrations(self.config.env, warm.episodes, seed)
+        metrics = behaviour_cloning(optimizer, demonstrations, warm, seed)  # alike on every rank: same data, seed
         if log is None:
             return
         log.write({"kind": "warm_start", "step": 0, **metrics})

@@ -70,3 +70,14 @@ def test_learns_the_multi_step_chain(make_pipeline: Any, helpers: Any, params: d
     a2c, first, last = trained(pipeline, iterations, **params)
     assert first < 0.4 and last > 0.9
     assert greedy_chain_success(a2c, helpers) > 0.9
+
+
+@pytest.mark.parametrize("returns", ["gae", "monte-carlo"])
+def test_a2c_with_memory_recalls_the_cue(make_pipeline: Any, returns: str) -> None:
+    """Recall's cue is gone when the choice comes (chance: 0.5); a memory unrolled over the rollout keeps it."""
+    pipeline = make_pipeline("recall", num_envs=8, seed=0, delay=2)
+    params = dict(n_steps=8, sequence_length=4, learning_rate=3e-3, returns=returns, ent_coef=0.0)
+    _, _, last = trained(pipeline, 150, memory=32, **params)
+    assert last > 0.9
+    _, _, memoryless = trained(make_pipeline("recall", num_envs=8, seed=0, delay=2), 150, **params)
+    assert memoryless < 0.75

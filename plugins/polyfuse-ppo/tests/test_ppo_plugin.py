@@ -59,7 +59,7 @@ def test_defaults() -> None:
         "batch_size": 64, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "clip_range_vf": None,
         "normalize_advantage": True, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5, "target_kl": None,
         "lag_correction": "decoupled", "behaviour_weight_cap": None, "kl_coef": 0.0, "shared_trunk": True, "hidden_sizes": [64], "activation": "relu", "ortho_init": True,
-        "adam_eps": 1e-5,
+        "adam_eps": 1e-5, "memory": 0, "sequence_length": 16,
     }
 
 
@@ -84,6 +84,9 @@ def test_every_field_is_documented() -> None:
         {"lr_schedule": "cosine"},
         {"target_kl": 0},
         {"total_steps": 20_000},  # the run's budget comes from the trainer (set_budget), not a param
+        {"memory": 32, "n_steps": 20},  # sequences of 16 do not tile a rollout of 20 steps
+        {"memory": 32, "shared_trunk": False},  # both heads read the one memory
+        {"memory": 32, "kl_coef": 0.1},  # the reference policy would need a memory of its own
     ],
 )
 def test_invalid_params_are_refused(params: dict) -> None:  # type: ignore[type-arg]

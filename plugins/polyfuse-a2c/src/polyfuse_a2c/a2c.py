@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from polyfuse.rl import distributions
 from polyfuse.rl.advantages import compute_gae, explained_variance, normalize, value_loss
-from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout
+from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout, sequence_minibatches
 from polyfuse.training.api import Pipeline
 
 from polyfuse_a2c.plugin import A2CConfig
@@ -59,6 +59,15 @@ class A2C(OnPolicyAlgorithm):
             self._descend(loss, samples)
         return metrics
 
+    def _remembered(self, rollout: Rollout, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, values)`` of ``rows`` for a policy with memory: the whole rollout unrolled in its sequences."""
+        order = sequence_minibatches(self.config.n_steps, self.envs.num_envs, self.config.sequence_length,
+                                     rollout.size, None)[0]
+        logits, values = self._forward_rows(rollout, order)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(len(order))
+        return logits[position[rows]], values[position[rows]]
+
     def loss(self, rollout: Rollout) -> tuple[torch.Tensor | None, int, dict[str, float]]:
         """The loss of the gradient step on ``rollout``, its sample count and metrics (a loss of None: no step).
 
@@ -79,11 +88,12 @@ class A2C(OnPolicyAlgorithm):
                 return None, 0, metrics
             returns = returns.reshape(-1)[rows]
             advantages = returns - rollout.values[rows] if config.baseline else returns
-        observations = rollout.observations.take(rows.numpy())
-        if config.baseline:
-            logits, values = self.model(observations)
+        if self.model.memory is not None:
+            logits, values = self._remembered(rollout, rows)
+        elif config.baseline:
+            logits, values = self.model(rollout.observations.take(rows.numpy()))
         else:
-            logits = self.model.logits(observations)
+            logits = self.model.logits(rollout.observations.take(rows.numpy()))
         if config.normalize_advantage:
             advantages = normalize(advantages)
         policy_loss = -(advantages * distributions.log_prob(logits, rollout.actions[rows], nvec)).mean()

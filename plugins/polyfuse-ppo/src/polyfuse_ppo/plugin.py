@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from polyfuse import hookimpl
 from polyfuse.declarations import learns_from
 from polyfuse.rl.configs import OnPolicyConfig
-from pydantic import Field
+from pydantic import Field, model_validator
 
 if TYPE_CHECKING:
     from polyfuse_ppo.ppo import PPO
@@ -77,6 +77,13 @@ class PPOConfig(OnPolicyConfig):
         "copy of the policy taken at the first iterate() (after any warm start): RLHF-style fine-tuning that "
         "keeps the policy near its starting point. 0: no penalty and no reference copy.",
     )
+
+    @model_validator(mode="after")
+    def _reference_without_memory(self) -> PPOConfig:
+        if self.kl_coef > 0 and self.memory:
+            raise ValueError("kl_coef > 0 needs memory: 0 (the reference policy would need a memory of its own "
+                             "along each sequence); set kl_coef: 0 or memory: 0")
+        return self
 
 
 @learns_from("env")

@@ -23,7 +23,7 @@ from polyfuse.rl import distributions
 from polyfuse.rl.advantages import explained_variance, normalize, value_loss
 from polyfuse.rl.base import GeneratorKind
 from polyfuse.rl.heads import PolicyNetwork
-from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout
+from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout, sequence_minibatches
 from polyfuse.training.distributed import mean_over_ranks
 
 from polyfuse_ppo.losses import behaviour_weights, clipped_policy_loss, decoupled_policy_loss
@@ -61,10 +61,8 @@ class PPO(OnPolicyAlgorithm):
         weights = None if proximal is None else \
             behaviour_weights(proximal, rollout.log_probs, config.behaviour_weight_cap)
         for _ in range(config.n_epochs):
-            order = torch.randperm(rollout.size, generator=self.rng["shuffle"])
-            for indices in torch.split(order, config.batch_size):
-                observations = rollout.observations.take(indices.numpy())
-                logits, values = self.model(observations)
+            for indices in self._minibatches(rollout):
+                logits, values = self._forward_rows(rollout, indices)
                 advantages = rollout.advantages[indices]
                 if config.normalize_advantage:
                     advantages = normalize(advantages)
@@ -88,7 +86,7 @@ class PPO(OnPolicyAlgorithm):
                 }
                 if self.reference is not None:
                     with torch.no_grad():
-                        reference_logits = self.reference(observations)
+                        reference_logits = self.reference(rollout.observations.take(indices.numpy()))
                     kl_to_reference = distributions.kl_divergence(logits, reference_logits, nvec).mean()
                     loss = loss + config.kl_coef * kl_to_reference
                     record["kl_to_reference"] = kl_to_reference.item()
@@ -110,6 +108,13 @@ class PPO(OnPolicyAlgorithm):
             metrics["behaviour_weight"] = weights.mean().item()
             metrics["behaviour_weight_max"] = weights.max().item()
         return metrics
+
+    def _minibatches(self, rollout: Rollout) -> list[torch.Tensor]:
+        """One epoch's shuffled minibatches of rollout rows: any rows, or whole sequences for a policy with memory."""
+        if self.model.memory is None:
+            return list(torch.split(torch.randperm(rollout.size, generator=self.rng["shuffle"]), self.config.batch_size))
+        return sequence_minibatches(self.config.n_steps, self.envs.num_envs, self.config.sequence_length,
+                                    self.config.batch_size, self.rng["shuffle"])
 
     @torch.no_grad()
     def _proximal_log_probs(self, rollout: Rollout) -> torch.Tensor | None:
