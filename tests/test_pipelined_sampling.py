@@ -49,6 +49,14 @@ def test_an_optimizer_that_steps_envs_itself_is_refused(tmp_path: Path) -> None:
         Trainer(validate_pipeline(bad), progress=False).run()
 
 
+def test_a_policy_with_memory_is_refused(tmp_path: Path) -> None:
+    """Workers act without the learner's memory state, so they would act as another policy than the one learning."""
+    bad = config(tmp_path, workers=1).model_dump(mode="json")
+    bad["optimizer"]["params"]["memory"] = 16
+    with pytest.raises(PolyfuseError, match="optimizer.params.memory: ppo's env runners"):
+        Trainer(validate_pipeline(bad), progress=False).run()
+
+
 # --- the lag bound, the rollout layout, segments -------------------------------------------------
 
 

@@ -53,17 +53,20 @@ def test_sequence_minibatches_cover_the_rollout_in_runs_of_one_env() -> None:
 def test_an_episode_start_forgets_the_state() -> None:
     memory = Memory(input_dim=3, size=5)
     features, remembered = torch.randn(2, 3), torch.randn(2, 5)
-    state = memory(features, remembered, torch.tensor([True, False]))
-    torch.testing.assert_close(state[0], memory(features[:1], memory.initial(1), torch.tensor([False]))[0])
-    assert not torch.allclose(state[1], memory(features[1:], memory.initial(1), torch.tensor([False]))[0])
+    readout, state = memory(features, remembered, torch.tensor([True, False]))
+    fresh = [memory(features[i : i + 1], memory.initial(1), torch.tensor([False]))[1][0] for i in range(2)]
+    torch.testing.assert_close(state[0], fresh[0])
+    assert not torch.allclose(state[1], fresh[1])
+    torch.testing.assert_close(readout, torch.cat([features, state], dim=-1))  # the heads read both
     unrolled = memory.unroll(features.expand(4, 2, 3), memory.initial(2), torch.zeros(4, 2, dtype=torch.bool))
-    assert unrolled.shape == (4, 2, 5)
+    assert unrolled.shape == (4, 2, memory.output_dim) == (4, 2, 8)
 
 
 def test_a_network_with_memory_refuses_observations_without_a_state(helpers: Any) -> None:
     envs = helpers.make_vector_env("recall", num_envs=2)
     trunk = helpers.make_network(envs.single_observation_space)
-    policy = PolicyNetwork(trunk, nn.Linear(8, 2), Memory(trunk.output_dim, 8))
+    memory = Memory(trunk.output_dim, 8)
+    policy = PolicyNetwork(trunk, nn.Linear(memory.output_dim, 2), memory)
     observations, _ = envs.reset()
     with pytest.raises(PolyfuseError, match="has a memory"):
         policy(observations)

