@@ -52,7 +52,7 @@ class SavedPolicy:
             raise PolyfuseError(
                 f"{command} answers each observation on its own, and the policy of {self.location} has a memory "
                 f"(optimizer.params.memory: {self.optimizer.memory_size}): its actions depend on the episode so far. "
-                "Evaluate it with `polyfuse evaluate`, or train with memory: 0 to serve or export it"
+                "Evaluate it with `polyfuse eval`, or train with memory: 0 to serve or export it"
             )
 
 
