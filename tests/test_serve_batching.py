@@ -21,11 +21,13 @@ class Model:
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.episodes: list[list[str | None]] = []
         self.release = threading.Event()
 
-    def __call__(self, batch: dict) -> Rows:
+    def __call__(self, batch: dict, episodes: list[str | None]) -> Rows:
         self.release.wait(10)
         self.sizes.append(len(batch["x"]))
+        self.episodes.append(episodes)
         if (batch["x"] < 0).any():
             raise ValueError("negative input")
         return Rows(batch["x"] * 2)
@@ -36,7 +38,7 @@ def test_requests_waiting_together_run_as_one_batch_up_to_max_batch() -> None:
     batcher = Batcher(model, max_batch=8, max_wait_s=0.05)
 
     async def main() -> list[Rows]:
-        requests = [batcher.submit({"x": np.array([i, 100 + i])}) for i in range(10)]
+        requests = [batcher.submit({"x": np.array([i, 100 + i])}, [f"e{i}", None]) for i in range(10)]
         tasks = [asyncio.ensure_future(r) for r in requests]
         await asyncio.sleep(0.2)  # all ten are queued behind the first forward pass
         model.release.set()
@@ -46,6 +48,8 @@ def test_requests_waiting_together_run_as_one_batch_up_to_max_batch() -> None:
     batcher.close()
     assert [a.doubled.tolist() for a in answers] == [[2 * i, 2 * (100 + i)] for i in range(10)]
     assert sum(model.sizes) == 20 and max(model.sizes) == 8 and len(model.sizes) < 10
+    # each row's episode travels with it, in the batch's row order (a policy with memory continues it)
+    assert [e for batch in model.episodes for e in batch] == [e for i in range(10) for e in (f"e{i}", None)]
 
 
 def test_a_failing_batch_fails_its_requests_and_the_worker_carries_on() -> None:
@@ -63,7 +67,7 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_carries_on() -> None:
 
 
 class Tripler(Model):
-    def __call__(self, batch: dict) -> Rows:
+    def __call__(self, batch: dict, episodes: list[str | None]) -> Rows:
         return Rows(batch["x"] * 3)
 
 

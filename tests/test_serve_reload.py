@@ -30,6 +30,7 @@ class Model:
     observation_space: Any = field(default_factory=lambda: spaces.Dict({"image": spaces.Box(0, 255, (8, 8, 1))}))
     action_space: Any = field(default_factory=lambda: spaces.Discrete(12))
     action_names: Any = None
+    memory_size: int = 0
     closed: bool = False
 
     def close(self) -> None:
@@ -126,6 +127,9 @@ def test_incompatibility_names_what_differs(tmp_path: Path) -> None:
     other_space = spaces.Dict({"image": spaces.Box(0, 255, (16, 16, 1))})
     assert "observation space" in incompatibility(served, Model(tmp_path, 2, observation_space=other_space))
     assert "named ('a', 'b')" in incompatibility(served, Model(tmp_path, 2, action_names=("a", "b")))
+    assert "has a memory (optimizer.params.memory: 8), the served one has none (0)" in \
+        incompatibility(served, Model(tmp_path, 2, memory_size=8))
+    assert incompatibility(Model(tmp_path, 1, memory_size=8), Model(tmp_path, 2, memory_size=16)) is None
 
 
 def test_only_a_run_directory_follows_promotions(run: Path) -> None:

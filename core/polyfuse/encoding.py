@@ -73,6 +73,12 @@ def _from_numpy(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
+def flagged(mask: torch.Tensor) -> bool:
+    """Whether ``mask`` flags any input; never while an export traces the network (``polyfuse export``): a
+    branch on the data cannot be traced, and an exported model's runtime owns its inputs."""
+    return not torch.compiler.is_exporting() and bool(mask.any())
+
+
 def first_bad_sample(mask: torch.Tensor) -> int:
     """Index of the first sample (row) in which ``mask`` is True anywhere."""
     return int(mask.reshape(mask.shape[0], -1).any(dim=1).nonzero()[0, 0])
@@ -80,7 +86,7 @@ def first_bad_sample(mask: torch.Tensor) -> int:
 
 def check_finite(values: torch.Tensor, modality: str) -> None:
     """Raise naming the first sample that holds NaN or infinity (floating tensors only)."""
-    if values.is_floating_point() and values.numel() and not bool(torch.isfinite(values).all()):
+    if values.is_floating_point() and values.numel() and flagged(~torch.isfinite(values)):
         index = first_bad_sample(~torch.isfinite(values))
         raise ValueError(f"modality {modality!r}: sample {index} contains NaN or infinite values")
 
@@ -211,7 +217,7 @@ def image_batch(batch: Any, modality: str, device: torch.device | str = "cpu") -
     if tensor.is_floating_point():
         check_finite(tensor, modality)
         outside = (tensor < 0) | (tensor > 1)
-        if bool(outside.any()):
+        if flagged(outside):
             index = first_bad_sample(outside)
             peak = float(tensor[index].abs().max())
             raise ValueError(
@@ -223,7 +229,7 @@ def image_batch(batch: Any, modality: str, device: torch.device | str = "cpu") -
         return tensor.contiguous().to(torch.float32)
     if tensor.dtype != torch.uint8:
         outside = (tensor < 0) | (tensor > 255)
-        if bool(outside.any()):
+        if flagged(outside):
             index = first_bad_sample(outside)
             raise ValueError(f"modality {modality!r}: sample {index} has integer values outside 0..255")
     return tensor.contiguous().to(torch.float32).mul_(1 / 255)  # uint8 copy first: 4x less to move

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -14,14 +13,10 @@ from polyfuse.rl import distributions
 from polyfuse.rl.configs import OnPolicyConfig
 from polyfuse.rl.heads import Memory, PolicyNetwork
 from polyfuse.rl.on_policy import OnPolicyAlgorithm, Rollout, sequence_minibatches
-from polyfuse.rl.testing import WordRecall
+from polyfuse.rl.testing import RECALL_ID as RECALL
 from polyfuse.training.warm_start import behaviour_cloning, collect_demonstrations
 from pydantic import ValidationError
 from torch import nn
-
-RECALL = "polyfuse-test/WordRecall-v0"
-if RECALL not in gym.registry:
-    gym.register(RECALL, entry_point=WordRecall)
 
 
 class PolicyGradient(OnPolicyAlgorithm):
@@ -109,23 +104,3 @@ def test_cloning_whole_episodes_teaches_a_memory_what_the_expert_saw(make_pipeli
     else:  # the first step of four shows the cue; on the other three, a guess
         assert metrics["warm_start/accuracy"] < 0.75
     algorithm.iterate()  # and RL goes on from the cloned policy, through the same sequences
-
-
-def test_serving_refuses_a_policy_with_memory_and_lets_its_environments_go(make_pipeline: Any, tmp_path: Any) -> None:
-    from types import SimpleNamespace
-
-    from polyfuse.training.saved_policy import SavedPolicy
-
-    closed: list[bool] = []
-    for memory in (8, 0):
-        algorithm = PolicyGradient(OnPolicyConfig(memory=memory, n_steps=16))
-        algorithm.setup(make_pipeline("recall", num_envs=2))
-        saved = SavedPolicy(tmp_path, None, algorithm, None, None, 0,  # type: ignore[arg-type]
-                            SimpleNamespace(close=lambda: closed.append(True)))
-        if memory:
-            with pytest.raises(PolyfuseError, match="polyfuse serve answers each observation on its own"):
-                saved.refuse_memory("polyfuse serve")
-            assert closed == [True]
-        else:
-            saved.refuse_memory("polyfuse serve")  # memoryless: served as before
-            assert closed == [True]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from polyfuse.encoding import Encoder, first_bad_sample, numeric_batch
+from polyfuse.encoding import Encoder, first_bad_sample, flagged, numeric_batch
 
 
 class _DiscreteEncoder(Encoder):
@@ -30,11 +30,11 @@ class _DiscreteEncoder(Encoder):
         """``(B, components)`` 0-based indices; a value outside its space names its sample."""
         shape = (len(self.sizes),) if self.multi else ()
         values = numeric_batch(batch, self.modality, shape).to(self.starts.device)
-        if values.is_floating_point() and bool((values != values.round()).any()):
+        if values.is_floating_point() and flagged(values != values.round()):
             raise ValueError(f"modality {self.modality!r}: discrete values must be whole numbers")
         index = values.long().reshape(values.shape[0], -1) - self.starts
         outside = (index < 0) | (index >= self.limits)
-        if bool(outside.any()):
+        if flagged(outside):
             sample = first_bad_sample(outside)
             raise ValueError(
                 f"modality {self.modality!r}: sample {sample} holds {values[sample].tolist()}, "

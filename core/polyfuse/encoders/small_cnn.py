@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polyfuse.encoding import Encoder, first_bad_sample, image_batch, numeric_batch
+from polyfuse.encoding import Encoder, first_bad_sample, flagged, image_batch, numeric_batch
 
 DOWNSAMPLE_ABOVE = 4  # a layer strides by 2 while the map is at least this many times pool_size
 
@@ -161,7 +161,7 @@ class SmallCNNEncoder(Encoder):
         bad = (codes < 0) | (codes >= self.grid_values)
         if codes.is_floating_point():
             bad |= codes != codes.round()
-        if bool(bad.any()):
+        if flagged(bad):
             raise ValueError(
                 f"modality {self.modality!r}: sample {first_bad_sample(bad)} has grid cells that are "
                 f"not whole numbers in 0..{self.grid_values - 1}"

@@ -283,8 +283,7 @@ class OnPolicyAlgorithm(Algorithm):
                 if self._acting_memory is None or len(self._acting_memory) != rows:
                     self.reset_memory(rows)
                 assert self._acting_memory is not None
-                logits, self._acting_memory = self.model.policy.step(
-                    observations, self._acting_memory, torch.zeros(rows, dtype=torch.bool))
+                logits, self._acting_memory = self.step_logits(observations, self._acting_memory)
         nvec = self.layout.nvec
         indices = distributions.mode(logits, nvec) if deterministic else \
             distributions.sample(logits, nvec, self.rng["act"])
@@ -305,6 +304,13 @@ class OnPolicyAlgorithm(Algorithm):
     def reset_memory(self, batch: int) -> None:
         self._require_setup()
         self._acting_memory = self.model.initial_state(batch)
+
+    def step_logits(self, observations: Mapping[str, Any], memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._require_setup()
+        if self.model.memory is None:
+            raise NotImplementedError(f"{self.name} has no memory (optimizer.params.memory: 0): use action_logits")
+        starts = torch.zeros_like(memory[:, 0], dtype=torch.bool)  # not len(memory): export traces other batch sizes
+        return self.model.policy.step(check_dict(observations, self.name), memory, starts)
 
     def sequence_logits(self, observations: Mapping[str, Any], starts: torch.Tensor) -> torch.Tensor:
         self._require_setup()

@@ -139,6 +139,11 @@ class WordRecall(gym.Env):
 
 ENVS = {"bandit": WordBandit, "chain": WordChain, "recall": WordRecall}
 
+RECALL_ID = "polyfuse-test/WordRecall-v0"
+"""WordRecall for a run's config: ``env.id: "polyfuse.rl.testing:polyfuse-test/WordRecall-v0"`` registers it."""
+if RECALL_ID not in gym.registry:
+    gym.register(RECALL_ID, entry_point=WordRecall)
+
 
 class ScriptedReward(RewardSource):
     """A reward source whose ``score`` is ``rule(batch)``, changeable mid-run; keeps every batch it scored.

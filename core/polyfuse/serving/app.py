@@ -1,7 +1,9 @@
 """The inference server's HTTP API (FastAPI): ``POST /v1/act``, ``POST /v1/outcome``, ``GET /health``, ``GET /metrics``.
 
 A client mistake is a 4xx naming the field and what was expected (``detail.field``,
-``detail.problem``); bodies over the size limit are refused before they are read whole.
+``detail.problem``); bodies over the size limit are refused before they are read whole. A policy with
+memory needs the episode of every observation, and ``/v1/outcome`` with ``"done": true`` ends its memory
+of an episode (:mod:`polyfuse.serving.memories`).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def create_app(model: ServedModel, *, max_batch: int = 32, max_wait_s: float = 0
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
         text = metrics.prometheus()
+        if state["model"].memories is not None:
+            text += state["model"].memories.prometheus()
         if "recorder" in state:
             text += state["recorder"].prometheus()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
@@ -113,7 +117,13 @@ def create_app(model: ServedModel, *, max_batch: int = 32, max_wait_s: float = 0
         serving = state["model"]  # a reloaded model reads the same observations (checked before the swap)
         asked = decode_request(parse_json(await request.body()), serving.observation_space, serving.keys,
                                MAX_OBSERVATIONS)
-        answer, answered_by = await state["batcher"].submit(asked.observations)
+        if serving.memory_size and None in asked.episodes:
+            field = "episode" if asked.single else f"episodes[{asked.episodes.index(None)}]"
+            raise InvalidInput(field, f"this policy has a memory (optimizer.params.memory: {serving.memory_size}): "
+                                      "its action depends on the episode so far, so send the episode each "
+                                      'observation belongs to ("episode": ID, or "episodes": [ID, ...]); a new id '
+                                      'starts an episode, /v1/outcome with "done": true ends one')
+        answer, answered_by = await state["batcher"].submit(asked.observations, asked.episodes)
         if "recorder" in state:
             state["recorder"].answered(asked.observations, answer.actions, asked.episodes, answered_by.step)
         actions = [int(a) for a in answer.actions]
@@ -122,6 +132,7 @@ def create_app(model: ServedModel, *, max_batch: int = 32, max_wait_s: float = 0
                  if answered_by.action_names else None)
         rewards = None if answer.rewards is None else [float(r) for r in answer.rewards]
         spreads = None if answer.reward_spreads is None else [float(r) for r in answer.reward_spreads]
+        remembered = None if answer.memory_steps is None else [int(n) for n in answer.memory_steps]
         if asked.single:
             content: dict[str, Any] = {"action": actions[0], "probabilities": probabilities[0]}
             if names:
@@ -130,6 +141,8 @@ def create_app(model: ServedModel, *, max_batch: int = 32, max_wait_s: float = 0
                 content["reward"] = rewards[0]
             if spreads is not None:
                 content["reward_spread"] = spreads[0]
+            if remembered is not None:
+                content["memory_steps"] = remembered[0]
         else:
             content = {"actions": actions, "probabilities": probabilities}
             if names:
@@ -138,16 +151,23 @@ def create_app(model: ServedModel, *, max_batch: int = 32, max_wait_s: float = 0
                 content["rewards"] = rewards
             if spreads is not None:
                 content["reward_spreads"] = spreads
+            if remembered is not None:
+                content["memory_steps"] = remembered
         response = JSONResponse({**content, "step": answered_by.step})  # rendered here: may fail, uncounted as 200
         metrics.request(200, time.perf_counter() - started, len(actions))
         return response
 
     @app.post("/v1/outcome")
     async def outcome(request: Request) -> dict[str, Any]:
-        if "recorder" not in state:
-            raise InvalidInput("body", "this server does not log episodes; start it with --log-feedback DB", 409)
+        serving = state["model"]
+        if "recorder" not in state and not serving.memory_size:
+            raise InvalidInput("body", "this server neither logs episodes nor serves a policy with memory; start it "
+                                       "with --log-feedback DB to log outcomes", 409)
         episode, reward, done = decode_outcome(parse_json(await request.body()))
-        if not state["recorder"].outcome(episode, reward, done):
+        known = serving.forget(episode) if done else serving.remembers(episode)
+        if "recorder" in state:
+            known = state["recorder"].outcome(episode, reward, done) or known
+        if not known:
             raise InvalidInput("episode", f"no open episode {episode!r}: send its steps to /v1/act with this "
                                           '"episode" first (an episode ends at its outcome with "done": true)', 404)
         return {"episode": episode, "reward": reward, "done": done}

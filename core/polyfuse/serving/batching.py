@@ -1,8 +1,8 @@
 """Dynamic batching: requests that arrive together run as one forward pass on one inference thread.
 
-Handlers put their batch on a queue and await a future; the worker thread takes the first waiting
-request, then gathers more until ``max_batch`` observations or ``max_wait_s`` after the first, runs the
-model once on all of them and hands each request its rows. One thread owns the model, so torch is
+Handlers put their batch (and the episode of each observation) on a queue and await a future; the
+worker thread takes the first waiting request, then gathers more until ``max_batch`` observations or
+``max_wait_s`` after the first, runs the model once on all of them and hands each request its rows. One thread owns the model, so torch is
 never entered concurrently, and under load the per-call overhead is paid once per batch. A new model
 (a hot reload) is swapped in on that thread between two batches: what was batched before the swap is
 answered by the old model, everything after by the new one.
@@ -26,28 +26,33 @@ from polyfuse.observations import Batch, batch_length, concatenate
 _STOP = object()
 
 
+Model = Callable[[Batch, list[str | None]], Any]
+
+
 @dataclass
 class _Request:
     observations: Batch
+    episodes: list[str | None]
     size: int
     future: Future = field(default_factory=Future)
 
 
 @dataclass
 class _Swap:
-    model: Callable[[Batch], Any]
+    model: Model
 
 
 class Batcher:
-    """Runs ``model(batch) -> answer`` (a dataclass of per-row arrays, a field None when the model has no such
-    values) for many requests on one thread.
+    """Runs ``model(batch, episodes) -> answer`` (a dataclass of per-row arrays, a field None when the model has
+    no such values; ``episodes``: each row's episode id, None where the client named none) for many requests
+    on one thread.
 
     ``on_batch(size, seconds)`` is told each forward pass (metrics); ``on_swap(old, new)`` each swap, on the
     worker thread once the old model's last batch is answered (so it may close the old model).
     """
 
     def __init__(
-        self, model: Callable[[Batch], Any], max_batch: int, max_wait_s: float,
+        self, model: Model, max_batch: int, max_wait_s: float,
         on_batch: Callable[[int, float], None] | None = None,
         on_swap: Callable[[Any, Any], None] | None = None,
     ) -> None:
@@ -61,14 +66,15 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name="polyfuse-inference", daemon=True)
         self._thread.start()
 
-    async def submit(self, observations: Batch) -> tuple[Any, Callable[[Batch], Any]]:
+    async def submit(self, observations: Batch, episodes: list[str | None] | None = None) -> tuple[Any, Model]:
         """The answer for ``observations`` alone, computed in whatever batch the worker forms, and the model
         that gave it (which one, around a swap, is for the caller to tell its client)."""
-        request = _Request(observations, batch_length(observations))
+        size = batch_length(observations)
+        request = _Request(observations, list(episodes) if episodes is not None else [None] * size, size)
         self._queue.put(request)
         return await asyncio.wrap_future(request.future)
 
-    def swap(self, model: Callable[[Batch], Any]) -> None:
+    def swap(self, model: Model) -> None:
         """Answer with ``model`` from the next batch on (requests queued before this call keep the old one)."""
         self._queue.put(_Swap(model))
 
@@ -107,7 +113,7 @@ class Batcher:
             if stop:
                 return
 
-    def _swap(self, model: Callable[[Batch], Any]) -> None:
+    def _swap(self, model: Model) -> None:
         old, self.model = self.model, model
         if self.on_swap is not None:
             self.on_swap(old, model)
@@ -115,7 +121,8 @@ class Batcher:
     def _run(self, group: list[_Request], size: int) -> None:
         started = time.perf_counter()
         try:
-            answer = self.model(concatenate([r.observations for r in group]) if len(group) > 1 else group[0].observations)
+            batch = concatenate([r.observations for r in group]) if len(group) > 1 else group[0].observations
+            answer = self.model(batch, [episode for request in group for episode in request.episodes])
         except Exception as exc:  # noqa: BLE001 (every waiting request learns of it; the worker carries on)
             for request in group:
                 request.future.set_exception(exc)

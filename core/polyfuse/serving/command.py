@@ -180,6 +180,8 @@ def export_command(args: argparse.Namespace, registry: Registry) -> int:
 
     inputs = export_policy(Path(args.run), args.format, Path(args.output), registry)
     described = ", ".join(f"{i.name} (B, {', '.join(map(str, i.shape))}) {i.dtype}" for i in inputs)
+    memory = " and next_memory (feed it back as the episode's next memory; zeros start an episode)" \
+        if any(i.memory for i in inputs) else ""
     print(f"{args.format} model written to {args.output}: inputs {described}; outputs logits and probabilities "
-          f"(B, actions); described in {args.output}.json")
+          f"(B, actions){memory}; described in {args.output}.json")
     return 0

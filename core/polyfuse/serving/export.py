@@ -8,6 +8,10 @@ graph, so a frozen text encoder (sbert) stays outside and the model takes its fe
 its modality is named in the refusal. Each input's convention is checked on the run's own
 observations before export: the encoder must give the same features for the tensor as for the numpy
 batch, else the modality is named.
+
+A policy with memory (``optimizer.params.memory``) takes one more input, ``memory`` ``(B, N)`` float32,
+and gives one more output, ``next_memory``: the caller feeds each episode's ``next_memory`` back with
+its next observation, and zeros start an episode (the runtime keeps the episodes, not the model).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class ExportInput:
     dtype: str
     features: bool = False
     channels_first: bool = False
+    memory: bool = False
 
 
 def export_policy(path: Path, fmt: str, output: Path, registry: Registry) -> list[ExportInput]:
@@ -57,9 +62,9 @@ def export_policy(path: Path, fmt: str, output: Path, registry: Registry) -> lis
     if output.parent and not output.parent.exists():
         raise PolyfuseError(f"-o {output}: the folder {output.parent} does not exist")
     policy = load_saved_policy(path, registry)
-    policy.refuse_memory("polyfuse export")
     try:
         module, inputs, example = exportable(policy)
+        outputs = list(module.outputs)
         with torch.no_grad(), warnings.catch_warnings():
             # Shape checks read sizes as Python values; the exported model is tested at other batch sizes.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -69,13 +74,13 @@ def export_policy(path: Path, fmt: str, output: Path, registry: Registry) -> lis
             else:
                 batch = torch.export.Dim("batch", min=1)
                 torch.onnx.export(module, example, str(output), input_names=[i.name for i in inputs],
-                                  output_names=["logits", "probabilities"], dynamo=True, verbose=False,
+                                  output_names=outputs, dynamo=True, verbose=False,
                                   dynamic_shapes={"tensors": tuple({0: batch} for _ in inputs)})
     finally:
         policy.close()
     description = {"format": fmt, "checkpoint": str(policy.location), "step": policy.step,
                    "env": policy.config.env.id, "inputs": [asdict(i) for i in inputs],
-                   "outputs": ["logits", "probabilities"]}
+                   "outputs": outputs}
     Path(f"{output}.json").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return inputs
 
@@ -113,6 +118,9 @@ def exportable(policy: Any) -> tuple[Any, list[ExportInput], tuple[Any, ...]]:
         inputs.append(ExportInput(key, key, modality, tuple(int(d) for d in array.shape[1:]), str(array.dtype),
                                   channels_first=channels_first))
         example.append(as_tensor)
+    if optimizer.memory_size:
+        inputs.append(ExportInput("memory", "", "", (optimizer.memory_size,), "float32", memory=True))
+        example.append(torch.zeros(len(example[0]), optimizer.memory_size))
     return ExportedPolicy(optimizer, modules, networks, inputs).eval(), inputs, tuple(example)
 
 
@@ -135,21 +143,30 @@ def _tensor_convention(encoder: Any, modality: str, array: np.ndarray) -> tuple[
 
 
 class ExportedPolicy(torch.nn.Module):
-    """Tensors in the inputs' order -> (logits, probabilities), through the optimizer's own ``action_logits``."""
+    """Tensors in the inputs' order -> (logits, probabilities), through the optimizer's own ``action_logits``;
+    with a memory, the memories in -> (logits, probabilities, next memories), through its ``step_logits``."""
 
     def __init__(self, optimizer: Any, modules: list[torch.nn.Module], networks: list[MultimodalNetwork],
                  inputs: list[ExportInput]) -> None:
         super().__init__()
         self.parts = torch.nn.ModuleList(modules)  # registered, so the trace sees parameters, not constants
         self.optimizer, self.networks, self.inputs = optimizer, networks, inputs
+        self.remembers = any(spec.memory for spec in inputs)
+        self.outputs = ("logits", "probabilities", "next_memory") if self.remembers else ("logits", "probabilities")
 
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        observations = {}
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        observations, memory = {}, None
         for spec, tensor in zip(self.inputs, tensors):
-            observations[spec.key] = tensor.permute(0, 3, 1, 2) if spec.channels_first else tensor
+            if spec.memory:
+                memory = tensor
+            else:
+                observations[spec.key] = tensor.permute(0, 3, 1, 2) if spec.channels_first else tensor
         given = [spec.modality for spec in self.inputs if spec.features]
         with contextlib.ExitStack() as stack:
             for network in self.networks:
                 stack.enter_context(network.given_features([m for m in given if m in network.encoders]))
-            logits = self.optimizer.action_logits(observations)
-        return logits, self.optimizer.action_probabilities(logits)
+            if memory is None:
+                logits = self.optimizer.action_logits(observations)
+                return logits, self.optimizer.action_probabilities(logits)
+            logits, memory = self.optimizer.step_logits(observations, memory)
+        return logits, self.optimizer.action_probabilities(logits), memory

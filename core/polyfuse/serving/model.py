@@ -1,7 +1,8 @@
 """A trained run's policy as a function of a batch: greedy actions and the policy's action probabilities,
 and the reward model's score of each answer when the run learned its reward (RLHF).
 
-Loaded through :func:`polyfuse.training.saved_policy.load_saved_policy` (no pickle), every module the
+A policy with memory continues each client episode from what it remembers of it
+(:mod:`polyfuse.serving.memories`). Loaded through :func:`polyfuse.training.saved_policy.load_saved_policy` (no pickle), every module the
 optimizer holds in eval mode (serving never trains, and a layer such as batch norm must not read
 statistics from whoever else shares a batch). A learned reward is rebuilt from the checkpoint to score
 only (``RunContext.asks`` false: no feedback source, label store or annotation server is started).
@@ -16,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from polyfuse.errors import PolyfuseError
+from polyfuse.observations import take
 from polyfuse.registry import Registry
+from polyfuse.serving.memories import EpisodeMemories, waves
 
 MAX_OBSERVATIONS = 1024
 """Observations one request may send (a batch beyond it is split by the client)."""
@@ -24,13 +27,15 @@ MAX_OBSERVATIONS = 1024
 
 @dataclass(frozen=True)
 class Answer:
-    """Per sample: the greedy action, the probabilities the policy gives each action and, where the run's
-    reward can score it, the reward of that action and the reward ensemble's disagreement (else None)."""
+    """Per sample: the greedy action, the probabilities the policy gives each action, where the run's
+    reward can score it, the reward of that action and the reward ensemble's disagreement, and for a policy
+    with memory, how many earlier steps of the sample's episode it remembered (else None)."""
 
     actions: np.ndarray
     probabilities: np.ndarray
     rewards: np.ndarray | None = None
     reward_spreads: np.ndarray | None = None
+    memory_steps: np.ndarray | None = None
 
 
 class ServedModel:
@@ -44,7 +49,6 @@ class ServedModel:
         from polyfuse.training.saved_policy import load_saved_policy
 
         self.policy = load_saved_policy(Path(path), registry)
-        self.policy.refuse_memory("polyfuse serve")
         config = self.policy.config
         action_space = self.policy.action_space
         if not isinstance(action_space, spaces.Discrete):
@@ -59,6 +63,8 @@ class ServedModel:
         self.run_id = str(self.policy.location.parent)
         self.location = self.policy.location
         self.step = self.policy.step
+        self.memory_size = self.policy.optimizer.memory_size
+        self.memories = EpisodeMemories(self.memory_size) if self.memory_size else None
         self._closed = False
         try:
             self.reward = _scoring_reward(self.policy, registry)
@@ -70,18 +76,52 @@ class ServedModel:
             if isinstance(value, torch.nn.Module):
                 value.eval()
 
-    def __call__(self, observations: dict[str, Any]) -> Answer:
-        """Greedy actions and action probabilities for a batch (one forward pass)."""
+    def __call__(self, observations: dict[str, Any], episodes: list[str | None]) -> Answer:
+        """Greedy actions and action probabilities for a batch (one forward pass; with a memory, one per step
+        of the same episode in the batch), each sample continuing its episode when the policy has a memory."""
         import torch
 
         optimizer = self.policy.optimizer
+        memory_steps = None
         with torch.inference_mode():
-            logits = optimizer.action_logits(observations)
+            if self.memories is None:
+                logits = optimizer.action_logits(observations)
+            else:
+                logits, memory_steps = self._continue(observations, episodes)
             probabilities = optimizer.action_probabilities(logits).float()
         chosen = logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
         estimate = self.reward.estimate(observations, chosen) if self.reward is not None else None
         rewards, spreads = estimate if estimate is not None else (None, None)
-        return Answer(chosen + self.action_start, probabilities.cpu().numpy(), rewards, spreads)
+        return Answer(chosen + self.action_start, probabilities.cpu().numpy(), rewards, spreads, memory_steps)
+
+    def _continue(self, observations: dict[str, Any], episodes: list[str | None]) -> tuple[Any, np.ndarray]:
+        """Logits of one step of each sample's episode from its memory, and how many steps each memory held."""
+        import torch
+
+        assert self.memories is not None
+        if any(episode is None for episode in episodes):  # the app refuses such requests first
+            raise ValueError("a policy with memory needs the episode of every observation")
+        named = [str(episode) for episode in episodes]
+        logits: Any = None
+        memory_steps = np.zeros(len(named), np.int64)
+        for rows in waves(named):
+            ids = [named[row] for row in rows]
+            memory, held = self.memories.recall(ids)
+            batch = observations if len(rows) == len(named) else take(observations, rows)
+            part, memory = self.policy.optimizer.step_logits(batch, memory)
+            self.memories.keep(ids, memory, held)
+            if logits is None:
+                logits = torch.empty(len(named), part.shape[1], dtype=part.dtype)
+            logits[torch.from_numpy(rows)] = part
+            memory_steps[rows] = held
+        return logits, memory_steps
+
+    def forget(self, episode: str) -> bool:
+        """End ``episode``'s memory (its outcome said done); whether the policy remembered it."""
+        return self.memories is not None and self.memories.forget(episode)
+
+    def remembers(self, episode: str) -> bool:
+        return self.memories is not None and episode in self.memories
 
     def describe(self) -> dict[str, Any]:
         """What ``/health`` tells: which run, which checkpoint, what it reads and answers."""
@@ -91,6 +131,7 @@ class ServedModel:
             "observation_keys": list(self.keys), "actions": int(self.policy.action_space.n),
             "action_names": list(self.action_names) if self.action_names else None,
             "reward": self.policy.config.reward.name if self.reward is not None else None,
+            "memory": self.memory_size,
         }
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ class Servable(Protocol):
     observation_space: Any
     action_space: Any
     action_names: Any
+    memory_size: int
 
     def close(self) -> None: ...
 
@@ -51,6 +52,10 @@ def incompatibility(serving: Servable, candidate: Servable) -> str | None:
         return f"its action space is {candidate.action_space}, the served one {serving.action_space}"
     if candidate.action_names != serving.action_names:
         return f"its actions are named {candidate.action_names}, the served ones {serving.action_names}"
+    if bool(candidate.memory_size) != bool(serving.memory_size):  # clients of one send episode ids, of the other not
+        return (f"its policy has {'a memory' if candidate.memory_size else 'no memory'} "
+                f"(optimizer.params.memory: {candidate.memory_size}), the served one "
+                f"{'has' if serving.memory_size else 'has none'} ({serving.memory_size})")
     return None
 
 

@@ -157,6 +157,12 @@ class RLOptimizer:
     def reset_memory(self, batch: int) -> None:
         """Forget the episodes ``act`` was continuing: the next call starts ``batch`` new ones (evaluation rounds)."""
 
+    def step_logits(self, observations: Mapping[str, Any], memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, n)`` of one step of ``B`` episodes, each from its row of ``memory`` ``(B, memory_size)``
+        (zeros: a new episode), and the memories after the step. The caller keeps the memories, so one
+        policy can continue any number of episodes (serving, export). Only a policy with memory has it."""
+        raise NotImplementedError
+
     def sequence_logits(self, observations: Mapping[str, Any], starts: torch.Tensor) -> torch.Tensor:
         """Logits ``(L * B, n)`` of ``B`` episodes of ``L`` steps, rows time-major, each from an empty memory;
         ``starts`` ``(L, B)`` marks where episodes begin. Only a policy with memory (``memory_size > 0``) has it."""

@@ -45,16 +45,6 @@ class SavedPolicy:
     def close(self) -> None:
         self.envs.close()
 
-    def refuse_memory(self, command: str) -> None:
-        """Close and refuse when the policy has a memory: ``command`` answers each observation on its own."""
-        if self.optimizer.memory_size:
-            self.close()
-            raise PolyfuseError(
-                f"{command} answers each observation on its own, and the policy of {self.location} has a memory "
-                f"(optimizer.params.memory: {self.optimizer.memory_size}): its actions depend on the episode so far. "
-                "Evaluate it with `polyfuse eval`, or train with memory: 0 to serve or export it"
-            )
-
 
 def is_checkpoint_folder(path: Path) -> bool:
     """Whether ``path`` is one checkpoint (not a run's output_dir holding them)."""
