@@ -85,12 +85,13 @@ def test_a_policy_with_memory_refuses_to_score_single_observations(helpers: Any)
     pipeline.envs.close()
 
 
-@pytest.mark.parametrize("restore_memory", [True, False])
+@pytest.mark.parametrize("dropped", [(), ("rollout_memory",), ("reference_memory",)])
 def test_a_resumed_run_continues_its_episodes_with_their_memory(
-    helpers: Any, tmp_path: Path, restore_memory: bool
+    helpers: Any, tmp_path: Path, dropped: tuple[str, ...]
 ) -> None:
     """Checkpointed mid-episode, the run resumes exactly; dropping the saved memory would change it."""
-    params = dict(n_steps=6, sequence_length=3, n_epochs=2, batch_size=6, memory=8, hidden_sizes=[16])
+    # with a KL penalty, whose reference policy's memory must come back too
+    params = dict(n_steps=6, sequence_length=3, n_epochs=2, batch_size=6, memory=8, hidden_sizes=[16], kl_coef=0.5)
     envs = helpers.make_vector_env("chain", num_envs=3, seed=5, max_steps=5)
     original = PPO(PPOConfig(**params))
     original.setup(helpers.pipeline_for(envs, seed=11))
@@ -105,8 +106,32 @@ def test_a_resumed_run_continues_its_episodes_with_their_memory(
     resumed.setup(pipeline)
     pipeline.envs.restored = True  # as the trainer marks environments it restored from the checkpoint
     state = load_checkpoint(tmp_path / "checkpoint")["optimizer"]
-    if not restore_memory:
-        del state["rollout_memory"]
+    for key in dropped:
+        del state[key]
     resumed.load_state_dict(state)
     after_resume = [resumed.iterate() for _ in range(2)]
-    assert (continued == after_resume) is restore_memory
+    assert (continued == after_resume) is not dropped
+
+
+def test_the_kl_reference_follows_each_episode_with_a_memory_of_its_own(helpers: Any) -> None:
+    """Taken from the policy, the reference gives the rollout's own log-probs, across rollouts and episodes that
+    cross them; starting its memory empty mid-episode would not."""
+    from polyfuse.rl import distributions
+
+    pipeline = helpers.pipeline_for(helpers.make_vector_env("chain", num_envs=3, seed=1, max_steps=5), seed=0)
+    ppo = PPO(PPOConfig(n_steps=4, sequence_length=4, batch_size=8, memory=8, kl_coef=0.5))
+    ppo.setup(pipeline)
+    ppo._collect()  # episodes run across the rollout's end
+    ppo._take_reference()  # the policy as it is: its KL to the reference is 0 where the memories agree
+    for _ in range(3):
+        rollout = ppo._collect()
+        log_probs = distributions.log_prob(ppo._reference_logits(rollout), rollout.actions, ppo.layout.nvec)
+        torch.testing.assert_close(log_probs, rollout.log_probs)
+    assert ppo._reference_memory is not None and not bool(ppo._starts.all())
+    ppo._reference_memory.zero_()  # forgetting what the running episodes showed the reference
+    rollout = ppo._collect()
+    log_probs = distributions.log_prob(ppo._reference_logits(rollout), rollout.actions, ppo.layout.nvec)
+    assert not torch.allclose(log_probs, rollout.log_probs)
+    metrics = ppo.iterate()
+    assert metrics["kl_to_reference"] >= 0
+    pipeline.envs.close()

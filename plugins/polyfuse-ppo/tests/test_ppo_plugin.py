@@ -86,7 +86,6 @@ def test_every_field_is_documented() -> None:
         {"total_steps": 20_000},  # the run's budget comes from the trainer (set_budget), not a param
         {"memory": 32, "n_steps": 20},  # sequences of 16 do not tile a rollout of 20 steps
         {"memory": 32, "shared_trunk": False},  # both heads read the one memory
-        {"memory": 32, "kl_coef": 0.1},  # the reference policy would need a memory of its own
     ],
 )
 def test_invalid_params_are_refused(params: dict) -> None:  # type: ignore[type-arg]

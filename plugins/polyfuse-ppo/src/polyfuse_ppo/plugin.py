@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from polyfuse import hookimpl
 from polyfuse.declarations import learns_from
 from polyfuse.rl.configs import OnPolicyConfig
-from pydantic import Field, model_validator
+from pydantic import Field
 
 if TYPE_CHECKING:
     from polyfuse_ppo.ppo import PPO
@@ -75,15 +75,9 @@ class PPOConfig(OnPolicyConfig):
         ge=0,
         description="Weight of a KL(policy || reference) penalty in the loss, where the reference is a frozen "
         "copy of the policy taken at the first iterate() (after any warm start): RLHF-style fine-tuning that "
-        "keeps the policy near its starting point. 0: no penalty and no reference copy.",
+        "keeps the policy near its starting point. 0: no penalty and no reference copy. With memory, the reference "
+        "keeps a memory of its own along each episode.",
     )
-
-    @model_validator(mode="after")
-    def _reference_without_memory(self) -> PPOConfig:
-        if self.kl_coef > 0 and self.memory:
-            raise ValueError("kl_coef > 0 needs memory: 0 (the reference policy would need a memory of its own "
-                             "along each sequence); set kl_coef: 0 or memory: 0")
-        return self
 
 
 @learns_from("env")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from polyfuse.network import frozen_twin, load_own_state, own_state
 from polyfuse.rl import distributions
@@ -42,14 +43,32 @@ class PPO(OnPolicyAlgorithm):
         super().__init__(config)
         self.reference: PolicyNetwork | None = None
         self._reference_prefixes: list[str] = []
+        self._reference_memory: torch.Tensor | None = None
 
     def _start(self) -> None:
         if self.config.kl_coef > 0:
             self._take_reference()
 
     def _take_reference(self) -> None:
-        """The policy as it is now, frozen (sharing its frozen encoders), as the KL penalty's reference."""
+        """The policy as it is now, frozen (sharing its frozen encoders), as the KL penalty's reference; with a
+        memory, the reference starts with the running episodes' memories (what it remembers, being the policy)."""
         self.reference, self._reference_prefixes = frozen_twin(self.model.policy)
+        self._reference_memory = None if self.model.memory is None else self._memory.clone()
+
+    @torch.no_grad()
+    def _reference_logits(self, rollout: Rollout) -> torch.Tensor:
+        """The reference's logits of every rollout row, stepping its own memory along each env's episodes (it
+        carries over to the next rollout, as the policy's does)."""
+        assert self.reference is not None and self._reference_memory is not None and rollout.starts is not None
+        envs = self.envs.num_envs
+        memory, chunks = self._reference_memory, []
+        for first in range(0, rollout.size, envs):
+            rows = np.arange(first, first + envs)
+            logits, memory = self.reference.step(rollout.observations.take(rows), memory,
+                                                 rollout.starts[first:first + envs])
+            chunks.append(logits)
+        self._reference_memory = memory
+        return torch.cat(chunks)
 
     def _update(self, rollout: Rollout) -> dict[str, float]:
         config, nvec = self.config, self.layout.nvec
@@ -58,6 +77,7 @@ class PPO(OnPolicyAlgorithm):
         steps_before = self.gradient_steps
         stopped = False
         proximal = self._proximal_log_probs(rollout)
+        remembered = None if self.reference is None or self.model.memory is None else self._reference_logits(rollout)
         weights = None if proximal is None else \
             behaviour_weights(proximal, rollout.log_probs, config.behaviour_weight_cap)
         for _ in range(config.n_epochs):
@@ -85,8 +105,11 @@ class PPO(OnPolicyAlgorithm):
                     "clip_fraction": stats["clip_fraction"].item(),
                 }
                 if self.reference is not None:
-                    with torch.no_grad():
-                        reference_logits = self.reference(rollout.observations.take(indices.numpy()))
+                    if remembered is not None:
+                        reference_logits = remembered[indices]
+                    else:
+                        with torch.no_grad():
+                            reference_logits = self.reference(rollout.observations.take(indices.numpy()))
                     kl_to_reference = distributions.kl_divergence(logits, reference_logits, nvec).mean()
                     loss = loss + config.kl_coef * kl_to_reference
                     record["kl_to_reference"] = kl_to_reference.item()
@@ -137,7 +160,10 @@ class PPO(OnPolicyAlgorithm):
     def state_dict(self) -> dict[str, Any]:
         """Besides :meth:`OnPolicyAlgorithm.state_dict`'s: the reference policy, without the frozen encoders it shares."""
         reference = None if self.reference is None else own_state(self.reference, self._reference_prefixes)
-        return {**super().state_dict(), "reference": reference}
+        state = {**super().state_dict(), "reference": reference}
+        if self._reference_memory is not None:
+            state["reference_memory"] = self._reference_memory
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` after :meth:`setup`; without a saved reference, ``kl_coef > 0`` takes one now."""
@@ -147,5 +173,7 @@ class PPO(OnPolicyAlgorithm):
             self._take_reference()
             assert self.reference is not None
             load_own_state(self.reference, state["reference"], self._reference_prefixes)
+            if getattr(self.envs, "restored", False) and state.get("reference_memory") is not None:
+                self._reference_memory = torch.as_tensor(state["reference_memory"]).clone()
         elif self.config.kl_coef > 0:
             self._take_reference()
