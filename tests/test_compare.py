@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from polyfuse.compare import Row, bar_chart_figure, markdown, t_quantile, write_leaderboard
+from polyfuse.training.checkpoint import checkpoint_location, read_checkpoint_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,10 +59,9 @@ def test_compare_trains_each_fuser_over_seeds_and_resumes(tmp_path):
     pytest.importorskip("polyfuse_sbert", reason="the DigitsVQA pipeline reads questions with polyfuse-sbert")
     config = yaml.safe_load((ROOT / "core/polyfuse/defaults/digits_vqa.yaml").read_text())
     config["trainer"].update(eval_every=1500, eval_episodes=50, checkpoint_every=1500)
-    config["optimizer"]["params"]["learning_starts"] = 200
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config))
-    args = ["compare", "pipeline.yaml", "--fusers", "concat,gated,no-such-fuser", "--seeds", "0,1", "--steps",
-            "1500", "--jobs", "2", "-o", "board", "--json"]
+    args = ["compare", "pipeline.yaml", "--set", "optimizer.params.learning_starts=200", "--fusers",
+            "concat,gated,no-such-fuser", "--seeds", "0,1", "--steps", "1500", "--jobs", "2", "-o", "board", "--json"]
     first = polyfuse(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "skipped no-such-fuser" in first.stderr
@@ -76,6 +76,10 @@ def test_compare_trains_each_fuser_over_seeds_and_resumes(tmp_path):
         "concat-seed0.json", "concat-seed1.json", "gated-seed0.json", "gated-seed1.json"]
     board = (tmp_path / "board/leaderboard.md").read_text()
     assert "| concat |" in board and "| gated |" in board
+    assert board.startswith("**pipeline.yaml --set optimizer.params.learning_starts=200: held-out success")
+    for fuser in ("concat", "gated"):  # each cell trained the config as --set changed it, with its own fuser
+        trained = read_checkpoint_tree(checkpoint_location(tmp_path / "board/runs" / fuser / "seed1"))["config"]
+        assert trained["optimizer"]["params"]["learning_starts"] == 200 and trained["fuser"]["name"] == fuser
     again = polyfuse(*args, cwd=tmp_path)  # every cell is done: nothing is trained again
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1]) == rows
     assert "4/4" in again.stderr

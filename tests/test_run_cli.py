@@ -42,8 +42,8 @@ def checkpoint_step(output_dir: Path) -> int | None:
     return None if location is None else read_checkpoint_tree(location)["trainer"]["steps"]
 
 
-def start_and_wait_for_checkpoint(config: Path, output_dir: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(command(str(config), "--output-dir", str(output_dir)),
+def start_and_wait_for_checkpoint(config: Path, output_dir: Path, *options: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(command(str(config), "--output-dir", str(output_dir), *options),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not checkpoint_step(output_dir):

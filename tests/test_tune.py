@@ -297,3 +297,13 @@ def test_a_study_on_digits_vqa_killed_and_resumed_hands_back_a_config_polyfuse_r
     assert ran.returncode == 0, ran.stderr
     assert Path(yaml.safe_load((out / "best.yaml").read_text())["trainer"]["output_dir"]) == out / "best"
     assert (out / "best" / "summary.json").is_file()
+
+
+def test_set_changes_the_base_config_every_trial_starts_from(tmp_path, capsys):
+    """--set applies before the space is checked: an invalid value is named by its path, before any trial."""
+    space = space_file(tmp_path, "optimizer.params.batch_size: {choice: [16, 32]}\n")
+    code = main(["tune", str(tiny_config(tmp_path)), "--space", str(space), "--trials", "1", "-o", str(tmp_path / "t"),
+                 "--set", "optimizer.params.learning_rate=-1"])
+    error = capsys.readouterr().err
+    assert code == 2 and "optimizer.params.learning_rate" in error, error
+    assert not (tmp_path / "t" / "study.db").exists()

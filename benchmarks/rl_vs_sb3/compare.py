@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from polyfuse.errors import PolyfuseError
+from polyfuse.overrides import apply_overrides
 
 HERE = Path(__file__).resolve().parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
@@ -92,28 +94,14 @@ def timed(command: list[str], library: str, case: Case) -> tuple[dict, float, fl
     return last_json_line(result.stdout), elapsed, cpu
 
 
-def override(config: dict, assignment: str) -> None:
-    """Apply one ``--polyfuse-set dotted.path=YAML`` to the polyfuse config, creating missing mappings."""
-    path, sep, value = assignment.partition("=")
-    if not sep or not path:
-        raise SystemExit(f"--polyfuse-set {assignment!r}: expected dotted.path=YAML value")
-    *parents, leaf = path.split(".")
-    node = config
-    for key in parents:
-        child = node.get(key)
-        if isinstance(child, str):  # `encoder: flatten` is shorthand for `encoder: {name: flatten}`
-            child = {"name": child}
-        node[key] = child if isinstance(child, dict) else {}
-        node = node[key]
-    node[leaf] = yaml.safe_load(value)
-
-
 def run_polyfuse(case: Case, steps: int, seed: int, eval_episodes: int, vectorization: str | None,
                  assignments: list[str]) -> dict:
     config = yaml.safe_load((HERE / "configs" / f"{case.name}.yaml").read_text(encoding="utf-8"))
     config["trainer"]["eval_episodes"] = eval_episodes
-    for assignment in assignments:
-        override(config, assignment)
+    try:
+        apply_overrides(config, assignments)
+    except PolyfuseError as exc:
+        raise SystemExit(f"--polyfuse-set: {exc}") from None
     if vectorization is not None:
         config["env"]["vectorization"] = vectorization
     with tempfile.TemporaryDirectory() as output:

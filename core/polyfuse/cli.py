@@ -16,6 +16,7 @@ from pathlib import Path
 from polyfuse import __version__
 from polyfuse.components import Kind
 from polyfuse.errors import PolyfuseError
+from polyfuse.overrides import add_override_argument, describe
 from polyfuse.registry import Registry, parse_kind
 
 
@@ -79,9 +80,9 @@ def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
     from polyfuse.config import load_pipeline
     from polyfuse.preflight import check_pipeline
 
-    config = load_pipeline(args.config, registry)
-    check_pipeline(config, registry, source=args.config)
-    print(f"{args.config}: valid")
+    config = load_pipeline(args.config, registry, args.overrides)
+    check_pipeline(config, registry, source=describe(args.config, args.overrides))
+    print(f"{describe(args.config, args.overrides)}: valid")
     if args.verbose:
         print(json.dumps(config.model_dump(mode="json"), indent=2))
     return 0
@@ -156,6 +157,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a pipeline config against installed plugins")
     validate.add_argument("config", help="path to a YAML pipeline config")
     validate.add_argument("-v", "--verbose", action="store_true", help="print the config with defaults filled")
+    add_override_argument(validate)
     validate.set_defaults(handler=cmd_validate)
 
     schema = commands.add_parser("schema", help="JSON schema of pipeline configs (for editor completion)")
@@ -164,6 +166,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="train a pipeline (the embedded default when no config is given)")
     run.add_argument("config", nargs="?", help="path to a YAML pipeline config")
+    add_override_argument(run)
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     run.add_argument("--output-dir", help="override trainer.output_dir")
     run.add_argument("--steps", type=int, help="override trainer.total_steps")

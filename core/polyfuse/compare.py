@@ -6,6 +6,9 @@ Every cell (fuser, seed) is a ``polyfuse run`` of the same config with only ``fu
 comparison picks up where it stopped (an unfinished cell resumes from its last checkpoint). A cell
 that fails is reported in the table with its error, and the others go on.
 
+``OUTPUT/comparison.json`` records the config the cells were trained with (after ``--set``), so that a
+rerun with another config is refused rather than mixed into the same table.
+
 The leaderboard (printed, and written as ``leaderboard.md``, ``leaderboard.csv`` and
 ``leaderboard.png``) gives per fuser: held-out success, mean and 95% confidence interval over seeds
 (Student's t), trainable parameters of the policy network (the fuser's own in brackets), training
@@ -29,14 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from polyfuse.errors import PolyfuseError
+from polyfuse.overrides import add_override_argument, describe
 
 CELLS = "cells"
+COMPARED = "comparison.json"  # the config (after --set) and --steps the cells were trained with
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          15: 2.131, 20: 2.086, 30: 2.042}  # Student's t, two-sided 95%, by degrees of freedom
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="the pipeline config to compare fusers on")
+    add_override_argument(parser)
     parser.add_argument("--fusers", help="comma-separated fuser names (default: every installed fuser that fits "
                         "the pipeline)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated trainer seeds (default 0,1,2)")
@@ -92,27 +98,27 @@ def _mean(values: list[float]) -> float | None:
 
 
 def compare(args: argparse.Namespace, registry: Any) -> int:
-    from polyfuse.config import read_yaml, validate_pipeline
+    from polyfuse.config import read_pipeline_data, validate_pipeline
 
-    base = read_yaml(Path(args.config))
-    if not isinstance(base, dict):
-        raise PolyfuseError(f"{args.config}: expected a pipeline config (a mapping)")
-    validate_pipeline(base, registry, source=args.config)
+    base = read_pipeline_data(args.config, args.overrides)
+    source = describe(args.config, args.overrides)
+    validate_pipeline(base, registry, source=source)
     seeds = _numbers(args.seeds, "--seeds")
     output = Path(args.output or f"runs/compare-{Path(args.config).stem}")
-    fusers, unfit = _fusers(args, base, registry)
+    _claim(output, base, args.steps)
+    fusers, unfit = _fusers(args, base, source, registry)
     for name, reason in unfit.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if not fusers:
         raise PolyfuseError("no fuser to compare: every one named failed validation (see above)")
     cells = [(fuser, seed) for fuser in fusers for seed in seeds]
     jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(cells)))
-    print(f"comparing {len(fusers)} fusers x {len(seeds)} seeds on {args.config} ({jobs} at a time); runs in "
+    print(f"comparing {len(fusers)} fusers x {len(seeds)} seeds on {source} ({jobs} at a time); runs in "
           f"{output}", file=sys.stderr)
     results = _run_cells(base, cells, args.steps, output, jobs)
     rows = [_row(fuser, [results[(fuser, s)] for s in seeds], base, registry) for fuser in fusers]
     rows.sort(key=lambda r: (r.mean is None, -(r.mean or 0.0)))
-    title = f"{args.config}: held-out success over seeds {','.join(map(str, seeds))}"
+    title = f"{source}: held-out success over seeds {','.join(map(str, seeds))}"
     table = markdown(rows, title)
     print(table)
     write_leaderboard(rows, output, title, table)
@@ -141,7 +147,27 @@ def _with_fuser(base: dict[str, Any], fuser: str) -> dict[str, Any]:
     return data
 
 
-def _fusers(args: argparse.Namespace, base: dict[str, Any], registry: Any) -> tuple[list[str], dict[str, str]]:
+def _claim(output: Path, base: dict[str, Any], steps: int | None) -> None:
+    """Record what ``output`` compares; refuse to resume it with another config (cells would mix)."""
+    from polyfuse.config import config_differences
+
+    current = json.loads(json.dumps({"config": base, "steps": steps}, default=str))
+    record = output / COMPARED
+    if record.is_file():
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+        changed = config_differences(recorded["config"], current["config"])
+        changed += ["--steps"] if recorded["steps"] != current["steps"] else []
+        if changed:
+            raise PolyfuseError(
+                f"{output} holds a comparison of another config (changed: {', '.join(changed)}); resume it with "
+                "the same config, --set and --steps, or compare into another folder with -o DIR")
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(current, indent=2), encoding="utf-8")
+
+
+def _fusers(args: argparse.Namespace, base: dict[str, Any], source: str,
+            registry: Any) -> tuple[list[str], dict[str, str]]:
     """The fusers to compare, and those left out with the reason (they do not fit this pipeline)."""
     from polyfuse.config import validate_pipeline
     from polyfuse.registry import Kind
@@ -151,7 +177,7 @@ def _fusers(args: argparse.Namespace, base: dict[str, Any], registry: Any) -> tu
     fit, unfit = [], {}
     for name in dict.fromkeys(names):
         try:
-            validate_pipeline(_with_fuser(base, name), registry, source=f"{args.config} with fuser {name}")
+            validate_pipeline(_with_fuser(base, name), registry, source=f"{source}, fuser {name}")
             fit.append(name)
         except PolyfuseError as exc:
             if args.fusers:  # asked for by name: an error the user should see, but not fatal for the rest

@@ -8,6 +8,7 @@ fixes a config in one pass instead of one error per run.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from polyfuse.components import Kind
 from polyfuse.errors import ConfigError, PolyfuseError, UnknownComponentError
+from polyfuse.overrides import apply_overrides, describe
 from polyfuse.registry import Registry, default_registry
 from polyfuse.yaml_safety import YamlProblem, decode, echo, load_yaml, shorten
 
@@ -429,10 +431,29 @@ def parse_yaml(raw: bytes | str, source: str) -> Any:
         raise ConfigError(source, [("", f"invalid YAML{position}: {shorten(problem, 300)}")]) from None
 
 
-def load_pipeline(path: str | Path, registry: Registry | None = None) -> PipelineConfig:
-    """Read and validate a pipeline config file."""
-    path = Path(path)
-    return validate_pipeline(read_yaml(path), registry, source=str(path))
+def config_differences(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """The dotted paths where two parsed configs differ (a key missing on one side counts)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            path
+            for key in sorted(set(before) | set(after))
+            for path in config_differences(before.get(key), after.get(key), f"{prefix}{key}.")
+        ]
+    return [] if before == after else [prefix.rstrip(".")]
+
+
+def read_pipeline_data(path: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A config file as a mapping, not yet validated, with ``--set`` assignments applied (compare, tune)."""
+    data = read_yaml(Path(path))
+    if not isinstance(data, dict):
+        raise PolyfuseError(f"{path}: expected a pipeline config (a mapping)")
+    return apply_overrides(data, overrides)
+
+
+def load_pipeline(path: str | Path, registry: Registry | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Read and validate a pipeline config file, with ``--set PATH=VALUE`` assignments applied."""
+    data = apply_overrides(read_yaml(Path(path)), overrides)
+    return validate_pipeline(data, registry, source=describe(str(path), overrides))
 
 
 def pipeline_json_schema(registry: Registry | None = None) -> dict[str, Any]:

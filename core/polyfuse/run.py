@@ -10,6 +10,7 @@ import argparse
 import functools
 import json
 import os
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ from polyfuse.components import Kind
 from polyfuse.config import PipelineConfig, read_yaml, validate_pipeline
 from polyfuse.declarations import declared_learns_from
 from polyfuse.errors import PolyfuseError
+from polyfuse.overrides import apply_overrides, describe
 from polyfuse.preflight import check_pipeline
 from polyfuse.registry import Registry
 
@@ -42,6 +44,7 @@ def resolve_config(args: argparse.Namespace, registry: Registry) -> PipelineConf
         data, source = default_pipeline_data(), f"embedded default ({DEFAULT_PIPELINE})"
         if args.resume:
             data, source = _checkpoint_config(data, args.output_dir) or (data, source)
+    data, source = apply_overrides(data, args.overrides), describe(source, args.overrides)
     if isinstance(data, dict):
         trainer = data.setdefault("trainer", {})
         if isinstance(trainer, dict):
@@ -124,7 +127,8 @@ def _run_rank(args: argparse.Namespace, config: PipelineConfig, registry: Regist
 def report(args: argparse.Namespace, config: PipelineConfig, summary: dict[str, Any], nproc: int = 1) -> int:
     """Print a run's summary (or how to continue an interrupted one); the exit code."""
     if "interrupted" in summary:
-        again = f"polyfuse run {args.config or ''} --resume --output-dir {config.trainer.output_dir}"
+        settings = "".join(f" --set {shlex.quote(assignment)}" for assignment in args.overrides)
+        again = f"polyfuse run {args.config or ''}{settings} --resume --output-dir {config.trainer.output_dir}"
         again += f" --nproc {nproc}" if nproc > 1 else ""
         print(f"stopped by {summary['interrupted']} at step {summary['steps']}: checkpoint saved in "
               f"{summary['paths']['checkpoint']}; continue with `{' '.join(again.split())}`", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from polyfuse.config import PipelineConfig
+from polyfuse.config import PipelineConfig, config_differences
 from polyfuse.errors import PolyfuseError
 from polyfuse.registry import Registry
 from polyfuse.training.api import RLOptimizer
@@ -135,13 +135,12 @@ def load_policy_from(optimizer: RLOptimizer, path: Path, where: str = WHERE) -> 
 def check_fits(config: PipelineConfig, spaces: tuple[Any, Any], run_dir: Path, registry: Registry) -> None:
     """Refuse a pipeline whose inputs differ from the served run's: each differing config path or space named."""
     from polyfuse.training.saved_policy import saved_config
-    from polyfuse.training.trainer import _differences
 
     location = served_checkpoint(run_dir)
     served = saved_config(location, registry)
     mine, theirs = config.model_dump(mode="json"), served.model_dump(mode="json")
     changed = [path for section in FITTING_SECTIONS
-               for path in _differences(theirs[section], mine[section], f"{section}.")]
+               for path in config_differences(theirs[section], mine[section], f"{section}.")]
     if changed:
         raise PolyfuseError(
             f"{WHERE}: this pipeline differs from the one {run_dir} serves in {', '.join(changed)}; a continued run "

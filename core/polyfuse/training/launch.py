@@ -23,6 +23,7 @@ def rank_arguments(args: argparse.Namespace) -> list[str]:
     argv.append("run")
     if args.config:
         argv.append(args.config)
+    argv += [part for assignment in args.overrides for part in ("--set", assignment)]
     for flag, value in (("--output-dir", args.output_dir), ("--steps", args.steps), ("--seed", args.seed),
                         ("--continue-from", args.continue_from)):
         if value is not None:

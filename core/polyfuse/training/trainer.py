@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from polyfuse.components import Kind
-from polyfuse.config import EnvConfig, PipelineConfig, validate_pipeline
+from polyfuse.config import EnvConfig, PipelineConfig, config_differences, validate_pipeline
 from polyfuse.envs import action_names, check_env_id, make_vector_env
 from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.network import NetworkFactory
@@ -667,7 +667,7 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], location: Pa
     # preference-model feedback source gets its params filled on the second), so comparing a re-validated
     # saved config with a once-validated current one would refuse runs whose config did not change
     upgraded, today = _with_todays_defaults(saved, registry), _with_todays_defaults(current, registry)
-    changed = [path for path in _differences(upgraded, today) if path not in RESUMABLE_CHANGES]
+    changed = [path for path in config_differences(upgraded, today) if path not in RESUMABLE_CHANGES]
     if changed:
         raise PolyfuseError(
             f"cannot resume from {location}: the config changed since the checkpoint ({', '.join(changed)}); "
@@ -686,16 +686,6 @@ def _with_todays_defaults(saved: dict[str, Any], registry: Registry | None) -> d
         return validate_pipeline(saved, registry).model_dump(mode="json")
     except ConfigError:
         return saved
-
-
-def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        return [
-            path
-            for key in sorted(set(saved) | set(current))
-            for path in _differences(saved.get(key), current.get(key), f"{prefix}{key}.")
-        ]
-    return [] if saved == current else [prefix.rstrip(".")]
 
 
 def _crossings(before: int, after: int, every: int) -> int:

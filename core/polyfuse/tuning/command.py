@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from polyfuse.errors import PolyfuseError
+from polyfuse.overrides import add_override_argument
 from polyfuse.registry import Registry
 
 SAMPLER_CHOICES = ("tpe", "random", "qmc", "gp", "cmaes")
@@ -18,6 +19,7 @@ PRUNER_CHOICES = ("median", "percentile", "hyperband", "successive-halving", "no
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="the pipeline config whose settings are searched (trial 0 runs it as is)")
+    add_override_argument(parser)
     parser.add_argument("--space", required=True, help="YAML mapping config paths to distributions, e.g. "
                         "'optimizer.params.learning_rate: {log_uniform: [1.0e-5, 1.0e-2]}'")
     parser.add_argument("--trials", type=int, required=True, help="trials the study should hold; re-running the "
@@ -41,16 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def tune(args: argparse.Namespace, registry: Registry) -> int:
-    from polyfuse.config import read_yaml
+    from polyfuse.config import read_pipeline_data, read_yaml
     from polyfuse.tuning import report
     from polyfuse.tuning import study as studies
     from polyfuse.tuning.space import load_space
 
     optuna = studies.import_optuna()
     _check_numbers(args)
-    base = read_yaml(Path(args.config))
-    if not isinstance(base, dict):
-        raise PolyfuseError(f"{args.config}: expected a pipeline config (a mapping)")
+    base = read_pipeline_data(args.config, args.overrides)
     if args.steps is not None:
         trainer = base.setdefault("trainer", {})
         if isinstance(trainer, dict):
