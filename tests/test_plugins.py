@@ -241,7 +241,8 @@ def test_run_warns_once_about_broken_plugins(monkeypatch, capsys) -> None:
     monkeypatch.setattr(run, "resolve_config", lambda args, registry: types.SimpleNamespace(
         trainer=types.SimpleNamespace(output_dir="out")))
     registry = Registry.load([failing_source("quitter", SystemExit(1)), fine_source()])
-    args = argparse.Namespace(config=None, resume=False, json=False, output_dir=None, steps=None, seed=None, nproc=None)
+    args = argparse.Namespace(config=None, resume=False, json=False, output_dir=None, steps=None, seed=None, nproc=None,
+                              overrides=[])
     run.run_command(args, registry)
     err = capsys.readouterr().err
     assert err.count("failed to load") == 1 and "quitter" in err
