@@ -38,10 +38,14 @@ def test_the_leaderboard_files_and_a_failed_fuser_in_the_table(tmp_path):
 
 
 @pytest.mark.parametrize("fusers", [2, 12])
-def test_a_long_title_stays_inside_the_chart(fusers):
-    """A title built from a long config path is wrapped, not cut off at the figure's edges."""
+@pytest.mark.parametrize("title", [
+    "examples/babyai_goto_local_s8n7_ppo.yaml: held-out success over seeds 0,1,2,3,4,5,6,7,8,9",
+    "examples/babyai_pickup_dist_memory_imitation.yaml --set env.id=BabyAI-OpenDoorColor-v0 --set "
+    "trainer.warm_start.episodes=300 --set optimizer.params.kl_coef=1.0: held-out success over seeds 0,1,2",
+])
+def test_a_long_title_stays_inside_the_chart(fusers, title):
+    """A title built from a long config path and its --set is wrapped, not cut off at the figure's edges."""
     rows = [Row(f"fuser{i}", [0.5, 0.6]) for i in range(fusers)]
-    title = "examples/babyai_goto_local_s8n7_ppo.yaml: held-out success over seeds 0,1,2,3,4,5,6,7,8,9"
     figure = bar_chart_figure(rows, title)
     renderer = figure.canvas.get_renderer()
     box = figure.axes[0].title.get_window_extent(renderer)
@@ -59,7 +63,8 @@ def test_compare_trains_each_fuser_over_seeds_and_resumes(tmp_path):
     pytest.importorskip("polyfuse_sbert", reason="the DigitsVQA pipeline reads questions with polyfuse-sbert")
     config = yaml.safe_load((ROOT / "core/polyfuse/defaults/digits_vqa.yaml").read_text())
     config["trainer"].update(eval_every=1500, eval_episodes=50, checkpoint_every=1500)
-    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config))
+    config["modalities"] = dict(reversed(config["modalities"].items()))  # not alphabetical: kept as written
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     args = ["compare", "pipeline.yaml", "--set", "optimizer.params.learning_starts=200", "--fusers",
             "concat,gated,no-such-fuser", "--seeds", "0,1", "--steps", "1500", "--jobs", "2", "-o", "board", "--json"]
     first = polyfuse(*args, cwd=tmp_path)
@@ -80,6 +85,7 @@ def test_compare_trains_each_fuser_over_seeds_and_resumes(tmp_path):
     for fuser in ("concat", "gated"):  # each cell trained the config as --set changed it, with its own fuser
         trained = read_checkpoint_tree(checkpoint_location(tmp_path / "board/runs" / fuser / "seed1"))["config"]
         assert trained["optimizer"]["params"]["learning_starts"] == 200 and trained["fuser"]["name"] == fuser
+        assert list(trained["modalities"]) == list(config["modalities"]) == ["question", "image"]
     again = polyfuse(*args, cwd=tmp_path)  # every cell is done: nothing is trained again
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1]) == rows
     assert "4/4" in again.stderr

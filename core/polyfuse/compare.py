@@ -232,7 +232,7 @@ def _run_cell(base: dict[str, Any], fuser: str, seed: int, steps: int | None, ou
     if steps is not None:
         trainer["total_steps"] = steps
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as handle:
-        yaml.safe_dump(data, handle)
+        yaml.safe_dump(data, handle, sort_keys=False)  # the file's modality order: the network `polyfuse run` builds
     command = [sys.executable, "-m", "polyfuse", "run", handle.name, "--json"]
     from polyfuse.training.checkpoint import checkpoint_location
 
@@ -339,7 +339,7 @@ def bar_chart_figure(rows: list[Row], title: str) -> Any:
     axes.set_xticks(range(len(shown)), [row.fuser for row in shown], rotation=30, ha="right")
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("held-out success (95% CI)")
-    wrapped = textwrap.fill(title, width=int(width * 12), break_on_hyphens=False)  # config paths can be long
+    wrapped = textwrap.fill(title, width=int(width * 10), break_on_hyphens=False)  # config paths can be long
     axes.set_title(wrapped, fontsize=9)
     figure.tight_layout()
     return figure
