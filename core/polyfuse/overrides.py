@@ -31,7 +31,7 @@ def apply_overrides(data: Any, assignments: Sequence[str]) -> Any:
     if assignments and not isinstance(data, dict):
         raise PolyfuseError("--set needs a config that is a mapping (env:, modalities:, ...)")
     for assignment in assignments:
-        path, value = parse_assignment(assignment)
+        path, value = _parse_assignment(assignment)
         _assign(data, path, value, assignment)
     return data
 
@@ -41,7 +41,7 @@ def describe(source: str, assignments: Sequence[str]) -> str:
     return " ".join([source, *(f"--set {assignment}" for assignment in assignments)])
 
 
-def parse_assignment(assignment: str) -> tuple[list[str], Any]:
+def _parse_assignment(assignment: str) -> tuple[list[str], Any]:
     from polyfuse.config import parse_yaml
 
     path, sep, text = assignment.partition("=")
